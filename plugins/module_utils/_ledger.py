@@ -1,0 +1,48 @@
+# -*- coding: utf-8 -*-
+# Copyright: pgshift contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+#
+# This module_utils is PRIVATE to the pgshift.ops collection. It may change without notice.
+"""node-pg-migrate's ledger table, read and written exactly as node-pg-migrate does."""
+
+from __future__ import annotations
+
+import typing as t
+
+from psycopg2 import sql
+
+from ansible_collections.pgshift.ops.plugins.module_utils._migration_files import LEDGER_TABLE
+
+
+def ledger_exists(cur: t.Any, schema: str = "public", table: str = LEDGER_TABLE) -> bool:
+    cur.execute("SELECT to_regclass(%s) IS NOT NULL", (sql.Identifier(schema, table).as_string(cur),))
+    return bool(cur.fetchone()[0])
+
+
+def ensure_ledger(cur: t.Any, schema: str = "public", table: str = LEDGER_TABLE) -> None:
+    """Create the ledger the way node-pg-migrate creates it (no extra columns)."""
+    cur.execute(
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} (id SERIAL PRIMARY KEY, name varchar(255) NOT NULL, run_on timestamp NOT NULL)"
+        ).format(sql.Identifier(schema, table))
+    )
+
+
+def applied(cur: t.Any, schema: str = "public", table: str = LEDGER_TABLE) -> t.List[t.Dict[str, t.Any]]:
+    """Applied migrations in node-pg-migrate's order (ORDER BY run_on, id); empty when there is no ledger."""
+    if not ledger_exists(cur, schema, table):
+        return []
+    cur.execute(
+        sql.SQL("SELECT id, name, run_on FROM {} ORDER BY run_on, id").format(sql.Identifier(schema, table))
+    )
+    return [{"id": r[0], "name": r[1], "run_on": r[2].isoformat(sep=" ")} for r in cur.fetchall()]
+
+
+def record_up(cur: t.Any, name: str, schema: str = "public", table: str = LEDGER_TABLE) -> None:
+    cur.execute(
+        sql.SQL("INSERT INTO {} (name, run_on) VALUES (%s, NOW())").format(sql.Identifier(schema, table)), (name,)
+    )
+
+
+def record_down(cur: t.Any, name: str, schema: str = "public", table: str = LEDGER_TABLE) -> None:
+    cur.execute(sql.SQL("DELETE FROM {} WHERE name = %s").format(sql.Identifier(schema, table)), (name,))

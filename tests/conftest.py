@@ -1,0 +1,154 @@
+"""Shared fixtures: real PostgreSQL clusters started and stopped by the harness, and real ansible-playbook runs.
+
+- ``pg``: one throwaway cluster for the session (free port, temp folder); use ``new_db`` for an empty database of your
+  own in it, so tests do not see each other's objects.
+- ``pg2``: a second cluster, for cross-cluster tests.
+- ``world``: a throwaway local world (dev, staging, prod clusters, the shop and its API), reset per test module.
+- ``run_playbook``: runs ansible-playbook as a separate process with this repository's ansible.cfg.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import typing as t
+import uuid
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, ".build", "collections"))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+
+import pgworld  # noqa: E402
+
+SHARED = os.path.abspath(os.path.join(ROOT, "..", "shared"))
+PAGILA = os.path.join(SHARED, "data", "pagila")
+VENV_BIN = os.path.join(ROOT, ".venv", "bin")
+
+
+def _tmp_base(prefix: str) -> str:
+    base = tempfile.mkdtemp(prefix=prefix)
+    os.chmod(base, 0o755)
+    return base
+
+
+@pytest.fixture(scope="session")
+def pg() -> t.Iterator[pgworld.Cluster]:
+    base = _tmp_base("pgshift-pg-")
+    cluster = pgworld.Cluster("test", base, pgworld.free_port(), "pw-" + uuid.uuid4().hex)
+    cluster.start()
+    yield cluster
+    cluster.destroy()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg2() -> t.Iterator[pgworld.Cluster]:
+    base = _tmp_base("pgshift-pg2-")
+    cluster = pgworld.Cluster("test2", base, pgworld.free_port(), "pw2-" + uuid.uuid4().hex)
+    cluster.start()
+    yield cluster
+    cluster.destroy()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def create_database(cluster: pgworld.Cluster, name: t.Optional[str] = None) -> str:
+    from psycopg2 import sql
+
+    name = name or "t_" + uuid.uuid4().hex[:10]
+    with contextlib.closing(cluster.connect()) as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'").format(sql.Identifier(name)))
+    return name
+
+
+@pytest.fixture
+def new_db(pg: pgworld.Cluster) -> t.Callable[..., str]:
+    """Factory: an empty database in the session cluster, dropped after the test."""
+    from psycopg2 import sql
+
+    made: t.List[str] = []
+
+    def factory(name: t.Optional[str] = None) -> str:
+        made.append(create_database(pg, name))
+        return made[-1]
+
+    yield factory  # type: ignore[misc]
+    with contextlib.closing(pg.connect()) as conn, conn.cursor() as cur:
+        for name in made:
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="module")
+def world() -> t.Iterator[pgworld.World]:
+    base = _tmp_base("pgshift-world-")
+    w = pgworld.World(os.path.join(base, "world"))
+    w.reset(scale=0.5)
+    yield w
+    w.destroy()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def ansible_env(extra: t.Optional[t.Dict[str, str]] = None) -> t.Dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "ANSIBLE_CONFIG": os.path.join(ROOT, "ansible.cfg"),
+            "ANSIBLE_HOME": os.path.join(ROOT, ".cache", "ansible"),
+            "ANSIBLE_LOCAL_TEMP": os.path.join(ROOT, ".cache", "ansible", "tmp"),
+            "ANSIBLE_COLLECTIONS_PATH": os.path.join(ROOT, ".build", "collections"),
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_FORCE_COLOR": "0",
+            "PATH": VENV_BIN + os.pathsep + env.get("PATH", ""),
+        }
+    )
+    env.pop("PGPASSWORD", None)
+    if extra:
+        env.update(extra)
+    return env
+
+
+class PlaybookRun(t.NamedTuple):
+    rc: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+@pytest.fixture
+def run_playbook() -> t.Callable[..., PlaybookRun]:
+    def runner(
+        playbook: str,
+        inventory: str = "inventories/local",
+        extra_vars: t.Optional[t.Dict[str, t.Any]] = None,
+        args: t.Sequence[str] = (),
+        env: t.Optional[t.Dict[str, str]] = None,
+        timeout: int = 900,
+    ) -> PlaybookRun:
+        argv = [os.path.join(VENV_BIN, "ansible-playbook"), playbook, "-i", inventory]
+        if extra_vars:
+            argv += ["-e", json.dumps(extra_vars)]
+        argv += list(args)
+        proc = subprocess.run(argv, cwd=ROOT, env=ansible_env(env), capture_output=True, text=True, timeout=timeout)
+        return PlaybookRun(proc.returncode, proc.stdout, proc.stderr)
+
+    return runner
+
+
+def module_args_conn(cluster: pgworld.Cluster, database: str = "postgres") -> t.Dict[str, t.Any]:
+    return cluster.conn(database)
+
+
+def require_pagila() -> str:
+    if not os.path.exists(os.path.join(PAGILA, "pagila-schema.sql")):
+        pytest.skip("../shared/data/pagila is absent (only the project's own clone has it): Pagila tests skipped")
+    return PAGILA

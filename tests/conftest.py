@@ -138,7 +138,7 @@ def run_playbook() -> t.Callable[..., PlaybookRun]:
         if extra_vars:
             argv += ["-e", json.dumps(extra_vars)]
         argv += list(args)
-        proc = subprocess.run(argv, cwd=ROOT, env=ansible_env(env), capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(argv, cwd=ROOT, env=ansible_env(env), capture_output=True, text=True, timeout=timeout, check=False)
         return PlaybookRun(proc.returncode, proc.stdout, proc.stderr)
 
     return runner
@@ -203,7 +203,7 @@ def run_module(tmp_path: t.Any) -> t.Callable[..., ModuleRun]:
             argv.append("--diff")
         if verbosity:
             argv.append("-" + "v" * verbosity)
-        proc = subprocess.run(argv, cwd=ROOT, env=ansible_env(env), capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(argv, cwd=ROOT, env=ansible_env(env), capture_output=True, text=True, timeout=timeout, check=False)
         result: t.Dict[str, t.Any] = {}
         result_file = tree / "localhost"
         if result_file.exists():

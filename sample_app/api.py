@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """The sample shop's HTTP API (demo and tests): reads the production database, listens on 127.0.0.1 only.
 
 Configuration: a 0600 JSON file named by $PGSHIFT_API_CONFIG (host, port, user, password, database, listen_port,

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """Deterministic data for the sample shop (production's schema: migrations up to 1700000001000).
 
 The same scale always gives the same rows (no random()): values are derived from the row number, and timestamps

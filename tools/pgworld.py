@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """The local world of pgshift: PostgreSQL clusters, the sample shop and its API, on this machine only.
 
 Used by ``make demo`` (``up``, ``reset``), ``make local-down`` (``down``) and by the test suite, which builds

@@ -1,0 +1,187 @@
+# -*- coding: utf-8 -*-
+# Copyright: pgshift contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+#
+# This module_utils is PRIVATE to the pgshift.ops collection. It may change without notice.
+"""The run journal: what a release run did to a production database, kept on the production cluster itself.
+
+Why a database on the production cluster rather than a file: the journal must be readable by whichever host runs the
+rollback (the controller may be gone), and the swap must update it in the same transaction as the two renames, so
+that the journal can never disagree with which database carries the production name. The journal lives in the
+database ``pgshift`` (configurable), schema ``pgshift``; it holds no secrets.
+"""
+
+from __future__ import annotations
+
+import datetime
+import getpass
+import json
+import os
+import socket
+import typing as t
+import uuid
+
+from psycopg2 import sql
+
+from ansible_collections.pgshift.ops.plugins.module_utils._connection import ConnParams, connect
+from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShiftError
+
+DEFAULT_JOURNAL_DB = "pgshift"
+OPEN_STATES = ("running", "failed")
+
+_DDL = [
+    "CREATE SCHEMA IF NOT EXISTS pgshift",
+    """CREATE TABLE IF NOT EXISTS pgshift.runs (
+        run_id       text PRIMARY KEY,
+        database     text NOT NULL,
+        status       text NOT NULL,
+        started_at   timestamptz NOT NULL DEFAULT now(),
+        finished_at  timestamptz,
+        started_by   text NOT NULL,
+        inputs       jsonb NOT NULL DEFAULT '{}'::jsonb,
+        message      text
+    )""",
+    """CREATE TABLE IF NOT EXISTS pgshift.steps (
+        id      bigserial PRIMARY KEY,
+        run_id  text NOT NULL REFERENCES pgshift.runs (run_id),
+        step    text NOT NULL,
+        state   text NOT NULL CHECK (state IN ('started', 'done', 'failed', 'undone')),
+        detail  jsonb NOT NULL DEFAULT '{}'::jsonb,
+        at      timestamptz NOT NULL DEFAULT clock_timestamp()
+    )""",
+    "CREATE INDEX IF NOT EXISTS steps_run_idx ON pgshift.steps (run_id, id)",
+]
+
+
+def journal_params(cluster: ConnParams, journal_db: str = DEFAULT_JOURNAL_DB) -> ConnParams:
+    return cluster.with_database(journal_db)
+
+
+def ensure_journal(cluster: ConnParams, journal_db: str = DEFAULT_JOURNAL_DB, check_mode: bool = False) -> bool:
+    """Create the journal database and tables when missing. Returns True when something was created."""
+    admin = connect(cluster.with_database("postgres"), autocommit=True)
+    created = False
+    try:
+        with admin.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (journal_db,))
+            if not cur.fetchone():
+                if check_mode:
+                    return True
+                cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(journal_db)))
+                created = True
+    finally:
+        admin.close()
+    if check_mode:
+        return created
+    conn = connect(journal_params(cluster, journal_db))
+    try:
+        with conn.cursor() as cur:
+            for statement in _DDL:
+                cur.execute(statement)
+        conn.commit()
+    finally:
+        conn.close()
+    return created
+
+
+def _who() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return "%s@%s" % (user, socket.gethostname())
+
+
+def open_runs(cur: t.Any, database: str) -> t.List[t.Dict[str, t.Any]]:
+    cur.execute(
+        "SELECT run_id, status, started_at, started_by FROM pgshift.runs WHERE database = %s AND status = ANY(%s) "
+        "ORDER BY started_at",
+        (database, list(OPEN_STATES)),
+    )
+    return [
+        {"run_id": r[0], "status": r[1], "started_at": r[2].isoformat(), "started_by": r[3]} for r in cur.fetchall()
+    ]
+
+
+def start_run(cur: t.Any, database: str, inputs: t.Dict[str, t.Any]) -> str:
+    """Register a new run; refuses while an earlier run on the same database is unfinished."""
+    cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 7241))", ("pgshift-journal:" + database,))
+    pending = open_runs(cur, database)
+    if pending:
+        first = pending[0]
+        raise PgShiftError(
+            "run %s on database %r (started %s by %s) is %s and was not rolled back: run `make rollback` "
+            "(playbooks/rollback.yml) to put production back first" % (
+                first["run_id"], database, first["started_at"], first["started_by"], first["status"]),
+            open_runs=pending,
+        )
+    run_id = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+    cur.execute(
+        "INSERT INTO pgshift.runs (run_id, database, status, started_by, inputs) VALUES (%s, %s, 'running', %s, %s)",
+        (run_id, database, _who(), json.dumps(inputs, sort_keys=True, default=str)),
+    )
+    return run_id
+
+
+def record_step(cur: t.Any, run_id: str, step: str, state: str, detail: t.Optional[t.Dict[str, t.Any]] = None) -> None:
+    cur.execute(
+        "INSERT INTO pgshift.steps (run_id, step, state, detail) VALUES (%s, %s, %s, %s)",
+        (run_id, step, state, json.dumps(detail or {}, sort_keys=True, default=str)),
+    )
+
+
+def finish_run(cur: t.Any, run_id: str, status: str, message: t.Optional[str] = None) -> None:
+    cur.execute(
+        "UPDATE pgshift.runs SET status = %s, finished_at = now(), message = %s WHERE run_id = %s",
+        (status, message, run_id),
+    )
+
+
+def get_run(cur: t.Any, run_id: str) -> t.Optional[t.Dict[str, t.Any]]:
+    cur.execute(
+        "SELECT run_id, database, status, started_at, finished_at, started_by, inputs, message FROM pgshift.runs "
+        "WHERE run_id = %s",
+        (run_id,),
+    )
+    row = cur.fetchone()
+    if not row:
+        return None
+    run = {
+        "run_id": row[0],
+        "database": row[1],
+        "status": row[2],
+        "started_at": row[3].isoformat(),
+        "finished_at": row[4].isoformat() if row[4] else None,
+        "started_by": row[5],
+        "inputs": row[6],
+        "message": row[7],
+    }
+    cur.execute("SELECT step, state, detail, at FROM pgshift.steps WHERE run_id = %s ORDER BY id", (run_id,))
+    run["steps"] = [{"step": r[0], "state": r[1], "detail": r[2], "at": r[3].isoformat()} for r in cur.fetchall()]
+    return run
+
+
+def step_states(run: t.Dict[str, t.Any]) -> t.Dict[str, t.Dict[str, t.Any]]:
+    """The last state of every step of a run, with the detail recorded when it was done."""
+    states: t.Dict[str, t.Dict[str, t.Any]] = {}
+    for entry in run.get("steps", []):
+        current = states.setdefault(entry["step"], {"state": entry["state"], "detail": {}})
+        current["state"] = entry["state"]
+        if entry["state"] in ("started", "done"):
+            current["detail"].update(entry["detail"] or {})
+    return states
+
+
+def latest_run(cur: t.Any, database: str, only_open: bool = True) -> t.Optional[str]:
+    if only_open:
+        cur.execute(
+            "SELECT run_id FROM pgshift.runs WHERE database = %s AND status = ANY(%s) ORDER BY started_at DESC LIMIT 1",
+            (database, list(OPEN_STATES)),
+        )
+    else:
+        cur.execute(
+            "SELECT run_id FROM pgshift.runs WHERE database = %s ORDER BY started_at DESC LIMIT 1",
+            (database,),
+        )
+    row = cur.fetchone()
+    return row[0] if row else None

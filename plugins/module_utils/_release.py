@@ -1,0 +1,438 @@
+# -*- coding: utf-8 -*-
+# Copyright: pgshift contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+#
+# This module_utils is PRIVATE to the pgshift.ops collection. It may change without notice.
+"""Database-level steps of a release: block access, build the next database side by side, swap, roll back.
+
+Naming: production ``P`` is rebuilt as ``P__next``; the swap renames ``P`` to ``P__prev_<UTC timestamp>`` and
+``P__next`` to ``P`` in ONE transaction, together with the journal entry, so exactly one database carries the
+production name at every instant. Production is never dropped; previous databases are removed only by retention,
+which always keeps at least one.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import re
+import tempfile
+import time
+import typing as t
+
+from psycopg2 import sql
+
+from ansible_collections.pgshift.ops.plugins.module_utils import _journal as journal
+from ansible_collections.pgshift.ops.plugins.module_utils._clients import check_client, find_client, run_client
+from ansible_collections.pgshift.ops.plugins.module_utils._connection import ConnParams, connect, db_error, server_major
+from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShiftError
+
+try:
+    import psycopg2
+except ImportError:  # pragma: no cover - reported by the connection layer
+    pass
+
+NEXT_SUFFIX = "__next"
+PREV_INFIX = "__prev_"
+FAILED_INFIX = "__failed_"
+MAX_NAME = 63
+
+
+def next_name(prod: str) -> str:
+    return _fit(prod, NEXT_SUFFIX)
+
+
+def prev_name(prod: str, when: t.Optional[datetime.datetime] = None) -> str:
+    stamp = (when or datetime.datetime.now(datetime.timezone.utc)).strftime("%Y%m%d%H%M%S")
+    return _fit(prod, PREV_INFIX + stamp)
+
+
+def failed_name(prod: str) -> str:
+    return _fit(prod, FAILED_INFIX + datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d%H%M%S"))
+
+
+def _fit(prod: str, suffix: str) -> str:
+    name = prod + suffix
+    if len(name.encode("utf-8")) > MAX_NAME:
+        raise PgShiftError(
+            "database name %r is too long to derive %r from it (PostgreSQL names are at most 63 bytes); "
+            "rename production or shorten it" % (prod, name)
+        )
+    return name
+
+
+def admin(cluster: ConnParams) -> t.Any:
+    """Autocommit connection to the cluster's maintenance database (never to a database we rename)."""
+    return connect(cluster.with_database("postgres"), autocommit=True)
+
+
+def database_info(cur: t.Any, name: str) -> t.Optional[t.Dict[str, t.Any]]:
+    cur.execute(
+        "SELECT d.datname, d.datconnlimit, d.datallowconn, pg_get_userbyid(d.datdba), pg_encoding_to_char(d.encoding), "
+        "d.datcollate, d.datctype, pg_database_size(d.oid) FROM pg_database d WHERE d.datname = %s",
+        (name,),
+    )
+    row = cur.fetchone()
+    if not row:
+        return None
+    return {
+        "name": row[0],
+        "connlimit": row[1],
+        "allowconn": row[2],
+        "owner": row[3],
+        "encoding": row[4],
+        "collate": row[5],
+        "ctype": row[6],
+        "size_bytes": row[7],
+    }
+
+
+def other_sessions(cur: t.Any, database: str) -> t.List[t.Dict[str, t.Any]]:
+    cur.execute(
+        "SELECT pid, usename, application_name, state FROM pg_stat_activity "
+        "WHERE datname = %s AND pid <> pg_backend_pid() AND backend_type = 'client backend' ORDER BY pid",
+        (database,),
+    )
+    return [{"pid": r[0], "user": r[1], "application": r[2], "state": r[3]} for r in cur.fetchall()]
+
+
+def terminate_sessions(cur: t.Any, database: str, timeout: float = 30.0) -> t.List[t.Dict[str, t.Any]]:
+    """Terminate every other client session of ``database`` and wait until they are gone."""
+    terminated = other_sessions(cur, database)
+    deadline = time.monotonic() + timeout
+    while True:
+        cur.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid() "
+            "AND backend_type = 'client backend'",
+            (database,),
+        )
+        left = other_sessions(cur, database)
+        if not left:
+            return terminated
+        if time.monotonic() > deadline:
+            raise PgShiftError(
+                "sessions on %r survive termination after %.0f s: %s" % (database, timeout, left), sessions=left
+            )
+        time.sleep(0.2)
+
+
+# ------------------------------------------------------------------------------------------------ access
+def block_access(
+    cluster: ConnParams, database: str, check_mode: bool = False, timeout: float = 30.0
+) -> t.Dict[str, t.Any]:
+    """Refuse new application connections (CONNECTION LIMIT 0: superusers, the pipeline, still get in) and end the
+    open ones. Returns the previous settings, which ``restore_access`` puts back."""
+    conn = admin(cluster)
+    try:
+        with conn.cursor() as cur:
+            info = database_info(cur, database)
+            if info is None:
+                raise PgShiftError("database %r does not exist on %s" % (database, cluster.describe()))
+            sessions = other_sessions(cur, database)
+            result = {
+                "database": database,
+                "previous": {"connlimit": info["connlimit"], "allowconn": info["allowconn"]},
+                "sessions": sessions,
+                "changed": info["connlimit"] != 0 or bool(sessions),
+            }
+            if check_mode:
+                return result
+            cur.execute(sql.SQL("ALTER DATABASE {} CONNECTION LIMIT 0").format(sql.Identifier(database)))
+            result["terminated"] = terminate_sessions(cur, database, timeout)
+            return result
+    except psycopg2.Error as exc:
+        raise db_error(exc, "blocking connections to %r" % database) from None
+    finally:
+        conn.close()
+
+
+def restore_access(cluster: ConnParams, database: str, connlimit: int, check_mode: bool = False) -> bool:
+    """Put the connection limit back and make sure the database accepts connections."""
+    conn = admin(cluster)
+    try:
+        with conn.cursor() as cur:
+            info = database_info(cur, database)
+            if info is None:
+                raise PgShiftError("database %r does not exist on %s" % (database, cluster.describe()))
+            if info["connlimit"] == connlimit and info["allowconn"]:
+                return False
+            if not check_mode:
+                cur.execute(
+                    sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true CONNECTION LIMIT {}").format(
+                        sql.Identifier(database), sql.Literal(int(connlimit))
+                    )
+                )
+            return True
+    finally:
+        conn.close()
+
+
+# ------------------------------------------------------------------------------------------------ build
+def private_workdir(base: t.Optional[str]) -> str:
+    if base:
+        os.makedirs(base, mode=0o700, exist_ok=True)
+        os.chmod(base, 0o700)
+    return tempfile.mkdtemp(prefix="pgshift-build-", dir=base)
+
+
+def dump_schema(dev: ConnParams, workdir: str) -> t.Dict[str, t.Any]:
+    """pg_dump --schema-only of dev, custom format, 0600 in a 0700 folder."""
+    conn = connect(dev)
+    try:
+        major = server_major(conn)
+    finally:
+        conn.close()
+    pg_dump, client_major = find_client("pg_dump", major)
+    path = os.path.join(workdir, "dev-schema.dump")
+    old_umask = os.umask(0o077)
+    try:
+        result = run_client([pg_dump, "--schema-only", "--format=custom", "--file", path], dev)
+    finally:
+        os.umask(old_umask)
+    check_client(result, "pg_dump --schema-only of the dev database %r" % dev.database)
+    os.chmod(path, 0o600)
+    return {"path": path, "pg_dump": pg_dump, "client_major": client_major, "server_major": major}
+
+
+def create_next(cluster: ConnParams, prod: str, check_mode: bool = False) -> t.Dict[str, t.Any]:
+    name = next_name(prod)
+    conn = admin(cluster)
+    try:
+        with conn.cursor() as cur:
+            info = database_info(cur, prod)
+            if info is None:
+                raise PgShiftError("production database %r does not exist on %s" % (prod, cluster.describe()))
+            if database_info(cur, name) is not None:
+                raise PgShiftError(
+                    "database %r already exists: a previous run did not finish; run `make rollback` "
+                    "(playbooks/rollback.yml), which drops it" % name,
+                    database=name,
+                )
+            statement = sql.SQL(
+                "CREATE DATABASE {} TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {} OWNER {} CONNECTION LIMIT 0"
+            ).format(
+                sql.Identifier(name),
+                sql.Literal(info["encoding"]),
+                sql.Literal(info["collate"]),
+                sql.Literal(info["ctype"]),
+                sql.Identifier(info["owner"]),
+            )
+            if not check_mode:
+                cur.execute(statement)
+            return {"database": name, "statement": statement.as_string(cur), "like": info}
+    except psycopg2.Error as exc:
+        raise db_error(exc, "creating %r" % name) from None
+    finally:
+        conn.close()
+
+
+def restore_section(target: ConnParams, archive: str, section: str, min_major: int) -> t.Dict[str, t.Any]:
+    """pg_restore one section of the dev schema archive into ``target``, in a single transaction."""
+    pg_restore, client_major = find_client("pg_restore", min_major)
+    result = run_client(
+        [pg_restore, "--section=" + section, "--exit-on-error", "--single-transaction", "--dbname", target.database,
+         archive],
+        target,
+    )
+    check_client(result, "loading the dev schema (%s) into %r" % (section, target.database))
+    return {"section": section, "pg_restore": pg_restore, "client_major": client_major}
+
+
+def refresh_materialized_views(target: ConnParams) -> t.List[str]:
+    """Materialized views come out of --schema-only unpopulated; fill them once the data is in, in dependency order."""
+    conn = connect(target, autocommit=True)
+    refreshed: t.List[str] = []
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE c.relkind = 'm' ORDER BY c.oid"
+            )
+            pending = list(cur.fetchall())
+            for _ in range(len(pending) + 1):
+                if not pending:
+                    break
+                failed = []
+                for schema, name in pending:
+                    try:
+                        cur.execute(sql.SQL("REFRESH MATERIALIZED VIEW {}").format(sql.Identifier(schema, name)))
+                        refreshed.append("%s.%s" % (schema, name))
+                    except psycopg2.errors.ObjectNotInPrerequisiteState:
+                        failed.append((schema, name))
+                pending = failed
+            if pending:
+                raise PgShiftError("materialized views could not be refreshed: %s" % pending)
+    finally:
+        conn.close()
+    return refreshed
+
+
+def drop_database(cluster: ConnParams, name: str, prod: str, check_mode: bool = False) -> bool:
+    """Drop a database pgshift made (``__next`` or ``__failed_*``). Refuses anything else, production above all."""
+    if name == prod or not (name == next_name(prod) or name.startswith(prod + FAILED_INFIX)):
+        raise PgShiftError("refusing to drop %r: pgshift only drops the databases it builds" % name)
+    conn = admin(cluster)
+    try:
+        with conn.cursor() as cur:
+            if database_info(cur, name) is None:
+                return False
+            if not check_mode:
+                cur.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+            return True
+    finally:
+        conn.close()
+
+
+# ------------------------------------------------------------------------------------------------ swap
+def swap(
+    cluster: ConnParams,
+    prod: str,
+    run_id: str,
+    connlimit: int,
+    journal_db: str = journal.DEFAULT_JOURNAL_DB,
+    check_mode: bool = False,
+    timeout: float = 30.0,
+) -> t.Dict[str, t.Any]:
+    """Rename production to ``__prev_<ts>`` and ``__next`` to production, atomically, journal included."""
+    new = next_name(prod)
+    prev = prev_name(prod)
+    conn = connect(journal.journal_params(cluster, journal_db))
+    try:
+        with conn.cursor() as cur:
+            for name in (prod, new):
+                if database_info(cur, name) is None:
+                    raise PgShiftError("cannot swap: database %r does not exist" % name, database=name)
+            plan = {"production": prod, "previous": prev, "next": new, "connlimit": connlimit}
+            if check_mode:
+                conn.rollback()
+                return dict(plan, swapped=False)
+            conn.autocommit = True
+            for name in (prod, new):
+                cur.execute(sql.SQL("ALTER DATABASE {} CONNECTION LIMIT 0").format(sql.Identifier(name)))
+                terminate_sessions(cur, name, timeout)
+            conn.autocommit = False
+            cur.execute("SET LOCAL lock_timeout = '10s'")
+            cur.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(prod), sql.Identifier(prev)))
+            cur.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(new), sql.Identifier(prod)))
+            cur.execute(
+                sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true CONNECTION LIMIT {}").format(
+                    sql.Identifier(prod), sql.Literal(int(connlimit))
+                )
+            )
+            journal.record_step(cur, run_id, "swap", "done", plan)
+            conn.commit()
+            return dict(plan, swapped=True)
+    except psycopg2.Error as exc:
+        conn.rollback()
+        raise db_error(exc, "swapping %r and %r" % (prod, new)) from None
+    finally:
+        conn.close()
+
+
+def retention(cluster: ConnParams, prod: str, keep: int, check_mode: bool = False) -> t.List[str]:
+    """Drop previous production databases beyond the newest ``keep`` (never fewer than one kept)."""
+    keep = max(1, keep)
+    pattern = re.compile("^" + re.escape(prod + PREV_INFIX) + r"\d{14}$")
+    conn = admin(cluster)
+    removed: t.List[str] = []
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (prod.replace("_", "\\_") + "\\_\\_prev\\_%",))
+            previous = sorted((r[0] for r in cur.fetchall() if pattern.match(r[0])), reverse=True)
+            for name in previous[keep:]:
+                if not check_mode:
+                    cur.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+                removed.append(name)
+    finally:
+        conn.close()
+    return removed
+
+
+# ------------------------------------------------------------------------------------------------ rollback
+def rollback(
+    cluster: ConnParams,
+    prod: str,
+    run_id: t.Optional[str] = None,
+    journal_db: str = journal.DEFAULT_JOURNAL_DB,
+    check_mode: bool = False,
+    reason: str = "rollback requested",
+) -> t.Dict[str, t.Any]:
+    """Put production back as it was before ``run_id`` (default: the latest unfinished run), from the journal.
+
+    Idempotent: every action first looks at the actual state of the cluster, so a second call does nothing.
+    """
+    actions: t.List[str] = []
+    conn = connect(journal.journal_params(cluster, journal_db))
+    try:
+        with conn.cursor() as cur:
+            run_id = run_id or journal.latest_run(cur, prod)
+            if not run_id:
+                conn.rollback()
+                return {"run_id": None, "actions": [], "changed": False, "message": "no unfinished run to roll back"}
+            run = journal.get_run(cur, run_id)
+            if run is None:
+                raise PgShiftError("run %r is not in the journal" % run_id)
+            if run["status"] in ("rolled_back", "succeeded"):
+                conn.rollback()
+                return {"run_id": run_id, "actions": [], "changed": False, "status": run["status"],
+                        "message": "run %s is already %s" % (run_id, run["status"])}
+            states = journal.step_states(run)
+            access = states.get("block_access", {}).get("detail", {})
+            previous_connlimit = int(access.get("previous", {}).get("connlimit", -1))
+            swap_state = states.get("swap")
+            conn.autocommit = True
+            # 1. undo the swap: the database carrying the production name is the new one; the previous is intact
+            if swap_state and swap_state["state"] == "done":
+                prev = swap_state["detail"].get("previous")
+                if database_info(cur, prev) is not None:
+                    failed = failed_name(prod)
+                    actions.append("swap back: %s -> %s, %s -> %s" % (prod, failed, prev, prod))
+                    if not check_mode:
+                        for name in (prod, prev):
+                            if database_info(cur, name) is not None:
+                                cur.execute(sql.SQL("ALTER DATABASE {} CONNECTION LIMIT 0").format(sql.Identifier(name)))
+                                terminate_sessions(cur, name)
+                        conn.autocommit = False
+                        cur.execute("SET LOCAL lock_timeout = '10s'")
+                        if database_info(cur, prod) is not None:
+                            cur.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(prod), sql.Identifier(failed)))
+                        cur.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(prev), sql.Identifier(prod)))
+                        journal.record_step(cur, run_id, "swap", "undone", {"failed_copy": failed})
+                        conn.commit()
+                        conn.autocommit = True
+                elif database_info(cur, prod) is None:
+                    raise PgShiftError(
+                        "neither %r nor the previous database %r exists: restore production from the verified backup "
+                        "with playbooks/restore_backup.yml" % (prod, prev)
+                    )
+            # 2. drop what this run built and no longer needs
+            for name in [next_name(prod)] + _failed_copies(cur, prod):
+                if database_info(cur, name) is not None:
+                    actions.append("drop %s" % name)
+                    if not check_mode:
+                        cur.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+            # 3. production accepts connections again, with its previous limit
+            info = database_info(cur, prod)
+            if info is None:
+                raise PgShiftError("production database %r does not exist after rollback: restore it from the backup" % prod)
+            if info["connlimit"] != previous_connlimit or not info["allowconn"]:
+                actions.append("restore access to %s (connection limit %d)" % (prod, previous_connlimit))
+                if not check_mode:
+                    cur.execute(
+                        sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true CONNECTION LIMIT {}").format(
+                            sql.Identifier(prod), sql.Literal(previous_connlimit)
+                        )
+                    )
+            if not check_mode:
+                journal.record_step(cur, run_id, "rollback", "done", {"actions": actions, "reason": reason})
+                journal.finish_run(cur, run_id, "rolled_back", reason)
+            return {"run_id": run_id, "actions": actions, "changed": bool(actions) or not check_mode, "status": "rolled_back"}
+    except psycopg2.Error as exc:
+        raise db_error(exc, "rolling back run %s" % run_id) from None
+    finally:
+        conn.close()
+
+
+def _failed_copies(cur: t.Any, prod: str) -> t.List[str]:
+    cur.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (prod.replace("_", "\\_") + "\\_\\_failed\\_%",))
+    return [r[0] for r in cur.fetchall()]

@@ -1,0 +1,173 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: pgshift contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: database_build
+short_description: Build the next production database side by side, from the dev schema
+version_added: 0.1.0
+description:
+  - O(step=create) creates C(<production>__next) on the production cluster (same encoding, collation and owner as
+    production, connection limit 0), dumps the dev schema (C(pg_dump --schema-only), custom format, 0600 file in a
+    0700 folder) and loads its C(pre-data) section: types, tables, columns, defaults, checks, views, functions.
+    Tables stay bare (no primary keys, indexes, foreign keys or triggers) so that the data loads fast.
+    If loading fails, the new database is dropped again and production is untouched.
+  - O(step=post-data) loads the rest of the dev schema once the data is in (primary keys, unique constraints,
+    indexes, foreign keys, which validate the data as they are created, and triggers), refreshes materialized views,
+    and checks that no index is invalid.
+  - O(step=drop) drops C(<production>__next). Production itself can never be dropped by this module.
+  - Client binaries are picked to fit the servers' major versions; the password reaches them through a 0600
+    PGPASSFILE.
+extends_documentation_fragment:
+  - pgshift.ops.connection
+attributes:
+  check_mode:
+    support: full
+    details: Check mode returns the plan (names, statements) and changes nothing.
+  diff_mode:
+    support: none
+options:
+  production_database:
+    description: Name of the production database; the new one is named C(<production_database>__next).
+    type: str
+    required: true
+  step:
+    description: Which step to run.
+    type: str
+    required: true
+    choices: [create, post-data, drop]
+  schema_source:
+    description:
+      - Connection to the dev database whose schema production gets. Required for O(step=create).
+      - Same keys as the top-level connection options.
+    type: dict
+  workdir:
+    description: Folder (created 0700) for the schema archive.
+    type: path
+  archive:
+    description: The schema archive that O(step=create) returned, for O(step=post-data).
+    type: path
+  min_client_major:
+    description: Lowest major version of pg_restore to use (the one O(step=create) returned as RV(client_major)).
+    type: int
+    default: 0
+author:
+  - pgshift maintainers
+"""
+
+EXAMPLES = r"""
+- name: Create shop__next with the dev schema, tables bare
+  pgshift.ops.database_build:
+    production_database: shop
+    step: create
+    schema_source: "{{ pgshift_dev_connection }}"
+    workdir: /var/lib/pgshift/work
+    host: db.internal
+    password: "{{ vault_pg_password }}"
+  register: build
+
+- name: Indexes, constraints and triggers once the data is in
+  pgshift.ops.database_build:
+    production_database: shop
+    step: post-data
+    archive: "{{ build.archive }}"
+    min_client_major: "{{ build.client_major }}"
+    host: db.internal
+    password: "{{ vault_pg_password }}"
+"""
+
+RETURN = r"""
+database:
+  description: The new database.
+  returned: always
+  type: str
+  sample: shop__next
+archive:
+  description: Path of the dev schema archive (custom format).
+  returned: when step is create and not in check mode
+  type: str
+client_major:
+  description: Major version of the client binaries used.
+  returned: when step is create and not in check mode
+  type: int
+statements:
+  description: Statements run (or planned, in check mode).
+  returned: always
+  type: list
+  elements: str
+refreshed_materialized_views:
+  description: Materialized views filled after the data load.
+  returned: when step is post-data
+  type: list
+  elements: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.pgshift.ops.plugins.module_utils import _release as release
+from ansible_collections.pgshift.ops.plugins.module_utils._connection import (
+    ConnParams,
+    connection_argument_spec,
+    endpoint_argument_spec,
+)
+from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShiftError, fail_from
+
+
+def main() -> None:
+    spec = connection_argument_spec()
+    spec.update(
+        production_database=dict(type="str", required=True),
+        step=dict(type="str", required=True, choices=["create", "post-data", "drop"]),
+        schema_source=endpoint_argument_spec(required=False),
+        workdir=dict(type="path"),
+        archive=dict(type="path"),
+        min_client_major=dict(type="int", default=0),
+    )
+    module = AnsibleModule(
+        argument_spec=spec,
+        supports_check_mode=True,
+        required_if=[("step", "create", ("schema_source",)), ("step", "post-data", ("archive",))],
+    )
+    p = module.params
+    cluster = ConnParams.from_params(p)
+    prod = p["production_database"]
+    name = release.next_name(prod)
+    try:
+        if p["step"] == "create":
+            created = release.create_next(cluster, prod, module.check_mode)
+            result = dict(changed=True, database=name, statements=[created["statement"]])
+            if not module.check_mode:
+                try:
+                    workdir = release.private_workdir(p["workdir"])
+                    dump = release.dump_schema(ConnParams.from_params(p["schema_source"]), workdir)
+                    module.add_cleanup_file(dump["path"])
+                    loaded = release.restore_section(cluster.with_database(name), dump["path"], "pre-data", dump["client_major"])
+                except PgShiftError:
+                    release.drop_database(cluster, name, prod)
+                    raise
+                result.update(archive=dump["path"], client_major=loaded["client_major"], pg_dump=dump["pg_dump"])
+                result["statements"].append("pg_restore --section=pre-data --single-transaction (dev schema)")
+                # keep the archive for post-data: it is removed by the post-data step
+                module.cleanup_files = [f for f in module.cleanup_files if f != dump["path"]]
+        elif p["step"] == "post-data":
+            result = dict(changed=True, database=name, statements=["pg_restore --section=post-data --single-transaction"])
+            if not module.check_mode:
+                target = cluster.with_database(name)
+                release.restore_section(target, p["archive"], "post-data", p["min_client_major"])
+                result["refreshed_materialized_views"] = release.refresh_materialized_views(target)
+                module.add_cleanup_file(p["archive"])
+            else:
+                result["refreshed_materialized_views"] = []
+        else:
+            dropped = release.drop_database(cluster, name, prod, module.check_mode)
+            result = dict(changed=dropped, database=name, statements=["DROP DATABASE %s WITH (FORCE)" % name] if dropped else [])
+    except PgShiftError as exc:
+        fail_from(module, exc, database=name)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

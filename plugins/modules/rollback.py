@@ -1,0 +1,102 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: pgshift contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: rollback
+short_description: Put the production database back as it was before a release run, from the journal
+version_added: 0.1.0
+description:
+  - Reads the run journal on the production cluster and undoes what the run did to the databases, whatever step it
+    reached: swaps back when the swap was done (one transaction), drops the half-built C(<production>__next), and
+    restores production's previous connection limit so it accepts connections again.
+  - Idempotent: every action looks at the actual state first, so running it twice is harmless.
+  - Services and maintenance pages are restored by the C(pgshift.ops.recover) role around this module.
+  - When neither production nor its previous copy exists, it stops and says to restore from the verified backup
+    (C(playbooks/restore_backup.yml)), which needs its own confirmation.
+extends_documentation_fragment:
+  - pgshift.ops.connection
+attributes:
+  check_mode:
+    support: full
+    details: Check mode lists the actions it would take.
+  diff_mode:
+    support: none
+options:
+  production_database:
+    description: Name of the production database.
+    type: str
+    required: true
+  run_id:
+    description: The run to undo; default the latest unfinished run of O(production_database).
+    type: str
+  journal_database:
+    description: Database of the production cluster that holds the journal.
+    type: str
+    default: pgshift
+  reason:
+    description: Why, recorded in the journal.
+    type: str
+    default: rollback requested
+seealso:
+  - module: pgshift.ops.swap
+author:
+  - pgshift maintainers
+"""
+
+EXAMPLES = r"""
+- name: Roll back the last unfinished run
+  pgshift.ops.rollback:
+    production_database: shop
+    reason: API checks failed after the swap
+    host: db.internal
+    password: "{{ vault_pg_password }}"
+"""
+
+RETURN = r"""
+run_id:
+  description: The run that was rolled back (null when there was none).
+  returned: always
+  type: str
+actions:
+  description: What was undone, in order.
+  returned: always
+  type: list
+  elements: str
+  sample: ["swap back: shop -> shop__failed_20261125, shop__prev_20261125 -> shop", "drop shop__next"]
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.pgshift.ops.plugins.module_utils import _journal as journal
+from ansible_collections.pgshift.ops.plugins.module_utils import _release as release
+from ansible_collections.pgshift.ops.plugins.module_utils._connection import ConnParams, connection_argument_spec
+from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShiftError, fail_from
+
+
+def main() -> None:
+    spec = connection_argument_spec()
+    spec.update(
+        production_database=dict(type="str", required=True),
+        run_id=dict(type="str"),
+        journal_database=dict(type="str", default="pgshift"),
+        reason=dict(type="str", default="rollback requested"),
+    )
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    p = module.params
+    cluster = ConnParams.from_params(p)
+    try:
+        journal.ensure_journal(cluster, p["journal_database"], module.check_mode)
+        result = release.rollback(
+            cluster, p["production_database"], p["run_id"], p["journal_database"], module.check_mode, p["reason"]
+        )
+    except PgShiftError as exc:
+        fail_from(module, exc)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

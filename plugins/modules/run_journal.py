@@ -1,0 +1,168 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: pgshift contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: run_journal
+short_description: Record a release run and its steps in the journal on the production cluster
+version_added: 0.1.0
+description:
+  - Keeps the journal of a C(prod_restore) run in the database O(journal_database) of the production cluster
+    (created when missing): the run, its inputs, and every step with its state.
+  - A new run is refused while an earlier run on the same production database is unfinished; the message says to
+    roll back first.
+  - The journal is what C(playbooks/rollback.yml) reads to put production back, whatever step was reached.
+extends_documentation_fragment:
+  - pgshift.ops.connection
+attributes:
+  check_mode:
+    support: full
+    details: In check mode nothing is written; O(action=start) returns a placeholder run id.
+  diff_mode:
+    support: none
+options:
+  action:
+    description:
+      - V(start) registers a run, V(step) records a step state, V(finish) closes the run, V(show) returns a run.
+    type: str
+    required: true
+    choices: [start, step, finish, show]
+  production_database:
+    description: Name of the production database the run releases to.
+    type: str
+    required: true
+  journal_database:
+    description: Database of the production cluster that holds the journal.
+    type: str
+    default: pgshift
+  run_id:
+    description: The run, for O(action=step), O(action=finish) and O(action=show) (default for show is the latest run).
+    type: str
+  step:
+    description: Name of the step, for O(action=step).
+    type: str
+  state:
+    description: State of the step, for O(action=step).
+    type: str
+    choices: [started, done, failed, undone]
+  detail:
+    description: What the step did and what undoing it needs (no secrets).
+    type: dict
+    default: {}
+  status:
+    description: Final status, for O(action=finish).
+    type: str
+    choices: [succeeded, failed, rolled_back]
+  message:
+    description: A note stored with the final status.
+    type: str
+  inputs:
+    description: Inputs of the run and their hashes, for O(action=start).
+    type: dict
+    default: {}
+author:
+  - pgshift maintainers
+"""
+
+EXAMPLES = r"""
+- name: Start a run
+  pgshift.ops.run_journal:
+    action: start
+    production_database: shop
+    inputs: "{{ pgshift_inputs }}"
+    host: db.internal
+    password: "{{ vault_pg_password }}"
+  register: run
+
+- name: Record a step
+  pgshift.ops.run_journal:
+    action: step
+    production_database: shop
+    run_id: "{{ run.run_id }}"
+    step: backup
+    state: done
+    detail:
+      path: /var/backups/pgshift/shop.dump
+"""
+
+RETURN = r"""
+run_id:
+  description: The run.
+  returned: always
+  type: str
+  sample: 20261125T231500Z-1a2b3c
+run:
+  description: The run with its steps, for O(action=show).
+  returned: when action is show
+  type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.pgshift.ops.plugins.module_utils import _journal as journal
+from ansible_collections.pgshift.ops.plugins.module_utils._connection import (
+    ConnParams,
+    connect,
+    connection_argument_spec,
+)
+from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShiftError, fail_from
+
+
+def main() -> None:
+    spec = connection_argument_spec()
+    spec.update(
+        action=dict(type="str", required=True, choices=["start", "step", "finish", "show"]),
+        production_database=dict(type="str", required=True),
+        journal_database=dict(type="str", default=journal.DEFAULT_JOURNAL_DB),
+        run_id=dict(type="str"),
+        step=dict(type="str"),
+        state=dict(type="str", choices=["started", "done", "failed", "undone"]),
+        detail=dict(type="dict", default={}),
+        status=dict(type="str", choices=["succeeded", "failed", "rolled_back"]),
+        message=dict(type="str"),
+        inputs=dict(type="dict", default={}),
+    )
+    module = AnsibleModule(
+        argument_spec=spec,
+        supports_check_mode=True,
+        required_if=[
+            ("action", "step", ("run_id", "step", "state")),
+            ("action", "finish", ("run_id", "status")),
+        ],
+    )
+    p = module.params
+    cluster = ConnParams.from_params(p)
+    try:
+        if module.check_mode and p["action"] != "show":
+            module.exit_json(changed=True, run_id=p["run_id"] or "check-mode-run")
+        journal.ensure_journal(cluster, p["journal_database"])
+        conn = connect(journal.journal_params(cluster, p["journal_database"]))
+        try:
+            with conn.cursor() as cur:
+                if p["action"] == "start":
+                    run_id = journal.start_run(cur, p["production_database"], p["inputs"])
+                    journal.record_step(cur, run_id, "start", "done", {"inputs": p["inputs"]})
+                    result = dict(changed=True, run_id=run_id)
+                elif p["action"] == "step":
+                    journal.record_step(cur, p["run_id"], p["step"], p["state"], p["detail"])
+                    result = dict(changed=True, run_id=p["run_id"])
+                elif p["action"] == "finish":
+                    journal.finish_run(cur, p["run_id"], p["status"], p["message"])
+                    result = dict(changed=True, run_id=p["run_id"])
+                else:
+                    run_id = p["run_id"] or journal.latest_run(cur, p["production_database"], only_open=False)
+                    run = journal.get_run(cur, run_id) if run_id else None
+                    result = dict(changed=False, run_id=run_id, run=run)
+            conn.commit()
+        finally:
+            conn.close()
+    except PgShiftError as exc:
+        fail_from(module, exc)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -46,3 +46,66 @@ def record_up(cur: t.Any, name: str, schema: str = "public", table: str = LEDGER
 
 def record_down(cur: t.Any, name: str, schema: str = "public", table: str = LEDGER_TABLE) -> None:
     cur.execute(sql.SQL("DELETE FROM {} WHERE name = %s").format(sql.Identifier(schema, table)), (name,))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# pgshift's own metadata, kept beside node-pg-migrate's ledger in a table of its own (pgmigrations is never altered).
+META_TABLE = "pgshift_migration_meta"
+
+
+def meta_exists(cur: t.Any, schema: str = "public") -> bool:
+    return ledger_exists(cur, schema, META_TABLE)
+
+
+def ensure_meta(cur: t.Any, schema: str = "public") -> None:
+    cur.execute(
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, sha256 text, applied_by text, "
+            "applied_at timestamptz, duration_ms bigint, engine text)"
+        ).format(sql.Identifier(schema, META_TABLE))
+    )
+
+
+def read_meta(cur: t.Any, schema: str = "public") -> t.Dict[str, t.Dict[str, t.Any]]:
+    """pgshift's metadata per migration name; empty when the table does not exist."""
+    if not meta_exists(cur, schema):
+        return {}
+    cur.execute(
+        sql.SQL("SELECT name, sha256, applied_by, applied_at, duration_ms, engine FROM {}").format(
+            sql.Identifier(schema, META_TABLE)
+        )
+    )
+    return {
+        r[0]: {
+            "sha256": r[1],
+            "applied_by": r[2],
+            "applied_at": r[3].isoformat() if r[3] is not None else None,
+            "duration_ms": r[4],
+            "engine": r[5],
+        }
+        for r in cur.fetchall()
+    }
+
+
+def record_meta(
+    cur: t.Any,
+    name: str,
+    sha256: str,
+    applied_by: str,
+    duration_ms: t.Optional[int],
+    engine: str,
+    schema: str = "public",
+) -> None:
+    cur.execute(
+        sql.SQL(
+            "INSERT INTO {} (name, sha256, applied_by, applied_at, duration_ms, engine) VALUES (%s, %s, %s, now(), %s, %s) "
+            "ON CONFLICT (name) DO UPDATE SET sha256 = EXCLUDED.sha256, applied_by = EXCLUDED.applied_by, "
+            "applied_at = EXCLUDED.applied_at, duration_ms = EXCLUDED.duration_ms, engine = EXCLUDED.engine"
+        ).format(sql.Identifier(schema, META_TABLE)),
+        (name, sha256, applied_by, duration_ms, engine),
+    )
+
+
+def delete_meta(cur: t.Any, name: str, schema: str = "public") -> None:
+    if meta_exists(cur, schema):
+        cur.execute(sql.SQL("DELETE FROM {} WHERE name = %s").format(sql.Identifier(schema, META_TABLE)), (name,))

@@ -1,0 +1,201 @@
+# -*- coding: utf-8 -*-
+# Copyright: pgshift contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+#
+# This module_utils is PRIVATE to the pgshift.ops collection. It may change without notice.
+"""Read-only checks made before a release touches anything. Each problem says what to fix."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import typing as t
+
+from ansible_collections.pgshift.ops.plugins.module_utils import _journal as journal
+from ansible_collections.pgshift.ops.plugins.module_utils import _release as release
+from ansible_collections.pgshift.ops.plugins.module_utils._clients import find_client
+from ansible_collections.pgshift.ops.plugins.module_utils._connection import ConnParams, connect, server_major
+from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShiftError
+
+_ROLES_SQL = """
+SELECT DISTINCT r FROM (
+  SELECT pg_get_userbyid(relowner) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%%'
+  UNION SELECT pg_get_userbyid(nspowner) FROM pg_namespace
+    WHERE nspname NOT IN ('pg_catalog', 'information_schema') AND nspname NOT LIKE 'pg\\_%%'
+  UNION SELECT pg_get_userbyid(p.proowner) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+  UNION SELECT pg_get_userbyid(ty.typowner) FROM pg_type ty JOIN pg_namespace n ON n.oid = ty.typnamespace
+    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+  UNION SELECT pg_get_userbyid(a.grantee) FROM pg_class c
+    JOIN pg_namespace n ON n.oid = c.relnamespace, aclexplode(c.relacl) a
+    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND a.grantee <> 0
+  UNION SELECT pg_get_userbyid(d.defaclrole) FROM pg_default_acl d
+  UNION SELECT pg_get_userbyid(a.grantee) FROM pg_default_acl d, aclexplode(d.defaclacl) a WHERE a.grantee <> 0
+) AS owners(r) WHERE r IS NOT NULL ORDER BY 1
+"""
+
+
+def _free_bytes(path: str) -> t.Optional[int]:
+    probe = path
+    while probe and not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            return None
+        probe = parent
+    try:
+        return int(shutil.disk_usage(probe).free)
+    except OSError:
+        return None
+
+
+def run_checks(
+    prod: ConnParams,
+    production_database: str,
+    dev: ConnParams,
+    backup_dir: t.Optional[str],
+    journal_db: str,
+    space_factor: float = 1.2,
+) -> t.Dict[str, t.Any]:
+    """Return facts and the list of problems; raise only when a connection fails (the message says why)."""
+    problems: t.List[str] = []
+    warnings: t.List[str] = []
+    facts: t.Dict[str, t.Any] = {"production_database": production_database}
+
+    admin = connect(prod.with_database("postgres"), autocommit=True)
+    try:
+        with admin.cursor() as cur:
+            facts["prod_server_major"] = server_major(admin)
+            facts["prod_server_version"] = admin.server_version
+            cur.execute("SELECT rolsuper, rolcreatedb FROM pg_roles WHERE rolname = current_user")
+            superuser, createdb = cur.fetchone()
+            facts["superuser"] = bool(superuser)
+            if not superuser:
+                problems.append(
+                    "the pipeline's role %r is not a superuser: pgshift blocks application connections with a "
+                    "connection limit that only superusers bypass; connect as a superuser" % prod.user
+                )
+            info = release.database_info(cur, production_database)
+            if info is None:
+                raise PgShiftError(
+                    "production database %r does not exist on %s; check pgshift_prod_connection.database"
+                    % (production_database, prod.describe())
+                )
+            facts["production"] = info
+            if not info["allowconn"]:
+                warnings.append("production %r refuses connections (datallowconn false)" % production_database)
+            leftover = release.next_name(production_database)
+            if release.database_info(cur, leftover) is not None:
+                problems.append(
+                    "database %r exists: an earlier run did not finish; run `make rollback` first" % leftover
+                )
+            cur.execute("SELECT gid, owner FROM pg_prepared_xacts WHERE database = %s", (production_database,))
+            prepared = cur.fetchall()
+            if prepared:
+                problems.append(
+                    "production has %d prepared transaction(s) (%s): COMMIT PREPARED or ROLLBACK PREPARED them first, "
+                    "since they survive termination and block the swap" % (len(prepared), ", ".join(g for g, _ in prepared))
+                )
+            cur.execute("SELECT slot_name FROM pg_replication_slots WHERE database = %s", (production_database,))
+            slots = [r[0] for r in cur.fetchall()]
+            if slots:
+                problems.append(
+                    "production has logical replication slot(s) %s: they pin the database and are not carried to the "
+                    "rebuilt one; drop them (pg_drop_replication_slot) or release outside pgshift" % ", ".join(slots)
+                )
+            cur.execute("SELECT rolname FROM pg_roles")
+            prod_roles = {r[0] for r in cur.fetchall()}
+            cur.execute("SELECT name FROM pg_available_extensions")
+            prod_extensions = {r[0] for r in cur.fetchall()}
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (journal_db,))
+            if cur.fetchone():
+                jconn = connect(journal.journal_params(prod, journal_db))
+                try:
+                    with jconn.cursor() as jcur:
+                        jcur.execute("SELECT to_regclass('pgshift.runs') IS NOT NULL")
+                        if jcur.fetchone()[0]:
+                            pending = journal.open_runs(jcur, production_database)
+                            if pending:
+                                problems.append(
+                                    "run %s (started %s by %s) is %s and was not rolled back: run `make rollback` "
+                                    "(playbooks/rollback.yml) first"
+                                    % (pending[0]["run_id"], pending[0]["started_at"], pending[0]["started_by"],
+                                       pending[0]["status"])
+                                )
+                finally:
+                    jconn.close()
+            data_directory = None
+            try:
+                cur.execute("SHOW data_directory")
+                data_directory = cur.fetchone()[0]
+            except Exception:  # noqa: BLE001 - not allowed for non-superusers; then we cannot check the space
+                admin.rollback()
+    finally:
+        admin.close()
+
+    dev_conn = connect(dev)
+    try:
+        with dev_conn.cursor() as cur:
+            facts["dev_server_major"] = server_major(dev_conn)
+            facts["dev_server_version"] = dev_conn.server_version
+            cur.execute(_ROLES_SQL)
+            needed_roles = [r[0] for r in cur.fetchall()]
+            cur.execute("SELECT extname, extversion FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1")
+            dev_extensions = cur.fetchall()
+            cur.execute("SELECT to_regclass('public.pgmigrations') IS NOT NULL")
+            facts["dev_has_ledger"] = bool(cur.fetchone()[0])
+    finally:
+        dev_conn.close()
+    missing_roles = [r for r in needed_roles if r not in prod_roles]
+    if missing_roles:
+        problems.append(
+            "the dev schema refers to role(s) missing on the production cluster: %s; create them there "
+            "(pg_dumpall --globals-only shows dev's definitions) or change the owners/grants in dev"
+            % ", ".join(missing_roles)
+        )
+    missing_ext = [name for name, _version in dev_extensions if name not in prod_extensions]
+    if missing_ext:
+        problems.append(
+            "the dev schema uses extension(s) not installable on the production cluster: %s; install their "
+            "packages on the production server" % ", ".join(missing_ext)
+        )
+    facts["dev_extensions"] = [{"name": n, "version": v} for n, v in dev_extensions]
+    facts["roles_needed"] = needed_roles
+
+    if facts["dev_server_major"] > facts["prod_server_major"]:
+        problems.append(
+            "dev runs PostgreSQL %d but production runs %d: a newer server's schema dump may not load into an older "
+            "server; use a dev server of production's major version" % (facts["dev_server_major"], facts["prod_server_major"])
+        )
+    client_major = max(facts["dev_server_major"], facts["prod_server_major"])
+    clients: t.Dict[str, str] = {}
+    for binary in ("pg_dump", "pg_restore"):
+        try:
+            path, major = find_client(binary, client_major)
+            clients[binary] = "%s (%d)" % (path, major)
+        except PgShiftError as exc:
+            problems.append(exc.msg)
+    facts["clients"] = clients
+
+    size = int(facts["production"]["size_bytes"])
+    space: t.Dict[str, t.Any] = {"production_bytes": size, "factor": space_factor}
+    if backup_dir:
+        free = _free_bytes(backup_dir)
+        space["backup_dir_free_bytes"] = free
+        if free is not None and free < size * space_factor:
+            problems.append(
+                "not enough space for the backup in %s: %d MB free, about %d MB needed; free space or point "
+                "pgshift_backup_dir elsewhere" % (backup_dir, free // 2**20, int(size * space_factor) // 2**20)
+            )
+    if data_directory and os.path.isdir(data_directory):
+        free = _free_bytes(data_directory)
+        space["data_directory_free_bytes"] = free
+        if free is not None and free < size * space_factor:
+            problems.append(
+                "not enough space beside production for the rebuilt database: %d MB free in %s, about %d MB needed"
+                % (free // 2**20, data_directory, int(size * space_factor) // 2**20)
+            )
+    elif data_directory:
+        warnings.append("the data directory is not on this host: the space for the new database was not checked")
+    facts["space"] = space
+    return {"facts": facts, "problems": problems, "warnings": warnings}

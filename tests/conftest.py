@@ -35,7 +35,7 @@ VENV_BIN = os.path.join(ROOT, ".venv", "bin")
 
 def _tmp_base(prefix: str) -> str:
     base = tempfile.mkdtemp(prefix=prefix)
-    os.chmod(base, 0o755)
+    os.chmod(base, 0o755)  # noqa: S103 - the server runs as another OS user and must reach its cluster folder
     return base
 
 
@@ -69,7 +69,7 @@ def create_database(cluster: pgworld.Cluster, name: t.Optional[str] = None) -> s
 
 
 @pytest.fixture
-def new_db(pg: pgworld.Cluster) -> t.Callable[..., str]:
+def new_db(pg: pgworld.Cluster) -> t.Iterator[t.Callable[..., str]]:
     """Factory: an empty database in the session cluster, dropped after the test."""
     from psycopg2 import sql
 
@@ -79,7 +79,7 @@ def new_db(pg: pgworld.Cluster) -> t.Callable[..., str]:
         made.append(create_database(pg, name))
         return made[-1]
 
-    yield factory  # type: ignore[misc]
+    yield factory
     with contextlib.closing(pg.connect()) as conn, conn.cursor() as cur:
         for name in made:
             cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
@@ -138,7 +138,9 @@ def run_playbook() -> t.Callable[..., PlaybookRun]:
         if extra_vars:
             argv += ["-e", json.dumps(extra_vars)]
         argv += list(args)
-        proc = subprocess.run(argv, cwd=ROOT, env=ansible_env(env), capture_output=True, text=True, timeout=timeout, check=False)
+        proc = subprocess.run(
+            argv, cwd=ROOT, env=ansible_env(env), capture_output=True, text=True, timeout=timeout, check=False
+        )
         return PlaybookRun(proc.returncode, proc.stdout, proc.stderr)
 
     return runner
@@ -203,7 +205,9 @@ def run_module(tmp_path: t.Any) -> t.Callable[..., ModuleRun]:
             argv.append("--diff")
         if verbosity:
             argv.append("-" + "v" * verbosity)
-        proc = subprocess.run(argv, cwd=ROOT, env=ansible_env(env), capture_output=True, text=True, timeout=timeout, check=False)
+        proc = subprocess.run(
+            argv, cwd=ROOT, env=ansible_env(env), capture_output=True, text=True, timeout=timeout, check=False
+        )
         result: t.Dict[str, t.Any] = {}
         result_file = tree / "localhost"
         if result_file.exists():

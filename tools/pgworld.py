@@ -102,7 +102,7 @@ def _chown_tree(path: str) -> None:
     user = server_user()
     if user:
         entry = pwd.getpwnam(user)
-        for base, dirs, files in os.walk(path):
+        for base, _dirs, files in os.walk(path):
             os.chown(base, entry.pw_uid, entry.pw_gid)
             for name in files:
                 os.chown(os.path.join(base, name), entry.pw_uid, entry.pw_gid)
@@ -114,7 +114,7 @@ def _make_traversable(path: str) -> None:
     while path not in ("/", ""):
         mode = os.stat(path).st_mode
         if os.geteuid() == 0 and not mode & 0o001:
-            os.chmod(path, (mode & 0o7777) | 0o011)
+            os.chmod(path, (mode & 0o7777) | 0o011)  # noqa: S103 - search (x) only, so the server user gets through
         path = os.path.dirname(path)
 
 
@@ -145,7 +145,9 @@ class Cluster:
     def log_file(self) -> str:
         return os.path.join(self.root, "server.log")
 
-    def conn(self, database: str = "postgres", user: str = "postgres", password: t.Optional[str] = None) -> t.Dict[str, t.Any]:
+    def conn(
+        self, database: str = "postgres", user: str = "postgres", password: t.Optional[str] = None
+    ) -> t.Dict[str, t.Any]:
         """Connection options in pgshift's shape (host, port, user, password, database)."""
         return {
             "host": "127.0.0.1",
@@ -184,11 +186,16 @@ class Cluster:
                 _as_server_user(
                     [
                         os.path.join(self.bindir, "initdb"),
-                        "-D", self.data_dir,
-                        "-U", "postgres",
-                        "-A", "scram-sha-256",
-                        "--pwfile", pwfile,
-                        "-E", "UTF8",
+                        "-D",
+                        self.data_dir,
+                        "-U",
+                        "postgres",
+                        "-A",
+                        "scram-sha-256",
+                        "--pwfile",
+                        pwfile,
+                        "-E",
+                        "UTF8",
                         "--locale=C.UTF-8",
                         "--no-sync",
                     ]
@@ -216,13 +223,25 @@ class Cluster:
         self.init()
         if self.running():
             return
-        options = "-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=60 -c max_prepared_transactions=5" % (
-            self.port,
-            self.socket_dir,
+        options = (
+            "-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off"
+            " -c max_connections=60 -c max_prepared_transactions=5" % (self.port, self.socket_dir)
         )
         subprocess.run(
             _as_server_user(
-                [os.path.join(self.bindir, "pg_ctl"), "-D", self.data_dir, "-o", options, "-l", self.log_file, "-w", "-t", "60", "start"]
+                [
+                    os.path.join(self.bindir, "pg_ctl"),
+                    "-D",
+                    self.data_dir,
+                    "-o",
+                    options,
+                    "-l",
+                    self.log_file,
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                ]
             ),
             check=True,
             stdout=subprocess.DEVNULL,
@@ -232,7 +251,9 @@ class Cluster:
         if not self.running():
             return
         subprocess.run(
-            _as_server_user([os.path.join(self.bindir, "pg_ctl"), "-D", self.data_dir, "-m", "fast", "-w", "-t", "60", "stop"]),
+            _as_server_user(
+                [os.path.join(self.bindir, "pg_ctl"), "-D", self.data_dir, "-m", "fast", "-w", "-t", "60", "stop"]
+            ),
             check=False,
             stdout=subprocess.DEVNULL,
         )
@@ -252,7 +273,9 @@ class Cluster:
 
 
 # --------------------------------------------------------------------------------------------- the shop
-def apply_migrations(cluster: Cluster, database: str, count: t.Optional[int] = None, folder: t.Optional[str] = None) -> t.List[str]:
+def apply_migrations(
+    cluster: Cluster, database: str, count: t.Optional[int] = None, folder: t.Optional[str] = None
+) -> t.List[str]:
     """Apply the first ``count`` SQL migrations as node-pg-migrate would (one transaction each, ledger row)."""
     ledger, files = _collection_imports()
     migrations = files.list_migrations(folder or os.path.join(SAMPLE, "migrations"))
@@ -293,7 +316,11 @@ def drop_shop_databases(cluster: Cluster, name: str = DB_NAME) -> None:
                 (name, name.replace("_", "\\_") + "\\_\\_%"),
             )
             for (datname,) in cur.fetchall():
-                cur.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true CONNECTION LIMIT -1").format(sql.Identifier(datname)))
+                cur.execute(
+                    sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true CONNECTION LIMIT -1").format(
+                        sql.Identifier(datname)
+                    )
+                )
                 cur.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(datname)))
             cur.execute("SELECT 1 FROM pg_database WHERE datname = 'pgshift'")
             if cur.fetchone():
@@ -309,12 +336,14 @@ def create_shop(cluster: Cluster, migrations: t.Optional[int], scale: float, nam
         cur.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'").format(sql.Identifier(name)))
     with contextlib.closing(cluster.connect(name)) as conn, conn.cursor() as cur:
         cur.execute(
-            sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {}").format(
-                sql.Identifier(APP_ROLE)
-            )
+            sql.SQL(
+                "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {}"
+            ).format(sql.Identifier(APP_ROLE))
         )
         cur.execute(
-            sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO {}").format(sql.Identifier(APP_ROLE))
+            sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO {}").format(
+                sql.Identifier(APP_ROLE)
+            )
         )
     applied = apply_migrations(cluster, name, migrations)
     counts: t.Dict[str, int] = {}
@@ -435,7 +464,9 @@ class World:
         summary["staging"] = create_shop(self.clusters["staging"], PROD_MIGRATIONS, scale)
         service(self, "start")
         if not api_healthy(self.meta["ports"]["api"]):
-            raise SystemExit("the demo API did not become healthy; see %s" % os.path.join(self.state, "api", "shop-api.log"))
+            raise SystemExit(
+                "the demo API did not become healthy; see %s" % os.path.join(self.state, "api", "shop-api.log")
+            )
         return summary
 
     def down(self) -> None:

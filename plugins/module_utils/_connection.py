@@ -161,7 +161,8 @@ def _friendly_connect_error(params: ConnParams, exc: Exception) -> PgShiftError:
     else:
         hint = "check the connection options"
     return PgShiftError(
-        "cannot connect to %s: %s; %s" % (params.describe(), text.splitlines()[0] if text else type(exc).__name__, hint),
+        "cannot connect to %s: %s; %s"
+        % (params.describe(), text.splitlines()[0] if text else type(exc).__name__, hint),
         sqlstate=getattr(exc, "pgcode", None),
     )
 

@@ -68,7 +68,9 @@ class Handler(BaseHTTPRequestHandler):
         try:
             if url.path == "/health":
                 rows = query("SELECT name FROM pgmigrations ORDER BY run_on DESC, id DESC LIMIT 1")
-                self._send(200, {"status": "ok", "schema_version": rows[0][0] if rows else None, "maintenance": maintenance})
+                self._send(
+                    200, {"status": "ok", "schema_version": rows[0][0] if rows else None, "maintenance": maintenance}
+                )
                 return
             if maintenance and self.headers.get("X-Maintenance-Bypass") != "1":
                 self._send(503, {"maintenance": True, "message": "The shop is being upgraded. Back soon."})

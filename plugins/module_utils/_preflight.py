@@ -12,6 +12,7 @@ import shutil
 import typing as t
 
 from ansible_collections.pgshift.ops.plugins.module_utils import _journal as journal
+from ansible_collections.pgshift.ops.plugins.module_utils import _ledger as ledger
 from ansible_collections.pgshift.ops.plugins.module_utils import _release as release
 from ansible_collections.pgshift.ops.plugins.module_utils._clients import find_client
 from ansible_collections.pgshift.ops.plugins.module_utils._connection import ConnParams, connect, server_major
@@ -142,10 +143,27 @@ def run_checks(
             needed_roles = [r[0] for r in cur.fetchall()]
             cur.execute("SELECT extname, extversion FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1")
             dev_extensions = cur.fetchall()
-            cur.execute("SELECT to_regclass('public.pgmigrations') IS NOT NULL")
-            facts["dev_has_ledger"] = bool(cur.fetchone()[0])
+            dev_ledger = [row["name"] for row in ledger.applied(cur)]
+            facts["dev_has_ledger"] = bool(dev_ledger)
     finally:
         dev_conn.close()
+    prod_conn = connect(prod.with_database(production_database))
+    try:
+        with prod_conn.cursor() as cur:
+            prod_ledger = [row["name"] for row in ledger.applied(cur)]
+    finally:
+        prod_conn.close()
+    facts["migrations"] = {
+        "production": prod_ledger,
+        "dev": dev_ledger,
+        "to_apply": [name for name in dev_ledger if name not in prod_ledger],
+        "only_in_production": [name for name in prod_ledger if name not in dev_ledger],
+    }
+    if facts["migrations"]["only_in_production"]:
+        warnings.append(
+            "production has applied migrations that dev has not: %s; the release removes their effects"
+            % ", ".join(facts["migrations"]["only_in_production"])
+        )
     missing_roles = [r for r in needed_roles if r not in prod_roles]
     if missing_roles:
         problems.append(

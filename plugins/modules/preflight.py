@@ -70,8 +70,8 @@ problems:
   returned: always
   type: list
   elements: str
-warnings:
-  description: Things worth knowing that do not stop the release.
+cautions:
+  description: Things worth knowing that do not stop the release (also shown as warnings).
   returned: always
   type: list
   elements: str
@@ -110,8 +110,9 @@ def main() -> None:
         )
     except PgShiftError as exc:
         fail_from(module, exc)
-    for warning in result["warnings"]:
-        module.warn(warning)
+    result["cautions"] = result.pop("warnings")
+    for caution in result["cautions"]:
+        module.warn(caution)
     if result["problems"]:
         module.fail_json(
             msg="preflight refused the release: " + " | ".join(result["problems"]),

@@ -1,0 +1,763 @@
+# -*- coding: utf-8 -*-
+# Copyright: pgshift contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+#
+# This module_utils is PRIVATE to the pgshift.ops collection. It may change without notice.
+"""Carry production's data into a database built from the dev schema: catalogs, mapping file, plan, problems.
+
+The target database holds the dev schema's pre-data section (tables, columns, defaults, CHECK/NOT NULL, types,
+sequences) and no rows. For every target table this module works out where its rows come from (a source table, maybe
+renamed), which columns are carried (maybe renamed, maybe with a changed type, maybe computed by an SQL expression from
+the mapping file), which get their default, and what production holds that would be lost. :func:`find_problems` then
+asks the source, before anything is copied, whether the data fits the target: NOT NULL, lengths, ranges, CHECKs,
+enums, and the UNIQUE/PRIMARY KEY/FOREIGN KEY constraints the dev schema will add after the load.
+
+Identifiers only travel through ``psycopg2.sql.Identifier``. Two kinds of SQL text are used verbatim and are
+documented as such: expressions from the mapping file (reviewed like a migration), and expressions the target server
+itself generated (``format_type``, ``pg_get_expr``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import typing as t
+
+from ansible_collections.pgshift.ops.plugins.module_utils._connection import db_error
+from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShiftError
+
+try:
+    import psycopg2
+    from psycopg2 import sql
+except ImportError:  # pragma: no cover - reported by _connection.connect
+    pass
+
+try:
+    import yaml
+
+    HAS_YAML = True
+except ImportError:  # pragma: no cover - ansible-core depends on PyYAML
+    HAS_YAML = False
+
+FIRST_USER_OID = 16384
+DEFAULT_LEDGER_TABLES = ["pgmigrations", "pgshift_migration_meta"]
+SAMPLE_LIMIT = 5
+_INTEGER_RANGES = {
+    "smallint": (-32768, 32767),
+    "integer": (-2147483648, 2147483647),
+    "bigint": (-9223372036854775808, 9223372036854775807),
+}
+
+
+# ------------------------------------------------------------------------------------------------ catalogs
+@dataclasses.dataclass
+class Column:
+    name: str
+    type: str
+    type_oid: int
+    typmod: int
+    notnull: bool
+    default: t.Optional[str]
+    generated: bool
+    identity: str
+    typtype: str
+    base_oid: int
+
+    @property
+    def binary_safe(self) -> bool:
+        """True when binary COPY of this column carries no database-specific OIDs (builtin types, enums)."""
+        return self.type_oid < FIRST_USER_OID or self.typtype == "e"
+
+    @property
+    def builtin(self) -> bool:
+        return self.type_oid < FIRST_USER_OID
+
+
+@dataclasses.dataclass
+class Table:
+    schema: str
+    name: str
+    oid: int
+    kind: str
+    rows_estimate: int
+    bytes: int
+    columns: t.List[Column] = dataclasses.field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return self.name if self.schema == "public" else "%s.%s" % (self.schema, self.name)
+
+    @property
+    def ident(self) -> "sql.Composable":
+        return sql.Identifier(self.schema, self.name)
+
+    @property
+    def partitioned(self) -> bool:
+        return self.kind == "p"
+
+    def from_clause(self) -> "sql.Composable":
+        """Rows of this table exactly once: ONLY for plain tables (no inheritance children), the whole tree for a
+        partitioned table (its leaves are never listed on their own)."""
+        if self.partitioned:
+            return self.ident
+        return sql.SQL("ONLY {}").format(self.ident)
+
+    def column(self, name: str) -> t.Optional[Column]:
+        for col in self.columns:
+            if col.name == name:
+                return col
+        return None
+
+
+_TABLES_SQL = """
+SELECT c.oid, n.nspname, c.relname, c.relkind,
+       CASE WHEN c.relkind = 'p' THEN
+         (SELECT coalesce(sum(greatest(l.reltuples, 0)), 0) FROM pg_partition_tree(c.oid) p
+            JOIN pg_class l ON l.oid = p.relid WHERE p.isleaf)
+       ELSE greatest(c.reltuples, 0) END::bigint,
+       CASE WHEN c.relkind = 'p' THEN
+         (SELECT coalesce(sum(pg_total_relation_size(p.relid)), 0) FROM pg_partition_tree(c.oid) p WHERE p.isleaf)
+       ELSE pg_total_relation_size(c.oid) END::bigint
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\\_toast%%' AND n.nspname NOT LIKE 'pg\\_temp\\_%%'
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                  WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+ORDER BY n.nspname, c.relname
+"""
+
+_COLUMNS_SQL = """
+SELECT a.attrelid, a.attname, format_type(a.atttypid, a.atttypmod), a.atttypid, a.atttypmod, a.attnotnull,
+       pg_get_expr(d.adbin, d.adrelid), a.attgenerated <> '', a.attidentity::text, ty.typtype::text,
+       CASE WHEN ty.typtype = 'd' THEN ty.typbasetype ELSE ty.oid END
+FROM pg_attribute a
+JOIN pg_type ty ON ty.oid = a.atttypid
+LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attrelid, a.attnum
+"""
+
+
+def read_tables(conn: t.Any) -> t.Dict[str, Table]:
+    """User tables (plain and partitioned roots; leaf partitions are reached through their root), by key."""
+    try:
+        with conn.cursor() as cur:
+            cur.execute(_TABLES_SQL)
+            tables = {r[0]: Table(r[1], r[2], r[0], r[3], int(r[4]), int(r[5])) for r in cur.fetchall()}
+            if tables:
+                cur.execute(_COLUMNS_SQL, (list(tables),))
+                for r in cur.fetchall():
+                    tables[r[0]].columns.append(
+                        Column(r[1], r[2], int(r[3]), int(r[4]), bool(r[5]), r[6], bool(r[7]), r[8] or "", r[9], int(r[10]))
+                    )
+    except psycopg2.Error as exc:
+        raise db_error(exc, "reading the table catalog") from None
+    return {tb.key: tb for tb in tables.values()}
+
+
+def enum_labels(conn: t.Any, type_oid: int) -> t.List[str]:
+    with conn.cursor() as cur:
+        cur.execute("SELECT enumlabel FROM pg_enum WHERE enumtypid = %s ORDER BY enumsortorder", (type_oid,))
+        return [r[0] for r in cur.fetchall()]
+
+
+def enum_labels_by_name(conn: t.Any, type_name: str) -> t.Optional[t.List[str]]:
+    """Labels of the enum called ``type_name`` (format_type spelling) in this database, None when there is none."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT t.oid FROM pg_type t WHERE t.typtype = 'e' AND format_type(t.oid, NULL) = %s LIMIT 1", (type_name,)
+        )
+        row = cur.fetchone()
+    return enum_labels(conn, row[0]) if row else None
+
+
+@dataclasses.dataclass
+class KeyConstraint:
+    """A UNIQUE/PRIMARY KEY/FOREIGN KEY the target will have after post-data, by table key and column names."""
+
+    table: str
+    type: str
+    columns: t.List[str]
+    ref_table: t.Optional[str] = None
+    ref_columns: t.Optional[t.List[str]] = None
+    name: t.Optional[str] = None
+
+    def ident(self) -> t.Tuple[t.Any, ...]:
+        return (self.table, self.type, tuple(self.columns), self.ref_table, tuple(self.ref_columns or ()))
+
+
+_KEYS_SQL = """
+SELECT CASE WHEN n.nspname = 'public' THEN c.relname ELSE n.nspname || '.' || c.relname END,
+       con.contype::text, con.conname,
+       ARRAY(SELECT a.attname FROM unnest(con.conkey) WITH ORDINALITY k(n, i)
+             JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n ORDER BY k.i),
+       CASE WHEN rn.nspname = 'public' THEN rc.relname ELSE rn.nspname || '.' || rc.relname END,
+       ARRAY(SELECT a.attname FROM unnest(con.confkey) WITH ORDINALITY k(n, i)
+             JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n ORDER BY k.i)
+FROM pg_constraint con
+JOIN pg_class c ON c.oid = con.conrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_class rc ON rc.oid = con.confrelid
+LEFT JOIN pg_namespace rn ON rn.oid = rc.relnamespace
+WHERE con.contype IN ('p', 'u', 'f') AND NOT c.relispartition AND con.conparentid = 0
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+UNION ALL
+SELECT CASE WHEN n.nspname = 'public' THEN c.relname ELSE n.nspname || '.' || c.relname END,
+       'u', ic.relname,
+       ARRAY(SELECT a.attname FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(n, o)
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.n ORDER BY k.o),
+       NULL, NULL
+FROM pg_index i
+JOIN pg_class c ON c.oid = i.indrelid
+JOIN pg_class ic ON ic.oid = i.indexrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE i.indisunique AND i.indpred IS NULL AND 0 <> ALL (i.indkey::int2[]) AND NOT c.relispartition
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND NOT EXISTS (SELECT 1 FROM pg_constraint con WHERE con.conindid = i.indexrelid)
+"""
+
+
+def read_key_constraints(conn: t.Any) -> t.List[KeyConstraint]:
+    """PRIMARY KEY, UNIQUE (constraints and plain unique indexes) and FOREIGN KEY definitions of a database."""
+    try:
+        with conn.cursor() as cur:
+            cur.execute(_KEYS_SQL)
+            rows = cur.fetchall()
+    except psycopg2.Error as exc:
+        raise db_error(exc, "reading key constraints") from None
+    return [KeyConstraint(r[0], r[1], list(r[3]), r[4], list(r[5]) if r[5] else None, r[2]) for r in rows]
+
+
+def check_constraints(conn: t.Any, table: Table) -> t.List[t.Tuple[str, str]]:
+    """(name, expression) of the table's CHECK constraints, as the target server prints them."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT conname, pg_get_expr(conbin, conrelid) FROM pg_constraint WHERE conrelid = %s AND contype = 'c' "
+            "ORDER BY conname",
+            (table.oid,),
+        )
+        return [(r[0], r[1]) for r in cur.fetchall()]
+
+
+# ------------------------------------------------------------------------------------------------ mapping file
+@dataclasses.dataclass
+class Mapping:
+    tables: t.Dict[str, t.Dict[str, t.Any]] = dataclasses.field(default_factory=dict)
+    accept_tables: t.Set[str] = dataclasses.field(default_factory=set)
+    accept_columns: t.Set[str] = dataclasses.field(default_factory=set)
+
+    def table_from(self, target_key: str) -> t.Optional[str]:
+        spec = self.tables.get(target_key) or {}
+        return spec.get("from")
+
+    def column_spec(self, target_key: str, column: str) -> t.Dict[str, t.Any]:
+        spec = self.tables.get(target_key) or {}
+        return dict((spec.get("columns") or {}).get(column) or {})
+
+
+def load_mapping(path: t.Optional[str]) -> Mapping:
+    """Read and validate the mapping file (format: sample_app/mapping.yml, docs/data.md)."""
+    if not path:
+        return Mapping()
+    if not HAS_YAML:  # pragma: no cover
+        raise PgShiftError("PyYAML is required to read mapping_file")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            doc = yaml.safe_load(handle) or {}
+    except OSError as exc:
+        raise PgShiftError("cannot read mapping_file %s: %s" % (path, exc.strerror)) from None
+    except yaml.YAMLError as exc:
+        raise PgShiftError("mapping_file %s is not valid YAML: %s" % (path, exc)) from None
+    if not isinstance(doc, dict):
+        raise PgShiftError("mapping_file %s: the top level must be a mapping with keys tables, accept_loss" % path)
+    unknown = set(doc) - {"tables", "accept_loss"}
+    if unknown:
+        raise PgShiftError("mapping_file %s: unknown top-level keys %s (allowed: tables, accept_loss)" % (path, sorted(unknown)))
+    tables = doc.get("tables") or {}
+    if not isinstance(tables, dict):
+        raise PgShiftError("mapping_file %s: tables must be a mapping of table name to settings" % path)
+    for name, spec in tables.items():
+        spec = spec or {}
+        if not isinstance(spec, dict) or set(spec) - {"from", "columns"}:
+            raise PgShiftError("mapping_file %s: tables.%s takes only 'from' and 'columns'" % (path, name))
+        for col, cspec in (spec.get("columns") or {}).items():
+            if not isinstance(cspec, dict) or set(cspec) - {"from", "expression"} or len(cspec) != 1:
+                raise PgShiftError(
+                    "mapping_file %s: tables.%s.columns.%s needs exactly one of 'from' or 'expression'" % (path, name, col)
+                )
+        tables[name] = spec
+    accept = doc.get("accept_loss") or {}
+    if not isinstance(accept, dict) or set(accept) - {"tables", "columns"}:
+        raise PgShiftError("mapping_file %s: accept_loss takes only 'tables' and 'columns' lists" % path)
+    return Mapping(
+        {str(k): v for k, v in tables.items()},
+        {str(x) for x in accept.get("tables") or []},
+        {str(x) for x in accept.get("columns") or []},
+    )
+
+
+# ------------------------------------------------------------------------------------------------ the plan
+@dataclasses.dataclass
+class CarriedColumn:
+    target: Column
+    source: t.Optional[Column]
+    expression: t.Optional[str] = None
+
+    @property
+    def changed(self) -> bool:
+        """True when the value needs a conversion (type changed, or computed by an expression)."""
+        if self.expression is not None or self.source is None:
+            return True
+        return self.source.type != self.target.type or self.source.typtype != self.target.typtype
+
+    def source_value(self) -> "sql.Composable":
+        """The value as the source selects it (no cast: the target's input function parses the text form)."""
+        if self.expression is not None:
+            return sql.SQL("({})").format(sql.SQL(self.expression))
+        assert self.source is not None
+        return sql.Identifier(self.source.name)
+
+    def source_as_target(self) -> "sql.Composable":
+        """The source value converted the way the copy converts it: its text form read as the target type."""
+        value = self.source_value()
+        if not self.changed:
+            return value
+        if self.target.builtin:
+            # Catalog-generated type spelling (format_type on the target), valid SQL for a builtin type.
+            return sql.SQL("CAST(({})::text AS {})").format(value, sql.SQL(self.target.type))
+        return sql.SQL("({})::text").format(value)
+
+    def describe(self) -> t.Dict[str, t.Any]:
+        out: t.Dict[str, t.Any] = {"name": self.target.name, "target_type": self.target.type}
+        if self.expression is not None:
+            out["expression"] = self.expression
+        elif self.source is not None:
+            out["from"] = self.source.name
+            out["source_type"] = self.source.type
+        out["cast"] = self.changed
+        return out
+
+
+@dataclasses.dataclass
+class TablePlan:
+    target: Table
+    source: t.Optional[Table]
+    carried: t.List[CarriedColumn]
+    defaulted: t.List[Column]
+    generated: t.List[str]
+    ledger: bool = False
+
+    @property
+    def key(self) -> str:
+        return self.target.key
+
+    @property
+    def format(self) -> str:
+        if all(not c.changed and c.target.binary_safe and c.source is not None and c.source.binary_safe for c in self.carried):
+            return "binary"
+        return "text"
+
+    def select_sql(self) -> "sql.Composed":
+        """The SELECT that feeds COPY: carried columns in target order, straight from the source."""
+        assert self.source is not None
+        cols = sql.SQL(", ").join(c.source_value() for c in self.carried)
+        return sql.SQL("SELECT {} FROM {}").format(cols, self.source.from_clause())
+
+    def target_columns(self) -> "sql.Composed":
+        return sql.SQL(", ").join(sql.Identifier(c.target.name) for c in self.carried)
+
+    def mapped_source(self) -> "sql.Composed":
+        """A subquery over the source that looks like the target table: target column names, target types."""
+        assert self.source is not None
+        items = [sql.SQL("{} AS {}").format(c.source_as_target(), sql.Identifier(c.target.name)) for c in self.carried]
+        for col in self.defaulted:
+            cast = sql.SQL(col.type) if col.builtin else sql.SQL("text")
+            items.append(sql.SQL("NULL::{} AS {}").format(cast, sql.Identifier(col.name)))
+        if not items:
+            items = [sql.SQL("1 AS {}").format(sql.Identifier("?pgshift_empty"))]
+        return sql.SQL("(SELECT {} FROM {})").format(sql.SQL(", ").join(items), self.source.from_clause())
+
+    def describe(self) -> t.Dict[str, t.Any]:
+        return {
+            "table": self.key,
+            "source": self.source.key if self.source else None,
+            "new": self.source is None,
+            "ledger": self.ledger,
+            "partitioned": self.target.partitioned,
+            "columns": [c.describe() for c in self.carried],
+            "defaulted": [c.name for c in self.defaulted],
+            "generated": self.generated,
+            "rows_estimate": self.source.rows_estimate if self.source else 0,
+            "bytes_estimate": self.source.bytes if self.source else 0,
+            "format": self.format if self.source else None,
+        }
+
+
+@dataclasses.dataclass
+class Plan:
+    tables: t.List[TablePlan]
+    lost_tables: t.List[str]
+    lost_columns: t.List[str]
+    accepted_tables: t.List[str]
+    accepted_columns: t.List[str]
+    warnings: t.List[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def unaccepted(self) -> t.List[str]:
+        return self.lost_tables + self.lost_columns
+
+    def lost(self) -> t.Dict[str, t.Any]:
+        return {
+            "tables": self.lost_tables,
+            "columns": self.lost_columns,
+            "accepted_tables": self.accepted_tables,
+            "accepted_columns": self.accepted_columns,
+        }
+
+    def by_key(self) -> t.Dict[str, TablePlan]:
+        return {tp.key: tp for tp in self.tables}
+
+
+def _words(expression: str) -> t.Set[str]:
+    return {w.strip('"') for w in re.findall(r'"(?:[^"]|"")+"|[A-Za-z_\u0080-\uffff][\w$\u0080-\uffff]*', expression)}
+
+
+def build_plan(
+    source_tables: t.Mapping[str, Table],
+    target_tables: t.Mapping[str, Table],
+    mapping: Mapping,
+    ledger_tables: t.Sequence[str] = DEFAULT_LEDGER_TABLES,
+    ledger_source_tables: t.Optional[t.Mapping[str, Table]] = None,
+) -> Plan:
+    """Match every target table and column with its source; list what the source holds that has no destination.
+
+    ``ledger_source_tables``: when given, the ledger tables are planned from these tables (the dev database) instead
+    of the source; a ledger table missing there stays empty.
+    """
+    ledger = set(ledger_tables)
+    for name in mapping.tables:
+        if name not in target_tables:
+            raise PgShiftError(
+                "mapping_file names table %r, which the target database does not have" % name, table=name
+            )
+    plans: t.List[TablePlan] = []
+    used_sources: t.Dict[str, str] = {}
+    used_columns: t.Dict[str, t.Set[str]] = {}
+    warnings: t.List[str] = []
+    for key in sorted(target_tables):
+        target = target_tables[key]
+        is_ledger = key in ledger
+        pool = ledger_source_tables if (is_ledger and ledger_source_tables is not None) else source_tables
+        source_key = mapping.table_from(key) or key
+        if mapping.table_from(key) and source_key not in source_tables:
+            raise PgShiftError(
+                "mapping_file: tables.%s.from names %r, which the source database does not have" % (key, source_key),
+                table=key,
+            )
+        source = pool.get(source_key)
+        if source is not None and not (is_ledger and pool is not source_tables):
+            if source_key in used_sources:
+                raise PgShiftError(
+                    "source table %r would feed both %r and %r; map it once" % (source_key, used_sources[source_key], key)
+                )
+            used_sources[source_key] = key
+        carried: t.List[CarriedColumn] = []
+        defaulted: t.List[Column] = []
+        generated: t.List[str] = []
+        used: t.Set[str] = set()
+        for col in target.columns:
+            spec = mapping.column_spec(key, col.name)
+            if col.generated:
+                generated.append(col.name)
+                used.add(col.name)
+                continue
+            if source is None:
+                if spec:
+                    raise PgShiftError(
+                        "mapping_file: tables.%s.columns.%s has no source table to read from" % (key, col.name), table=key
+                    )
+                defaulted.append(col)
+                continue
+            if "expression" in spec:
+                carried.append(CarriedColumn(col, None, str(spec["expression"])))
+                used |= {c.name for c in source.columns if c.name in _words(str(spec["expression"]))}
+                continue
+            src_name = spec.get("from", col.name)
+            src_col = source.column(src_name)
+            if src_col is None:
+                if "from" in spec:
+                    raise PgShiftError(
+                        "mapping_file: tables.%s.columns.%s.from names %r, which source table %s does not have"
+                        % (key, col.name, src_name, source.key),
+                        table=key,
+                    )
+                defaulted.append(col)
+                continue
+            carried.append(CarriedColumn(col, src_col))
+            used.add(src_col.name)
+        if source is not None and pool is source_tables:
+            used_columns[source.key] = used
+        plans.append(TablePlan(target, source, carried, defaulted, generated, is_ledger))
+
+    lost_tables: t.List[str] = []
+    lost_columns: t.List[str] = []
+    accepted_tables: t.List[str] = []
+    accepted_columns: t.List[str] = []
+    for skey in sorted(source_tables):
+        if skey in ledger:
+            continue
+        if skey not in used_sources:
+            (accepted_tables if skey in mapping.accept_tables else lost_tables).append(skey)
+            continue
+        for col in source_tables[skey].columns:
+            if col.name in used_columns.get(skey, set()):
+                continue
+            name = "%s.%s" % (skey, col.name)
+            (accepted_columns if name in mapping.accept_columns else lost_columns).append(name)
+    for name in sorted(mapping.accept_tables - set(accepted_tables)):
+        warnings.append("accept_loss.tables lists %r, which is not lost (it is carried or absent)" % name)
+    for name in sorted(mapping.accept_columns - set(accepted_columns)):
+        warnings.append("accept_loss.columns lists %r, which is not lost (it is carried or absent)" % name)
+    plans.sort(key=lambda p: (-(p.source.bytes if p.source else 0), p.key))
+    return Plan(plans, lost_tables, lost_columns, accepted_tables, accepted_columns, warnings)
+
+
+# ------------------------------------------------------------------------------------------------ problems
+def _sample(values: t.Iterable[t.Any]) -> t.List[str]:
+    out = []
+    for v in values:
+        text = "NULL" if v is None else str(v)
+        out.append(text if len(text) <= 80 else text[:77] + "...")
+    return out
+
+
+class ProblemFinder:
+    """Runs the fit queries on the source, each in a savepoint so one failing query does not hide the others."""
+
+    def __init__(self, source_conn: t.Any, target_conn: t.Any, plan: Plan) -> None:
+        self.src = source_conn
+        self.tgt = target_conn
+        self.plan = plan
+        self.problems: t.List[t.Dict[str, t.Any]] = []
+        self.queries = 0
+
+    def _query(self, query: "sql.Composable", params: t.Sequence[t.Any] = ()) -> t.Tuple[t.Optional[t.List[t.Any]], t.Optional[str]]:
+        self.queries += 1
+        with self.src.cursor() as cur:
+            cur.execute("SAVEPOINT pgshift_probe")
+            try:
+                cur.execute(query, params)
+                rows = cur.fetchall()
+            except psycopg2.Error as exc:
+                cur.execute("ROLLBACK TO SAVEPOINT pgshift_probe")
+                diag = getattr(exc, "diag", None)
+                return None, getattr(diag, "message_primary", None) or str(exc).strip().splitlines()[0]
+            cur.execute("RELEASE SAVEPOINT pgshift_probe")
+            return rows, None
+
+    def add(self, table: str, column: t.Optional[str], kind: str, count: t.Optional[int], sample: t.List[str], message: str) -> None:
+        self.problems.append(
+            {"table": table, "column": column, "kind": kind, "count": count, "sample": sample, "message": message}
+        )
+
+    def _count_where(self, tp: TablePlan, value: "sql.Composable", condition: "sql.Composable", params: t.Sequence[t.Any] = ()) -> t.Tuple[int, t.List[str], t.Optional[str]]:
+        assert tp.source is not None
+        query = sql.SQL(
+            "SELECT count(*) OVER (), v::text FROM (SELECT {} AS v FROM {}) s WHERE {} LIMIT %s"
+        ).format(value, tp.source.from_clause(), condition)
+        rows, err = self._query(query, list(params) + [SAMPLE_LIMIT])
+        if err is not None:
+            return 0, [], err
+        assert rows is not None
+        return (int(rows[0][0]) if rows else 0), _sample(r[1] for r in rows), None
+
+    def columns(self, tp: TablePlan) -> None:
+        assert tp.source is not None
+        has_rows: t.Optional[bool] = None
+        for col in tp.defaulted:
+            if col.notnull and col.default is None and not col.identity:
+                if has_rows is None:
+                    rows, _ = self._query(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(tp.source.from_clause()))
+                    has_rows = bool(rows and rows[0][0])
+                if has_rows:
+                    self.add(tp.key, col.name, "not_null_no_default", None, [],
+                             "column %s.%s is NOT NULL without a default and gets no value from the source; map it "
+                             "(from/expression) or give it a default" % (tp.key, col.name))
+        for cc in tp.carried:
+            tcol = cc.target
+            value = cc.source_value()
+            if tcol.notnull and not tcol.identity:
+                count, sample, err = self._count_where(tp, value, sql.SQL("v IS NULL"))
+                if count:
+                    self.add(tp.key, tcol.name, "not_null", count, sample,
+                             "%d source rows have NULL for %s.%s, which is NOT NULL in the target" % (count, tp.key, tcol.name))
+            if not cc.changed and tcol.typtype != "e":
+                continue
+            found = False
+            base = re.sub(r"\[\]$", "", tcol.type)
+            match = re.match(r"^(character varying|character|bit varying|bit)\((\d+)\)$", base)
+            if match and not tcol.type.endswith("[]"):
+                limit = int(match.group(2))
+                count, sample, err = self._count_where(tp, value, sql.SQL("length((v)::text) > %s"), [limit])
+                if count:
+                    found = True
+                    self.add(tp.key, tcol.name, "too_long", count, sample,
+                             "%d source values of %s.%s are longer than %s" % (count, tp.key, tcol.name, tcol.type))
+            if tcol.type in _INTEGER_RANGES:
+                low, high = _INTEGER_RANGES[tcol.type]
+                cond = sql.SQL(
+                    "(v)::text ~ '^\\s*[-+]?[0-9]+(\\.0*)?\\s*$' AND ((v)::text)::numeric NOT BETWEEN %s AND %s"
+                )
+                count, sample, err = self._count_where(tp, value, cond, [low, high])
+                if count:
+                    found = True
+                    self.add(tp.key, tcol.name, "out_of_range", count, sample,
+                             "%d source values of %s.%s are out of range for %s" % (count, tp.key, tcol.name, tcol.type))
+            nmatch = re.match(r"^numeric\((\d+),(\d+)\)$", tcol.type)
+            if nmatch:
+                precision, scale = int(nmatch.group(1)), int(nmatch.group(2))
+                cond = sql.SQL(
+                    "(v)::text ~ '^\\s*[-+]?[0-9.]+\\s*$' AND abs(round(((v)::text)::numeric, %s)) >= power(10::numeric, %s)"
+                )
+                count, sample, err = self._count_where(tp, value, cond, [scale, precision - scale])
+                if count:
+                    found = True
+                    self.add(tp.key, tcol.name, "out_of_range", count, sample,
+                             "%d source values of %s.%s do not fit %s" % (count, tp.key, tcol.name, tcol.type))
+            if tcol.typtype == "e":
+                labels = enum_labels(self.tgt, tcol.type_oid)
+                count, sample, err = self._count_where(tp, value, sql.SQL("(v)::text <> ALL(%s)"), [labels])
+                if count:
+                    found = True
+                    self.add(tp.key, tcol.name, "enum", count, sample,
+                             "%d source values of %s.%s are not labels of enum %s" % (count, tp.key, tcol.name, tcol.type))
+                continue
+            if not found and tcol.builtin:
+                # Every other conversion: the text form must parse as the target type (what the copy will do).
+                query = sql.SQL("SELECT count(CAST((v)::text AS {})) FROM (SELECT {} AS v FROM {}) s").format(
+                    sql.SQL(tcol.type), value, tp.source.from_clause()
+                )
+                _rows, err = self._query(query)
+                if err is not None:
+                    self.add(tp.key, tcol.name, "cast", None, [],
+                             "source values of %s.%s do not convert to %s: %s" % (tp.key, tcol.name, tcol.type, err))
+
+    def checks(self, tp: TablePlan) -> None:
+        for name, expr in check_constraints(self.tgt, tp.target):
+            query = sql.SQL(
+                "SELECT count(*) OVER (), row_to_json(s)::text FROM {} s WHERE ({}) IS FALSE LIMIT %s"
+            ).format(tp.mapped_source(), sql.SQL(expr))
+            rows, err = self._query(query, [SAMPLE_LIMIT])
+            if err is not None:
+                self.plan.warnings.append(
+                    "CHECK %s of %s could not be evaluated on the source (%s); the load will enforce it" % (name, tp.key, err)
+                )
+                continue
+            if rows:
+                self.add(tp.key, None, "check", int(rows[0][0]), _sample(r[1] for r in rows),
+                         "%d source rows of %s fail CHECK %s: %s" % (int(rows[0][0]), tp.key, name, expr))
+
+    def keys(self, constraints: t.Sequence[KeyConstraint]) -> None:
+        plans = self.plan.by_key()
+        for kc in constraints:
+            tp = plans.get(kc.table)
+            if tp is None or tp.source is None or tp.ledger:
+                continue
+            names = {c.target.name for c in tp.carried} | {c.name for c in tp.defaulted}
+            if not set(kc.columns) <= names:
+                self.plan.warnings.append("constraint %s on %s names columns the target lacks: %s" % (kc.name or kc.type, kc.table, kc.columns))
+                continue
+            cols = sql.SQL(", ").join(sql.Identifier(c) for c in kc.columns)
+            notnull = sql.SQL(" AND ").join(sql.SQL("s.{} IS NOT NULL").format(sql.Identifier(c)) for c in kc.columns)
+            label = "%s(%s)" % ({"p": "PRIMARY KEY", "u": "UNIQUE", "f": "FOREIGN KEY"}[kc.type], ", ".join(kc.columns))
+            if kc.type in ("p", "u"):
+                query = sql.SQL(
+                    "SELECT count(*) OVER (), sum(n) OVER (), k FROM (SELECT ROW({})::text AS k, count(*) AS n FROM {} s "
+                    "WHERE {} GROUP BY {} HAVING count(*) > 1) d LIMIT %s"
+                ).format(cols, tp.mapped_source(), notnull, cols)
+                rows, err = self._query(query, [SAMPLE_LIMIT])
+                if err is not None:
+                    self.plan.warnings.append("%s on %s could not be checked on the source: %s" % (label, kc.table, err))
+                elif rows:
+                    self.add(kc.table, ", ".join(kc.columns), "duplicate", int(rows[0][1]), _sample(r[2] for r in rows),
+                             "%d source rows of %s share a key under the new %s (%d distinct keys)"
+                             % (int(rows[0][1]), kc.table, label, int(rows[0][0])))
+            else:
+                ref = plans.get(kc.ref_table or "")
+                if ref is None or not kc.ref_columns:
+                    continue
+                if ref.source is None:
+                    parent = sql.SQL("(SELECT {} FROM {} WHERE false)").format(
+                        sql.SQL(", ").join(sql.SQL("NULL AS {}").format(sql.Identifier(c)) for c in kc.ref_columns),
+                        sql.SQL("(VALUES (1)) AS v"),
+                    )
+                else:
+                    parent = ref.mapped_source()
+                match = sql.SQL(" AND ").join(
+                    sql.SQL("p.{} = s.{}").format(sql.Identifier(pc), sql.Identifier(cc))
+                    for pc, cc in zip(kc.ref_columns, kc.columns)
+                )
+                query = sql.SQL(
+                    "SELECT count(*) OVER (), ROW({})::text FROM {} s WHERE {} AND NOT EXISTS (SELECT 1 FROM {} p WHERE {}) LIMIT %s"
+                ).format(sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in kc.columns),
+                         tp.mapped_source(), notnull, parent, match)
+                rows, err = self._query(query, [SAMPLE_LIMIT])
+                if err is not None:
+                    self.plan.warnings.append("%s on %s could not be checked on the source: %s" % (label, kc.table, err))
+                elif rows:
+                    self.add(kc.table, ", ".join(kc.columns), "orphan", int(rows[0][0]), _sample(r[1] for r in rows),
+                             "%d source rows of %s have no parent in %s(%s) for the new %s"
+                             % (int(rows[0][0]), kc.table, kc.ref_table, ", ".join(kc.ref_columns), label))
+
+
+def normalize_constraints(items: t.Sequence[t.Mapping[str, t.Any]]) -> t.List[KeyConstraint]:
+    out = []
+    for item in items:
+        ctype = str(item.get("type", ""))
+        if ctype not in ("u", "p", "f") or not item.get("table") or not item.get("columns"):
+            raise PgShiftError("post_data_constraints: each item needs table, type (u, p or f) and columns: %r" % (dict(item),))
+        if ctype == "f" and not (item.get("ref_table") and item.get("ref_columns")):
+            raise PgShiftError("post_data_constraints: a foreign key needs ref_table and ref_columns: %r" % (dict(item),))
+        out.append(KeyConstraint(str(item["table"]), ctype, [str(c) for c in item["columns"]],
+                                 item.get("ref_table"), [str(c) for c in item.get("ref_columns") or []] or None,
+                                 item.get("name")))
+    return out
+
+
+def find_problems(
+    source_conn: t.Any, target_conn: t.Any, plan: Plan, constraints: t.Sequence[KeyConstraint]
+) -> t.List[t.Dict[str, t.Any]]:
+    """Every way the source's data would not fit the target, found with read-only queries on the source."""
+    finder = ProblemFinder(source_conn, target_conn, plan)
+    seen: t.Set[t.Tuple[t.Any, ...]] = set()
+    unique: t.List[KeyConstraint] = []
+    for kc in constraints:
+        if kc.ident() not in seen:
+            seen.add(kc.ident())
+            unique.append(kc)
+    for tp in plan.tables:
+        if tp.source is None or tp.ledger:
+            continue
+        finder.columns(tp)
+        finder.checks(tp)
+    finder.keys(unique)
+    return finder.problems
+
+
+# ------------------------------------------------------------------------------------------------ checksums
+def checksum_sql(from_item: "sql.Composable", row: t.Sequence["sql.Composable"], where: t.Optional["sql.Composable"] = None) -> "sql.Composed":
+    """count(*) and the numeric sum of 64-bit hashes of each row's text (same formula as _checksums.py)."""
+    items = sql.SQL(", ").join(row) if row else sql.SQL("")
+    return sql.SQL(
+        "SELECT count(*), coalesce(sum(hashtextextended(ROW({})::text, 0)::numeric), 0)::text FROM {} AS t{}"
+    ).format(items, from_item, sql.SQL(" WHERE {}").format(where) if where is not None else sql.SQL(""))
+
+
+def source_row(tp: TablePlan) -> t.List["sql.Composable"]:
+    return [c.source_as_target() for c in tp.carried]
+
+
+def target_row(tp: TablePlan) -> t.List["sql.Composable"]:
+    return [sql.Identifier(c.target.name) for c in tp.carried]

@@ -1,0 +1,425 @@
+# -*- coding: utf-8 -*-
+# Copyright: pgshift contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+#
+# This module_utils is PRIVATE to the pgshift.ops collection. It may change without notice.
+"""Verified backups, part 2: proving a backup, and restoring it.
+
+Levels are cumulative and each one catches what the one before cannot:
+
+- ``checksum``: the manifest's seal, then every file's size and sha256 (a flipped byte, a truncated or missing file,
+  an unexpected file).
+- ``read``: the above, then ``pg_restore -f /dev/null`` reads and decompresses every block of the archive.
+- ``restore``: ``checksum``, then a restore into a throwaway database (always dropped) whose per-table row counts and
+  content checksums must equal the manifest's, which were computed on production in the dump's own snapshot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import secrets
+import subprocess
+import tempfile
+import time
+import typing as t
+
+from ansible_collections.pgshift.ops.plugins.module_utils import _checksums
+from ansible_collections.pgshift.ops.plugins.module_utils._backup import (
+    MANIFEST_NAME,
+    VERIFICATION_NAME,
+    archive_path,
+    backup_folder,
+    libpq_dbname,
+    list_files,
+    load_manifest,
+    sha256_file,
+    write_file_atomic,
+)
+from ansible_collections.pgshift.ops.plugins.module_utils._clients import (
+    CommandResult,
+    check_client,
+    find_client,
+    run_client,
+)
+from ansible_collections.pgshift.ops.plugins.module_utils._connection import (
+    ConnParams,
+    client_environment,
+    connect,
+    db_error,
+    scrub,
+    server_major,
+)
+from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShiftError
+
+try:
+    import psycopg2
+    from psycopg2 import sql
+except ImportError:  # pragma: no cover - reported by _connection.connect
+    pass
+
+LEVELS = ("checksum", "read", "restore")
+
+
+# --------------------------------------------------------------------------------------------- level checksum
+def verify_files(manifest_path: str, manifest: t.Mapping[str, t.Any]) -> t.List[t.Dict[str, t.Any]]:
+    """Every file of the manifest present with its size and sha256, and no file the manifest does not know."""
+    folder = backup_folder(manifest_path)
+    mismatches: t.List[t.Dict[str, t.Any]] = []
+    expected: t.Mapping[str, t.Mapping[str, t.Any]] = manifest.get("files") or {}
+    if not expected:
+        mismatches.append({"file": MANIFEST_NAME, "reason": "the manifest lists no files"})
+    for rel in sorted(expected):
+        info = expected[rel]
+        path = os.path.join(folder, rel)
+        if os.path.isabs(rel) or os.path.normpath(rel).startswith(".."):
+            mismatches.append({"file": rel, "reason": "file %s points outside the backup folder" % rel})
+            continue
+        if not os.path.isfile(path):
+            mismatches.append({"file": rel, "reason": "file %s is missing" % rel})
+            continue
+        size = os.path.getsize(path)
+        if size != int(info["size"]):
+            mismatches.append(
+                {"file": rel, "reason": "file %s has %d bytes, the manifest says %s (truncated or grown)" % (rel, size, info["size"])}
+            )
+            continue
+        _size, digest = sha256_file(path)
+        if digest != info["sha256"]:
+            mismatches.append({"file": rel, "reason": "file %s has a different sha256 than the manifest records" % rel})
+    for rel in list_files(folder):
+        if rel not in expected and not os.path.basename(rel).startswith(".tmp-"):
+            mismatches.append({"file": rel, "reason": "file %s is not in the manifest" % rel})
+    return mismatches
+
+
+# --------------------------------------------------------------------------------------------- level read
+def restore_client(manifest: t.Mapping[str, t.Any], target_major: int = 0) -> t.Tuple[str, int]:
+    """pg_restore at least as new as the pg_dump that wrote the archive (and the target server)."""
+    dump_major = int(manifest.get("clients", {}).get("pg_dump", {}).get("major") or manifest.get("server_major") or 0)
+    return find_client("pg_restore", max(dump_major, target_major))
+
+
+def verify_read(manifest_path: str, manifest: t.Mapping[str, t.Any]) -> t.List[t.Dict[str, t.Any]]:
+    """pg_restore reads every block of the archive (data included) and writes it to /dev/null."""
+    pg_restore, _major = restore_client(manifest)
+    outcome = run_client([pg_restore, "--file=/dev/null", archive_path(manifest_path, manifest)], ConnParams())
+    if outcome.rc != 0:
+        tail = " ".join(outcome.stderr.strip().splitlines()[-3:])
+        return [{"file": manifest["archive"], "reason": "pg_restore cannot read the archive: %s" % tail}]
+    return []
+
+
+# --------------------------------------------------------------------------------------------- level restore
+class _Background:
+    """A client binary in the background, password only in a 0600 PGPASSFILE."""
+
+    def __init__(self, argv: t.Sequence[str], params: ConnParams) -> None:
+        self.params = params
+        self._env_cm = client_environment(params)
+        env = self._env_cm.__enter__()
+        self._stderr = tempfile.TemporaryFile()
+        try:
+            self.proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
+                list(argv), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._stderr
+            )
+        except OSError as exc:
+            self.close()
+            raise PgShiftError("cannot run %s: %s" % (argv[0], exc)) from None
+
+    def wait(self) -> CommandResult:
+        rc = self.proc.wait()
+        self._stderr.seek(0)
+        err = self._stderr.read().decode("utf-8", "replace")
+        self.close()
+        return CommandResult(rc, "", scrub(err, self.params.password))
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._stderr.close()
+        with contextlib.suppress(Exception):
+            self._env_cm.__exit__(None, None, None)
+
+
+def database_exists(params: ConnParams, name: str) -> bool:
+    conn = connect(params, autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            return cur.fetchone() is not None
+    finally:
+        conn.close()
+
+
+def create_database(params: ConnParams, name: str, encoding: t.Optional[str]) -> None:
+    conn = connect(params, autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            query = sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name))
+            if encoding:
+                query = sql.SQL("{} ENCODING {}").format(query, sql.Literal(encoding))
+            cur.execute(query)
+    except psycopg2.Error as exc:
+        raise db_error(exc, "CREATE DATABASE %s" % name) from None
+    finally:
+        conn.close()
+
+
+def drop_database(params: ConnParams, name: str) -> None:
+    conn = connect(params, autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    except psycopg2.Error as exc:
+        raise db_error(exc, "DROP DATABASE %s" % name) from None
+    finally:
+        conn.close()
+
+
+def maintenance_params(params: ConnParams, avoid: t.Sequence[str]) -> ConnParams:
+    """Connection to a database other than those in ``avoid`` (they get created, dropped or renamed)."""
+    if params.database not in avoid:
+        return params
+    return params.with_database("postgres" if "postgres" not in avoid else "template1")
+
+
+def restore_and_check(
+    manifest_path: str,
+    manifest: t.Mapping[str, t.Any],
+    params: ConnParams,
+    database: str,
+    jobs: int = 2,
+    checksum_jobs: int = 1,
+    keep_owners: bool = False,
+) -> t.Dict[str, t.Any]:
+    """Restore the archive into the new database ``database`` and compare its tables with the manifest.
+
+    The data is loaded first (pre-data, then data with ``jobs`` workers); the content checksums then run while
+    pg_restore builds indexes and constraints (post-data). Owners and privileges are restored only with
+    ``keep_owners`` (the roles must exist). The database is left in place; the caller drops or keeps it.
+    """
+    admin = maintenance_params(params, [database])
+    conn = connect(admin, autocommit=True)
+    try:
+        target_major = server_major(conn)
+    finally:
+        conn.close()
+    pg_restore, restore_major = restore_client(manifest, target_major)
+    archive = archive_path(manifest_path, manifest)
+    target = params.with_database(database)
+    base = [pg_restore, "--no-password", "--exit-on-error", "--dbname=%s" % libpq_dbname(database)]
+    if not keep_owners:
+        base += ["--no-owner", "--no-acl"]
+    jobs_args = ["--jobs=%d" % jobs] if jobs > 1 else []
+    timings: t.Dict[str, float] = {}
+    started = time.monotonic()
+    create_database(admin, database, manifest.get("encoding"))
+    check_client(run_client(base + ["--section=pre-data", archive], target), "pg_restore (pre-data) into %s" % database)
+    timings["pre_data"] = round(time.monotonic() - started, 3)
+    check_client(run_client(base + ["--section=data"] + jobs_args + [archive], target), "pg_restore (data) into %s" % database)
+    timings["data"] = round(time.monotonic() - started - timings["pre_data"], 3)
+    mark = time.monotonic()
+    post = _Background(base + ["--section=post-data"] + jobs_args + [archive], target)
+    try:
+        def worker_connect() -> t.Any:
+            return connect(target, autocommit=True)
+
+        probe = connect(target, autocommit=True)
+        try:
+            present = {ref.key: ref for ref in _checksums.list_user_tables(probe)}
+        finally:
+            probe.close()
+        tables = [present[k] for k in present]
+        actual = _checksums.parallel_checksums(worker_connect, tables, checksum_jobs)
+    except BaseException:
+        post.kill()
+        raise
+    check_client(post.wait(), "pg_restore (post-data) into %s" % database)
+    timings["post_data_and_checksums"] = round(time.monotonic() - mark, 3)
+    table_results, mismatches = _checksums.compare_checksums(manifest.get("tables", {}), actual)
+    return {
+        "database": database,
+        "pg_restore": {"path": pg_restore, "major": restore_major},
+        "tables": table_results,
+        "mismatches": mismatches,
+        "timings": timings,
+    }
+
+
+def throwaway_name(manifest: t.Mapping[str, t.Any], prefix: str = "pgshift_verify_") -> str:
+    ident = "".join(ch for ch in str(manifest.get("backup_id", "")).lower() if ch.isalnum() or ch == "-")
+    return (prefix + ident.replace("-", "_"))[:50] + "_" + secrets.token_hex(2)
+
+
+# --------------------------------------------------------------------------------------------- verify
+def verify_backup(
+    manifest_path: str,
+    level: str,
+    params: t.Optional[ConnParams] = None,
+    jobs: int = 2,
+    checksum_jobs: int = 1,
+    record: bool = True,
+    check_mode: bool = False,
+) -> t.Dict[str, t.Any]:
+    """Verify a backup at ``level``; returns ``verified``, per-table results and every mismatch found."""
+    if level not in LEVELS:
+        raise PgShiftError("level must be one of %s" % ", ".join(LEVELS))
+    started = time.monotonic()
+    result: t.Dict[str, t.Any] = {"level": level, "manifest_path": manifest_path, "tables": {}, "mismatches": []}
+    try:
+        manifest = load_manifest(manifest_path)
+    except PgShiftError as exc:
+        if "mismatches" not in exc.details:
+            raise
+        result.update({"verified": False, "mismatches": exc.details["mismatches"], "checks": ["manifest"]})
+        return result
+    result["backup_id"] = manifest.get("backup_id")
+    result["database"] = manifest.get("database")
+    checks = ["manifest", "checksum"]
+    mismatches = verify_files(manifest_path, manifest)
+    if not mismatches and level == "read":
+        checks.append("read")
+        mismatches = verify_read(manifest_path, manifest)
+    if not mismatches and level == "restore":
+        if params is None:
+            raise PgShiftError("level=restore needs a connection to the cluster to restore into")
+        name = throwaway_name(manifest)
+        result["throwaway_database"] = name
+        checks.append("restore")
+        if check_mode:
+            result["would_restore_into"] = name
+        else:
+            admin = maintenance_params(params, [name])
+            try:
+                drill = restore_and_check(manifest_path, manifest, params, name, jobs, checksum_jobs)
+            finally:
+                drop_database(admin, name)
+            result["tables"] = drill["tables"]
+            result["timings"] = drill["timings"]
+            result["pg_restore"] = drill["pg_restore"]
+            mismatches = drill["mismatches"]
+    if not result["tables"]:
+        result["tables"] = {
+            key: {"expected_rows": v["rows"], "expected_checksum": v["checksum"], "ok": None}
+            for key, v in manifest.get("tables", {}).items()
+        }
+    result["checks"] = checks
+    result["mismatches"] = mismatches
+    result["verified"] = not mismatches and not check_mode
+    result["duration_seconds"] = round(time.monotonic() - started, 3)
+    if record and result["verified"]:
+        write_file_atomic(
+            os.path.join(backup_folder(manifest_path), VERIFICATION_NAME),
+            (
+                json.dumps(
+                    {
+                        "backup_id": manifest.get("backup_id"),
+                        "level": level,
+                        "verified_at": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                        "manifest_sha256": manifest.get("manifest_sha256"),
+                    },
+                    indent=2,
+                    sort_keys=True,
+                )
+                + "\n"
+            ).encode("utf-8"),
+        )
+    return result
+
+
+# --------------------------------------------------------------------------------------------- restore
+def restore_backup(
+    manifest_path: str,
+    params: ConnParams,
+    target_database: str,
+    replace: bool = False,
+    jobs: int = 2,
+    checksum_jobs: int = 1,
+    keep_owners: bool = True,
+    check_mode: bool = False,
+) -> t.Dict[str, t.Any]:
+    """Restore a backup into ``target_database``, proven equal to the manifest before it takes the name.
+
+    The archive's files are checked first; the restore goes into a temporary database; only when every table
+    matches the manifest is an existing ``target_database`` (with ``replace``) dropped and the new one renamed.
+    """
+    manifest = load_manifest(manifest_path)
+    admin = maintenance_params(params, [target_database])
+    exists = database_exists(admin, target_database)
+    result: t.Dict[str, t.Any] = {
+        "backup_id": manifest.get("backup_id"),
+        "target_database": target_database,
+        "existed": exists,
+        "replaced": False,
+        "changed": False,
+    }
+    if exists and not replace:
+        raise PgShiftError(
+            "database %s already exists: refusing to overwrite it (set replace=true to replace it)" % target_database,
+            target_database=target_database,
+        )
+    file_problems = verify_files(manifest_path, manifest)
+    if file_problems:
+        raise PgShiftError(
+            "backup %s failed its file check; nothing restored: %s"
+            % (manifest.get("backup_id"), "; ".join(m["reason"] for m in file_problems[:5])),
+            mismatches=file_problems,
+        )
+    temp = throwaway_name(manifest, prefix="pgshift_restore_")
+    result["temporary_database"] = temp
+    if check_mode:
+        result.update({"changed": True, "replaced": exists})
+        return result
+    admin = maintenance_params(params, [target_database, temp])
+    try:
+        drill = restore_and_check(manifest_path, manifest, params, temp, jobs, checksum_jobs, keep_owners=keep_owners)
+    except BaseException:
+        drop_database(admin, temp)
+        raise
+    result["tables"] = drill["tables"]
+    result["mismatches"] = drill["mismatches"]
+    result["timings"] = drill["timings"]
+    if drill["mismatches"]:
+        drop_database(admin, temp)
+        raise PgShiftError(
+            "the restored database does not match backup %s; %s left untouched: %s"
+            % (manifest.get("backup_id"), target_database, "; ".join(m["reason"] for m in drill["mismatches"][:5])),
+            mismatches=drill["mismatches"],
+            tables=drill["tables"],
+        )
+    conn = connect(admin, autocommit=True)
+    blocked = False
+    try:
+        with conn.cursor() as cur:
+            if exists:
+                cur.execute(
+                    sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(sql.Identifier(target_database))
+                )
+                blocked = True
+                cur.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(target_database)))
+                blocked = False
+                result["replaced"] = True
+            cur.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(temp), sql.Identifier(target_database)))
+    except psycopg2.Error as exc:
+        error = db_error(exc, "putting the restored database in place as %s" % target_database)
+        with contextlib.suppress(psycopg2.Error), conn.cursor() as cur:
+            if blocked:  # never leave the old database refusing connections
+                cur.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(sql.Identifier(target_database)))
+        raise error from None
+    finally:
+        conn.close()
+    result["changed"] = True
+    result["verified"] = True
+    return result

@@ -121,7 +121,7 @@ def main() -> None:
         step=dict(type="str"),
         state=dict(type="str", choices=["started", "done", "failed", "undone"]),
         detail=dict(type="dict", default={}),
-        status=dict(type="str", choices=["succeeded", "failed", "rolled_back"]),
+        status=dict(type="str", choices=["succeeded", "failed", "rolled_back", "aborted"]),
         message=dict(type="str"),
         inputs=dict(type="dict", default={}),
     )

@@ -214,7 +214,8 @@ JOIN pg_class c ON c.oid = i.indrelid
 JOIN pg_class ic ON ic.oid = i.indexrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE i.indisunique AND i.indpred IS NULL AND 0 <> ALL (i.indkey::int2[]) AND NOT c.relispartition
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\\_toast%%'
   AND NOT EXISTS (SELECT 1 FROM pg_constraint con WHERE con.conindid = i.indexrelid)
 """
 
@@ -761,3 +762,33 @@ def source_row(tp: TablePlan) -> t.List["sql.Composable"]:
 
 def target_row(tp: TablePlan) -> t.List["sql.Composable"]:
     return [sql.Identifier(c.target.name) for c in tp.carried]
+
+
+def prepare_plan(
+    source_conn: t.Any,
+    target_conn: t.Any,
+    mapping_file: t.Optional[str],
+    ledger_tables: t.Sequence[str] = DEFAULT_LEDGER_TABLES,
+    ledger_conn: t.Any = None,
+) -> Plan:
+    """Read both catalogs (and the ledger database's, when given) and build the plan."""
+    mapping = load_mapping(mapping_file)
+    source_tables = read_tables(source_conn)
+    target_tables = read_tables(target_conn)
+    ledger_source: t.Optional[t.Dict[str, Table]] = None
+    if ledger_conn is not None:
+        ledger_all = read_tables(ledger_conn)
+        ledger_source = {k: v for k, v in ledger_all.items() if k in set(ledger_tables)}
+    return build_plan(source_tables, target_tables, mapping, ledger_tables, ledger_source)
+
+
+def plan_result(plan: Plan) -> t.Dict[str, t.Any]:
+    return {"plan": [tp.describe() for tp in plan.tables], "lost": plan.lost(), "notes": plan.warnings}
+
+
+def loss_error(plan: Plan) -> PgShiftError:
+    return PgShiftError(
+        "production data would be lost without being accepted in the mapping file: %s; map them (tables.<t>.from, "
+        "columns.<c>.from) or list them under accept_loss" % ", ".join(plan.unaccepted),
+        lost=plan.lost(),
+    )

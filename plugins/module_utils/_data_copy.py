@@ -1,0 +1,426 @@
+# -*- coding: utf-8 -*-
+# Copyright: pgshift contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+#
+# This module_utils is PRIVATE to the pgshift.ops collection. It may change without notice.
+"""Execute a carry-over plan: stream every table from the source into the target with COPY, in parallel.
+
+Each table is one pipeline of two ``psql`` processes: ``COPY (SELECT ...) TO STDOUT`` on the source, inside a
+``REPEATABLE READ`` transaction that imports the shared exported snapshot, and ``TRUNCATE`` + ``COPY ... FROM STDIN
+(FREEZE)`` on the target in one transaction. Between them a relay thread moves the bytes in 1 MiB chunks (rows never
+become Python objects; the controller's memory stays flat). Binary format when every carried column keeps its type,
+text otherwise (the target's input functions convert). The target commits only after the source side has exited
+cleanly: if the source fails the target psql is killed, its transaction rolls back and the table stays empty.
+
+Sequences are then set from the source and checked to be past ``max(column)`` of the column that owns them.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import os
+import re
+import subprocess
+import tempfile
+import threading
+import time
+import typing as t
+
+from ansible_collections.pgshift.ops.plugins.module_utils import _data
+from ansible_collections.pgshift.ops.plugins.module_utils._clients import find_client
+from ansible_collections.pgshift.ops.plugins.module_utils._connection import (
+    ConnParams,
+    client_environment,
+    connect,
+    db_error,
+    scrub,
+    server_major,
+)
+from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShiftError
+
+try:
+    import psycopg2
+    from psycopg2 import sql
+except ImportError:  # pragma: no cover - reported by _connection.connect
+    pass
+
+CHUNK = 1 << 20
+_SNAPSHOT_RE = re.compile(r"^[0-9A-Fa-f]+-[0-9A-Fa-f]+(-[0-9]+)?$")
+_COPY_TAG = re.compile(rb"^COPY (\d+)\s*$", re.M)
+
+LogFn = t.Callable[[str], None]
+
+
+def export_snapshot(conn: t.Any) -> str:
+    """Open a REPEATABLE READ READ ONLY transaction on ``conn`` and export its snapshot; keep ``conn`` open."""
+    conn.autocommit = False
+    try:
+        conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_export_snapshot()")
+            return str(cur.fetchone()[0])
+    except psycopg2.Error as exc:
+        raise db_error(exc, "exporting a snapshot of the source") from None
+
+
+def check_snapshot_id(snapshot: str) -> str:
+    if not _SNAPSHOT_RE.match(snapshot):
+        raise PgShiftError("snapshot %r is not a snapshot id as pg_export_snapshot() returns it" % snapshot)
+    return snapshot
+
+
+def join_snapshot(conn: t.Any, snapshot: t.Optional[str]) -> None:
+    """Start a REPEATABLE READ READ ONLY transaction on ``conn`` that sees ``snapshot`` (when given)."""
+    conn.autocommit = False
+    conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
+    if snapshot:
+        with conn.cursor() as cur:
+            try:
+                cur.execute("SET TRANSACTION SNAPSHOT %s", (check_snapshot_id(snapshot),))
+            except psycopg2.Error as exc:
+                raise db_error(exc, "importing snapshot %s" % snapshot) from None
+
+
+class CopyJob(t.NamedTuple):
+    plan: _data.TablePlan
+    source: ConnParams
+    snapshot: t.Optional[str]
+    source_sql: t.List[str]
+    target_sql: t.List[str]
+
+
+def _statements(tp: _data.TablePlan, snapshot: t.Optional[str], src_conn: t.Any, tgt_conn: t.Any) -> t.Tuple[t.List[str], t.List[str]]:
+    fmt = sql.SQL(tp.format)
+    source = ["BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"]
+    if snapshot:
+        source.append(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(check_snapshot_id(snapshot))).as_string(src_conn))
+    source.append(sql.SQL("COPY ({}) TO STDOUT (FORMAT {})").format(tp.select_sql(), fmt).as_string(src_conn))
+    source.append("COMMIT")
+    if tp.target.partitioned:
+        truncate = sql.SQL("TRUNCATE {}").format(tp.target.ident)
+        options = sql.SQL("FORMAT {}").format(fmt)
+    else:
+        truncate = sql.SQL("TRUNCATE ONLY {}").format(tp.target.ident)
+        options = sql.SQL("FORMAT {}, FREEZE").format(fmt)
+    target = [
+        "BEGIN",
+        truncate.as_string(tgt_conn),
+        sql.SQL("COPY {} ({}) FROM STDIN ({})").format(tp.target.ident, tp.target_columns(), options).as_string(tgt_conn),
+        "COMMIT",
+    ]
+    return source, target
+
+
+def _psql_argv(psql: str, statements: t.Sequence[str], quiet: bool) -> t.List[str]:
+    argv = [psql, "-X", "-v", "ON_ERROR_STOP=1", "--no-psqlrc"]
+    if quiet:
+        argv.append("-q")
+    for statement in statements:
+        argv += ["-c", statement]
+    return argv
+
+
+def _tail(handle: t.IO[bytes], secret: t.Optional[str]) -> str:
+    handle.seek(0)
+    text = handle.read().decode("utf-8", "replace").strip()
+    return scrub("\n".join(text.splitlines()[-6:]), secret)
+
+
+def run_pipeline(
+    job: CopyJob,
+    target: ConnParams,
+    psql_source: str,
+    psql_target: str,
+    stop: threading.Event,
+) -> t.Dict[str, t.Any]:
+    """Stream one table; returns {source, rows, bytes, seconds, format}. Raises PgShiftError naming the table."""
+    tp = job.plan
+    if stop.is_set():
+        raise PgShiftError("copy of table %s was not started because another table failed" % tp.key, table=tp.key)
+    started = time.monotonic()
+    moved = 0
+    with contextlib.ExitStack() as stack:
+        src_env = stack.enter_context(client_environment(job.source))
+        tgt_env = stack.enter_context(client_environment(target))
+        src_err = stack.enter_context(tempfile.TemporaryFile())
+        tgt_err = stack.enter_context(tempfile.TemporaryFile())
+        tgt_out = stack.enter_context(tempfile.TemporaryFile())
+        src_env["PGAPPNAME"] = "pgshift data_copy source"
+        tgt_env["PGAPPNAME"] = "pgshift data_copy target"
+        tgt_proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
+            _psql_argv(psql_target, job.target_sql, quiet=False),
+            env=tgt_env, stdin=subprocess.PIPE, stdout=tgt_out, stderr=tgt_err,
+        )
+        src_proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
+            _psql_argv(psql_source, job.source_sql, quiet=True),
+            env=src_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=src_err,
+        )
+        assert src_proc.stdout is not None and tgt_proc.stdin is not None
+        broken = False
+        try:
+            src_fd = src_proc.stdout.fileno()
+            dst_fd = tgt_proc.stdin.fileno()
+            while not stop.is_set():
+                chunk = os.read(src_fd, CHUNK)
+                if not chunk:
+                    break
+                view = memoryview(chunk)
+                while view:
+                    try:
+                        written = os.write(dst_fd, view)
+                    except BrokenPipeError:
+                        broken = True
+                        break
+                    view = view[written:]
+                moved += len(chunk)
+                if broken:
+                    break
+        finally:
+            if broken or stop.is_set():
+                src_proc.kill()
+            src_rc = src_proc.wait()
+            src_proc.stdout.close()
+            if src_rc != 0 or stop.is_set():
+                # Never let the target commit what a failed source produced: kill it before closing its stdin.
+                tgt_proc.kill()
+            with contextlib.suppress(BrokenPipeError):
+                tgt_proc.stdin.close()
+            tgt_rc = tgt_proc.wait()
+        seconds = round(time.monotonic() - started, 3)
+        if stop.is_set() and src_rc != 0:
+            raise PgShiftError("copy of table %s was stopped because another table failed" % tp.key, table=tp.key)
+        if src_rc != 0 and not broken:
+            raise PgShiftError(
+                "copy of table %s failed reading the source (psql exit %d): %s; the target table was rolled back and "
+                "stays empty" % (tp.key, src_rc, _tail(src_err, job.source.password)),
+                table=tp.key,
+            )
+        if tgt_rc != 0:
+            raise PgShiftError(
+                "copy of table %s failed writing the target (psql exit %d): %s; the target table was rolled back and "
+                "stays empty" % (tp.key, tgt_rc, _tail(tgt_err, target.password) or _tail(src_err, job.source.password)),
+                table=tp.key,
+            )
+        tgt_out.seek(0)
+        match = _COPY_TAG.search(tgt_out.read())
+        if not match:
+            raise PgShiftError("copy of table %s: the target reported no row count" % tp.key, table=tp.key)
+    return {
+        "source": tp.source.key if tp.source else None,
+        "rows": int(match.group(1)),
+        "bytes": moved,
+        "seconds": seconds,
+        "format": tp.format,
+    }
+
+
+# ------------------------------------------------------------------------------------------------ sequences
+_SEQUENCES_SQL = """
+SELECT sn.nspname, s.relname, tn.nspname, t.relname, a.attname, seq.seqincrement
+FROM pg_class s
+JOIN pg_namespace sn ON sn.oid = s.relnamespace
+JOIN pg_sequence seq ON seq.seqrelid = s.oid
+LEFT JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = s.oid
+     AND d.refclassid = 'pg_class'::regclass AND d.refobjsubid > 0 AND d.deptype IN ('a', 'i')
+LEFT JOIN pg_class t ON t.oid = d.refobjid
+LEFT JOIN pg_namespace tn ON tn.oid = t.relnamespace
+LEFT JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+WHERE s.relkind = 'S' AND sn.nspname NOT IN ('pg_catalog', 'information_schema')
+ORDER BY 1, 2
+"""
+
+
+class SequenceInfo(t.NamedTuple):
+    schema: str
+    name: str
+    table: t.Optional[str]
+    table_schema: t.Optional[str]
+    table_name: t.Optional[str]
+    column: t.Optional[str]
+    increment: int
+
+    @property
+    def key(self) -> str:
+        return self.name if self.schema == "public" else "%s.%s" % (self.schema, self.name)
+
+
+def read_sequences(conn: t.Any) -> t.List[SequenceInfo]:
+    with conn.cursor() as cur:
+        cur.execute(_SEQUENCES_SQL)
+        out = []
+        for r in cur.fetchall():
+            table = None
+            if r[3] is not None:
+                table = r[3] if r[2] == "public" else "%s.%s" % (r[2], r[3])
+            out.append(SequenceInfo(r[0], r[1], table, r[2], r[3], r[4], int(r[5])))
+        return out
+
+
+def sequence_state(conn: t.Any, schema: str, name: str) -> t.Tuple[int, bool]:
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("SELECT last_value, is_called FROM {}").format(sql.Identifier(schema, name)))
+        row = cur.fetchone()
+        return int(row[0]), bool(row[1])
+
+
+def column_max(conn: t.Any, schema: str, table: str, column: str, increment: int) -> t.Optional[int]:
+    agg = sql.SQL("max") if increment > 0 else sql.SQL("min")
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("SELECT {}({})::bigint FROM {}").format(agg, sql.Identifier(column), sql.Identifier(schema, table)))
+        value = cur.fetchone()[0]
+        return None if value is None else int(value)
+
+
+def next_value(last_value: int, is_called: bool, increment: int) -> int:
+    return last_value + increment if is_called else last_value
+
+
+def set_sequences(
+    plan: _data.Plan, src_conn: t.Any, tgt_conn: t.Any, ledger_conn: t.Any, check_mode: bool
+) -> t.List[t.Dict[str, t.Any]]:
+    """Set every target sequence from its source counterpart, then make sure each is past its column's max."""
+    plans = plan.by_key()
+    src_seqs = read_sequences(src_conn)
+    led_seqs = read_sequences(ledger_conn) if ledger_conn is not None else []
+    by_owner = {(s.table, s.column): s for s in src_seqs if s.table}
+    by_name = {s.key: s for s in src_seqs}
+    led_owner = {(s.table, s.column): s for s in led_seqs if s.table}
+    results: t.List[t.Dict[str, t.Any]] = []
+    for seq in read_sequences(tgt_conn):
+        entry: t.Dict[str, t.Any] = {"sequence": seq.key, "table": seq.table, "column": seq.column}
+        origin: t.Optional[SequenceInfo] = None
+        origin_conn = src_conn
+        tp = plans.get(seq.table or "")
+        if tp is not None and seq.column:
+            if tp.ledger and ledger_conn is not None:
+                origin = led_owner.get((seq.table, seq.column))
+                origin_conn = ledger_conn
+            elif tp.source is not None:
+                carried = next((c for c in tp.carried if c.target.name == seq.column and c.source is not None and c.expression is None), None)
+                if carried is not None and carried.source is not None:
+                    origin = by_owner.get((tp.source.key, carried.source.name))
+        elif seq.table is None:
+            origin = by_name.get(seq.key)
+        statements: t.List[str] = []
+        if origin is not None:
+            last, called = sequence_state(origin_conn, origin.schema, origin.name)
+            entry.update({"from": "%s" % origin.key, "last_value": last, "is_called": called})
+        else:
+            last, called = sequence_state(tgt_conn, seq.schema, seq.name)
+            entry.update({"from": None, "last_value": last, "is_called": called})
+        if origin is not None:
+            statements.append("setval(%s, %d, %s)" % (seq.key, last, called))
+            if not check_mode:
+                with tgt_conn.cursor() as cur:
+                    cur.execute("SELECT setval(%s::regclass, %s, %s)", (sql.Identifier(seq.schema, seq.name).as_string(cur), last, called))
+        if seq.table_schema and seq.table_name and seq.column and not check_mode:
+            top = column_max(tgt_conn, seq.table_schema, seq.table_name, seq.column, seq.increment)
+            entry["column_max"] = top
+            nxt = next_value(last, called, seq.increment)
+            behind = top is not None and (nxt <= top if seq.increment > 0 else nxt >= top)
+            if behind:
+                with tgt_conn.cursor() as cur:
+                    cur.execute("SELECT setval(%s::regclass, %s, true)", (sql.Identifier(seq.schema, seq.name).as_string(cur), top))
+                statements.append("setval(%s, %d, true)" % (seq.key, top))
+                entry.update({"last_value": top, "is_called": True, "advanced_to_column_max": True})
+            else:
+                entry["advanced_to_column_max"] = False
+        entry["statements"] = statements
+        results.append(entry)
+    return results
+
+
+# ------------------------------------------------------------------------------------------------ the copy
+def copy_data(
+    source: ConnParams,
+    target: ConnParams,
+    mapping_file: t.Optional[str],
+    jobs: int = 2,
+    ledger_tables: t.Sequence[str] = _data.DEFAULT_LEDGER_TABLES,
+    ledger_from: t.Optional[ConnParams] = None,
+    snapshot: t.Optional[str] = None,
+    check_mode: bool = False,
+    log: t.Optional[LogFn] = None,
+) -> t.Dict[str, t.Any]:
+    """Copy every carried table (largest first, ``jobs`` at a time), then the sequences."""
+    say = log or (lambda _msg: None)
+    jobs = max(1, int(jobs))
+    with contextlib.ExitStack() as stack:
+        src_conn = stack.enter_context(contextlib.closing(connect(source, application_name="pgshift data_copy")))
+        tgt_conn = stack.enter_context(contextlib.closing(connect(target, autocommit=True, application_name="pgshift data_copy")))
+        led_conn = None
+        if ledger_from is not None:
+            led_conn = stack.enter_context(contextlib.closing(connect(ledger_from, autocommit=True, application_name="pgshift data_copy")))
+        plan = _data.prepare_plan(src_conn, tgt_conn, mapping_file, ledger_tables, led_conn)
+        if plan.unaccepted:
+            raise _data.loss_error(plan)
+        src_conn.rollback()
+        if snapshot:
+            join_snapshot(src_conn, snapshot)
+            used_snapshot = snapshot
+        else:
+            used_snapshot = export_snapshot(src_conn)  # held open (src_conn idle in it) until every copy is done
+        work: t.List[CopyJob] = []
+        skipped: t.Dict[str, str] = {}
+        for tp in plan.tables:
+            if tp.source is None:
+                skipped[tp.key] = "new table (no source rows)" if not tp.ledger else "ledger table absent in ledger_from"
+                continue
+            if not tp.carried:
+                skipped[tp.key] = "no carried column"
+                continue
+            from_ledger = tp.ledger and ledger_from is not None
+            snap = None if from_ledger else used_snapshot
+            src_stmts, tgt_stmts = _statements(tp, snap, src_conn, tgt_conn)
+            work.append(CopyJob(tp, ledger_from if from_ledger and ledger_from else source, snap, src_stmts, tgt_stmts))
+        result: t.Dict[str, t.Any] = {
+            "snapshot": used_snapshot,
+            "jobs": jobs,
+            "tables": {},
+            "not_copied": skipped,
+            "statements": {job.plan.key: {"source": job.source_sql, "target": job.target_sql} for job in work},
+            "total_rows": 0,
+            "total_bytes": 0,
+            "sequences": [],
+        }
+        result.update(_data.plan_result(plan))
+        if check_mode:
+            result["sequences"] = set_sequences(plan, src_conn, tgt_conn, led_conn, check_mode=True)
+            return result
+        psql_src, _ = find_client("psql", server_major(src_conn))
+        psql_tgt, _ = find_client("psql", server_major(tgt_conn))
+        stop = threading.Event()
+        errors: t.List[PgShiftError] = []
+        started = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+            futures = {pool.submit(run_pipeline, job, target, psql_src, psql_tgt, stop): job for job in work}
+            for fut in concurrent.futures.as_completed(futures):
+                job = futures[fut]
+                try:
+                    info = fut.result()
+                except PgShiftError as exc:
+                    if not stop.is_set():
+                        errors.append(exc)
+                    stop.set()
+                    continue
+                except Exception as exc:  # noqa: BLE001 - reported with the table name
+                    errors.append(PgShiftError("copy of table %s failed: %s" % (job.plan.key, exc), table=job.plan.key))
+                    stop.set()
+                    continue
+                result["tables"][job.plan.key] = info
+                say("data_copy: %s: %d rows, %d bytes, %.2f s (%s)" % (job.plan.key, info["rows"], info["bytes"], info["seconds"], info["format"]))
+        if errors:
+            first = errors[0]
+            first.details.setdefault("tables_done", sorted(result["tables"]))
+            raise first
+        result["seconds"] = round(time.monotonic() - started, 3)
+        result["total_rows"] = sum(v["rows"] for v in result["tables"].values())
+        result["total_bytes"] = sum(v["bytes"] for v in result["tables"].values())
+        try:
+            result["sequences"] = set_sequences(plan, src_conn, tgt_conn, led_conn, check_mode=False)
+        except psycopg2.Error as exc:
+            raise db_error(exc, "setting sequences") from None
+        with contextlib.suppress(psycopg2.Error):
+            src_conn.rollback()
+        return result

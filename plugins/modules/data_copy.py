@@ -1,0 +1,217 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: pgshift contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: data_copy
+short_description: Stream production's data into a database built from the dev schema
+description:
+  - Executes the carry-over plan of M(pgshift.ops.data_plan) - streams every carried table from O(source) into
+    O(target) with C(COPY), binary where every column keeps its type, text where a type changed (the target's input
+    functions convert), O(jobs) tables at a time, largest first, all reading the source from one exported snapshot.
+  - Each table is loaded with C(TRUNCATE) and C(COPY ... FREEZE) in one transaction (partitioned tables are loaded
+    through their root, without FREEZE). A table whose copy fails is rolled back and stays empty, and the module fails
+    naming it.
+  - Identity columns are copied as they are; generated columns are left to the target. Sequences are then set from
+    the source and advanced past C(max(column)) when needed.
+  - The ledger tables are copied from O(ledger_from) (the dev database) when given, so that the new database lists
+    exactly dev's migrations.
+  - Fails without copying anything when production data would be lost without being accepted in the mapping file.
+version_added: 0.1.0
+author: pgshift contributors
+extends_documentation_fragment:
+  - pgshift.ops.connection.endpoints
+options:
+  mapping_file:
+    description:
+      - Mapping file, as for M(pgshift.ops.data_plan).
+    type: path
+  jobs:
+    description:
+      - Tables copied at the same time.
+    type: int
+    default: 2
+  ledger_tables:
+    description:
+      - The migration ledger tables.
+    type: list
+    elements: str
+    default: [pgmigrations, pgshift_migration_meta]
+  snapshot:
+    description:
+      - Snapshot id exported on the source (C(pg_export_snapshot())) by a transaction the caller keeps open; every
+        reader imports it. Without it the module exports and holds one of its own.
+    type: str
+  ledger_from:
+    description:
+      - Connection to the database whose ledger tables are copied instead of the source's (the dev database). A ledger
+        table missing there stays empty.
+    type: dict
+    suboptions:
+      host:
+        description: Host name, IP address or Unix socket folder of the server.
+        type: str
+        aliases: [login_host]
+      port:
+        description: Port of the server.
+        type: int
+        default: 5432
+        aliases: [login_port]
+      user:
+        description: Role to connect as.
+        type: str
+        default: postgres
+        aliases: [login_user]
+      password:
+        description: Password of the user; never logged.
+        type: str
+        aliases: [login_password]
+      database:
+        description: Database to connect to.
+        type: str
+        default: postgres
+        aliases: [db, login_db]
+      sslmode:
+        description: libpq SSL mode.
+        type: str
+        default: prefer
+        choices: [disable, allow, prefer, require, verify-ca, verify-full]
+      sslrootcert:
+        description: File of trusted root certificates.
+        type: path
+      connect_timeout:
+        description: Seconds to wait for a connection.
+        type: int
+        default: 10
+attributes:
+  check_mode:
+    support: full
+    description: Returns the plan and the statements; nothing is written.
+  diff_mode:
+    support: none
+seealso:
+  - module: pgshift.ops.data_plan
+  - module: pgshift.ops.integrity_check
+"""
+
+EXAMPLES = r"""
+- name: Copy production's rows into the new database
+  pgshift.ops.data_copy:
+    source: {host: 127.0.0.1, port: 5432, database: shop, password: "{{ prod_password }}"}
+    target: {host: 127.0.0.1, port: 5432, database: shop__next, password: "{{ prod_password }}"}
+    ledger_from: {host: 127.0.0.1, port: 5433, database: shop, password: "{{ dev_password }}"}
+    mapping_file: "{{ playbook_dir }}/../sample_app/mapping.yml"
+    jobs: 2
+  async: 7200
+  poll: 10
+  register: data_copy
+"""
+
+RETURN = r"""
+tables:
+  description: Per copied table, what was moved.
+  returned: success, not in check mode
+  type: dict
+  sample: {orders: {source: orders, rows: 1000, bytes: 61234, seconds: 0.08, format: binary}}
+total_rows:
+  description: Rows copied in all.
+  returned: always
+  type: int
+  sample: 5731
+total_bytes:
+  description: Bytes streamed in all (COPY format).
+  returned: always
+  type: int
+  sample: 402113
+sequences:
+  description: Each target sequence, where its value came from and whether it had to be advanced past its column.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - {sequence: orders_id_seq, table: orders, column: id, from: orders_id_seq, last_value: 1000, is_called: true,
+       column_max: 1000, advanced_to_column_max: false, statements: ["setval(orders_id_seq, 1000, True)"]}
+not_copied:
+  description: Target tables not copied, with the reason (new table, no carried column).
+  returned: always
+  type: dict
+  sample: {product_reviews: new table (no source rows)}
+statements:
+  description: The source and target statements run for each table.
+  returned: always
+  type: dict
+snapshot:
+  description: The snapshot id the source was read at.
+  returned: always
+  type: str
+  sample: 00000004-00000012-1
+plan:
+  description: The plan, as M(pgshift.ops.data_plan) returns it.
+  returned: always
+  type: list
+  elements: dict
+lost:
+  description: Lost tables and columns, as M(pgshift.ops.data_plan) returns them.
+  returned: always
+  type: dict
+notes:
+  description: Notes about the plan.
+  returned: always
+  type: list
+  elements: str
+jobs:
+  description: Parallel copies used.
+  returned: always
+  type: int
+  sample: 2
+seconds:
+  description: Wall time of the table copies.
+  returned: success, not in check mode
+  type: float
+  sample: 1.52
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.pgshift.ops.plugins.module_utils import _data
+from ansible_collections.pgshift.ops.plugins.module_utils._connection import ConnParams, endpoint_argument_spec
+from ansible_collections.pgshift.ops.plugins.module_utils._data_copy import copy_data
+from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShiftError, fail_from
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            source=endpoint_argument_spec(),
+            target=endpoint_argument_spec(),
+            mapping_file=dict(type="path"),
+            jobs=dict(type="int", default=2),
+            ledger_tables=dict(type="list", elements="str", default=list(_data.DEFAULT_LEDGER_TABLES)),
+            snapshot=dict(type="str"),
+            ledger_from=endpoint_argument_spec(required=False),
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+    try:
+        result = copy_data(
+            ConnParams.from_params(params["source"]),
+            ConnParams.from_params(params["target"]),
+            params["mapping_file"],
+            jobs=params["jobs"],
+            ledger_tables=params["ledger_tables"],
+            ledger_from=ConnParams.from_params(params["ledger_from"]) if params["ledger_from"] else None,
+            snapshot=params["snapshot"],
+            check_mode=module.check_mode,
+            log=module.log,
+        )
+    except PgShiftError as exc:
+        fail_from(module, exc)
+    module.exit_json(changed=not module.check_mode and bool(result["tables"] or result["sequences"]), **result)
+
+
+if __name__ == "__main__":
+    main()

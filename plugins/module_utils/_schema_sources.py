@@ -1,0 +1,181 @@
+# -*- coding: utf-8 -*-
+# Copyright: pgshift contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+#
+# This module_utils is PRIVATE to the pgshift.ops collection. It may change without notice.
+"""Where a schema to compare comes from: a live database, a snapshot file, or a migrations folder.
+
+A migrations folder is applied, in node-pg-migrate's order and with node-pg-migrate's ledger rows, to a throwaway
+database that is created for the purpose and always dropped afterwards. Only SQL migrations can be applied this way
+(the ``sql`` engine); a JavaScript or TypeScript migration stops the comparison with a clear message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import typing as t
+import uuid
+
+from ansible_collections.pgshift.ops.plugins.module_utils import _ledger, _migration_files
+from ansible_collections.pgshift.ops.plugins.module_utils._connection import ConnParams, connect, db_error
+from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShiftError
+from ansible_collections.pgshift.ops.plugins.module_utils._schema import Snapshot, read_snapshot_file, take_snapshot
+
+try:
+    import psycopg2
+    from psycopg2 import sql
+except ImportError:  # pragma: no cover - depends on the target host
+    pass
+
+SCRATCH_PREFIX = "pgshift_scratch_"
+
+
+@dataclasses.dataclass
+class SourceSpec:
+    """One side of a comparison: exactly one of ``connection``, ``snapshot_file``, ``migrations_dir``."""
+
+    label: str
+    connection: t.Optional[ConnParams] = None
+    snapshot_file: t.Optional[str] = None
+    migrations_dir: t.Optional[str] = None
+
+    @property
+    def kind(self) -> str:
+        if self.connection is not None:
+            return "database"
+        if self.snapshot_file:
+            return "snapshot"
+        return "migrations"
+
+    def describe(self) -> str:
+        if self.connection is not None:
+            return self.connection.describe()
+        return "snapshot file %s" % self.snapshot_file if self.snapshot_file else "migrations folder %s" % self.migrations_dir
+
+
+@dataclasses.dataclass
+class Loaded:
+    snapshot: Snapshot
+    kind: str
+    migrations_applied: t.List[str] = dataclasses.field(default_factory=list)
+    scratch_database: t.Optional[str] = None
+
+
+def snapshot_database(params: ConnParams, options: t.Mapping[str, t.Any]) -> Snapshot:
+    conn = connect(params)
+    try:
+        return take_snapshot(conn, **options)
+    finally:
+        conn.close()
+
+
+def select_migrations(folder: str, names: t.Optional[t.Sequence[str]]) -> t.List[_migration_files.MigrationFile]:
+    """The migrations to apply: all of the folder, or exactly ``names`` (a ledger's list, in its order)."""
+    files = _migration_files.list_migrations(folder)
+    if names is None:
+        chosen = files
+    else:
+        by_name = {m.name: m for m in files}
+        missing = [n for n in names if n not in by_name]
+        if missing:
+            raise PgShiftError(
+                "the ledger lists migration(s) %s that the folder %s does not hold; the folder is not the one this "
+                "database was migrated from, or files were removed" % (", ".join(missing), folder),
+                missing_migrations=missing,
+            )
+        chosen = [by_name[n] for n in names]
+    not_sql = [m.filename for m in chosen if m.kind != "sql"]
+    if not_sql:
+        raise PgShiftError(
+            "the sql engine can only apply .sql migrations to the throwaway database, and %s %s not SQL; compare "
+            "against a database (or a snapshot of one) that node-pg-migrate migrated instead"
+            % (", ".join(not_sql), "is" if len(not_sql) == 1 else "are"),
+            unsupported_migrations=not_sql,
+        )
+    return chosen
+
+
+@contextlib.contextmanager
+def throwaway_database(scratch: ConnParams) -> t.Iterator[ConnParams]:
+    """Create an empty database on the scratch server, yield its connection parameters, always drop it."""
+    name = SCRATCH_PREFIX + uuid.uuid4().hex[:12]
+    admin = connect(scratch, autocommit=True)
+    try:
+        with admin.cursor() as cur:
+            try:
+                cur.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'").format(sql.Identifier(name)))
+            except psycopg2.Error as exc:
+                raise db_error(exc, "creating the throwaway database %s on %s" % (name, scratch.describe())) from None
+        try:
+            yield scratch.with_database(name)
+        finally:
+            with admin.cursor() as cur:
+                cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    finally:
+        admin.close()
+
+
+def apply_migrations(params: ConnParams, migrations: t.Sequence[_migration_files.MigrationFile], ledger_schema: str) -> t.List[str]:
+    """Apply SQL migrations as node-pg-migrate does: one transaction each, with its ledger row."""
+    conn = connect(params)
+    applied: t.List[str] = []
+    try:
+        with conn.cursor() as cur:
+            if ledger_schema != "public":
+                cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(ledger_schema)))
+            _ledger.ensure_ledger(cur, ledger_schema)
+            conn.commit()
+            for migration in migrations:
+                up_sql, _down = _migration_files.split_sql(migration.read())
+                try:
+                    if up_sql.strip():
+                        cur.execute(up_sql)
+                    _ledger.record_up(cur, migration.name, ledger_schema)
+                    conn.commit()
+                except psycopg2.Error as exc:
+                    conn.rollback()
+                    raise db_error(exc, "applying migration %s to the throwaway database" % migration.filename) from None
+                applied.append(migration.name)
+    finally:
+        conn.close()
+    return applied
+
+
+def snapshot_migrations(
+    folder: str,
+    scratch: ConnParams,
+    options: t.Mapping[str, t.Any],
+    names: t.Optional[t.Sequence[str]] = None,
+) -> Loaded:
+    migrations = select_migrations(folder, names)
+    ledger_schema = str(options.get("ledger_schema", "public"))
+    with throwaway_database(scratch) as params:
+        applied = apply_migrations(params, migrations, ledger_schema)
+        snapshot = snapshot_database(params, options)
+        database = params.database
+    return Loaded(snapshot, "migrations", applied, database)
+
+
+def load(
+    spec: SourceSpec,
+    options: t.Mapping[str, t.Any],
+    scratch: t.Optional[ConnParams] = None,
+    ledger_names: t.Optional[t.Sequence[str]] = None,
+) -> Loaded:
+    """Snapshot one side. ``ledger_names`` limits a migrations folder to those migrations (in that order)."""
+    if spec.connection is not None:
+        return Loaded(snapshot_database(spec.connection, options), "database")
+    if spec.snapshot_file:
+        return Loaded(read_snapshot_file(spec.snapshot_file), "snapshot")
+    if not spec.migrations_dir:
+        raise PgShiftError("%s: give a database connection, a snapshot file or a migrations folder" % spec.label)
+    if scratch is None:
+        raise PgShiftError(
+            "%s is a migrations folder: it is applied to a throwaway database, so give a live database on the other "
+            "side or the scratch option (a server where pgshift may create and drop a database)" % spec.label
+        )
+    if not os.path.isdir(spec.migrations_dir):
+        raise PgShiftError("migrations folder %s does not exist" % spec.migrations_dir, path=spec.migrations_dir)
+    return snapshot_migrations(spec.migrations_dir, scratch, options, ledger_names)

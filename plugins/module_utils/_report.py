@@ -29,9 +29,12 @@ MODULE_KEYS = {
     "integrity_check": ("ok", "tables", "mismatches"),
     "backup": ("backup_id", "path", "manifest_path", "size_bytes"),
     "schema_diff": ("differences",),
+    "swap": ("previous",),
+    "rollback": ("run_id", "actions"),
 }
 # Kept from any pgshift.ops.* result (swap, rollback, ...).
 ANY_PGSHIFT_KEYS = ("swapped", "undone", "journal")
+SWAP_KEYS = ANY_PGSHIFT_KEYS + ("previous", "actions", "run_id")
 # Kept from any task whatsoever (a module or a set_fact task can publish it).
 REPORT_KEY = "pgshift_report"
 HTTP_ACTIONS = ("ansible.builtin.uri", "uri", "ansible.legacy.uri")
@@ -84,7 +87,25 @@ def short_action(action: str) -> str:
 def _cap_list(value: t.Any, limit: int) -> t.Any:
     if isinstance(value, list) and len(value) > limit:
         return value[:limit]
+    if isinstance(value, dict) and len(value) > limit:
+        return dict(list(value.items())[:limit])
     return value
+
+
+def table_rows(tables: t.Any) -> t.List[t.Tuple[str, t.Dict[str, t.Any]]]:
+    """(name, details) pairs from a ``tables`` result in either shape: a dict keyed by table name (data_copy) or a
+    list of dicts with a ``name`` (or ``table``) key."""
+    out = []  # type: t.List[t.Tuple[str, t.Dict[str, t.Any]]]
+    if isinstance(tables, dict):
+        for name, details in tables.items():
+            out.append((str(name), details if isinstance(details, dict) else {"value": details}))
+    elif isinstance(tables, list):
+        for details in tables:
+            if isinstance(details, dict):
+                out.append((str(details.get("name", details.get("table", ""))), details))
+            else:
+                out.append((str(details), {}))
+    return out
 
 
 def extract_results(action: str, result: t.Mapping[str, t.Any]) -> t.Dict[str, t.Any]:
@@ -127,9 +148,9 @@ def rows_of(result: t.Mapping[str, t.Any]) -> t.Optional[int]:
     total = result.get("total_rows")
     if isinstance(total, int) and not isinstance(total, bool):
         return total
-    tables = result.get("tables")
-    if isinstance(tables, list):
-        counted = [tb.get("rows") for tb in tables if isinstance(tb, dict)]
+    tables = table_rows(result.get("tables"))
+    if tables:
+        counted = [details.get("rows") for _name, details in tables]
         numbers = [n for n in counted if isinstance(n, int) and not isinstance(n, bool)]
         if numbers:
             return sum(numbers)
@@ -291,6 +312,17 @@ def _json_block(value: t.Any) -> str:
     return "<pre>%s</pre>" % _e(json.dumps(value, indent=2, sort_keys=True, default=str))
 
 
+def _details_table(tables: t.Sequence[t.Tuple[str, t.Dict[str, t.Any]]]) -> str:
+    """One row per table, one column per detail key (rows, checksum, seconds, ...)."""
+    keys = []  # type: t.List[str]
+    for _name, details in tables:
+        for key in details:
+            if key not in keys and key not in ("name", "table"):
+                keys.append(key)
+    numeric = [i + 1 for i, key in enumerate(keys) if key in ("rows", "bytes", "seconds", "source_rows", "target_rows")]
+    return _table(["table"] + keys, ([_e(name)] + [_e(details.get(k, "")) for k in keys] for name, details in tables), numeric=numeric)
+
+
 def _results_html(results: t.Sequence[t.Mapping[str, t.Any]]) -> str:
     parts = []
     copies = [r for r in results if "total_rows" in r["data"] or (short_action(r.get("action", "")) == "data_copy" and "tables" in r["data"])]
@@ -299,7 +331,7 @@ def _results_html(results: t.Sequence[t.Mapping[str, t.Any]]) -> str:
     backups = [r for r in results if "backup_id" in r["data"] or short_action(r.get("action", "")) == "backup"]
     http = [r for r in results if "http" in r["data"]]
     published = [r for r in results if REPORT_KEY in r["data"]]
-    swaps = [r for r in results if any(k in r["data"] for k in ANY_PGSHIFT_KEYS)]
+    swaps = [r for r in results if any(k in r["data"] for k in ANY_PGSHIFT_KEYS) or short_action(r.get("action", "")) in ("swap", "rollback")]
     if diffs:
         parts.append("<h2>Schema changes</h2>")
         for r in diffs:
@@ -312,29 +344,18 @@ def _results_html(results: t.Sequence[t.Mapping[str, t.Any]]) -> str:
         for r in copies:
             data = r["data"]
             parts.append("<p>%s on %s: <b>%s</b> rows in total</p>" % (_e(r["step"]), _e(r["host"]), _e(data.get("total_rows", "-"))))
-            tables = [tb for tb in data.get("tables") or [] if isinstance(tb, dict)]
+            tables = table_rows(data.get("tables"))
             if tables:
-                parts.append(
-                    _table(
-                        ("table", "rows", "checksum"),
-                        ((_e(tb.get("name", tb.get("table", ""))), _e(tb.get("rows", "")), _e(tb.get("checksum", ""))) for tb in tables),
-                        numeric=(1,),
-                    )
-                )
+                parts.append(_details_table(tables))
     if checks:
         parts.append("<h2>Integrity checks</h2>")
         for r in checks:
             data = r["data"]
             ok = data.get("ok")
             parts.append("<p>%s on %s: %s</p>" % (_e(r["step"]), _e(r["host"]), _badge("ok" if ok else "failed") if ok is not None else "-"))
-            tables = [tb for tb in data.get("tables") or [] if isinstance(tb, dict)]
+            tables = table_rows(data.get("tables"))
             if tables:
-                keys = []  # type: t.List[str]
-                for tb in tables:
-                    for key in tb:
-                        if key not in keys:
-                            keys.append(key)
-                parts.append(_table(keys, ([_e(tb.get(k, "")) for k in keys] for tb in tables)))
+                parts.append(_details_table(tables))
             if data.get("mismatches"):
                 parts.append("<p>Mismatches:</p>" + _json_block(data["mismatches"]))
     if backups:
@@ -360,7 +381,7 @@ def _results_html(results: t.Sequence[t.Mapping[str, t.Any]]) -> str:
     if swaps:
         parts.append("<h2>Swap and rollback</h2>")
         for r in swaps:
-            data = dict((k, r["data"][k]) for k in ANY_PGSHIFT_KEYS if k in r["data"])
+            data = dict((k, r["data"][k]) for k in SWAP_KEYS if k in r["data"])
             parts.append("<p>%s on %s</p>%s" % (_e(r["step"]), _e(r["host"]), _json_block(data)))
     if published:
         parts.append("<h2>Published by the playbook</h2>")

@@ -1,0 +1,1 @@
+"""Multi-host test harness: sshd per host on loopback addresses, nginx, app backends (see harness.py)."""

@@ -1,0 +1,211 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: pgshift contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: integrity_check
+short_description: Prove that the new database holds exactly production's carried data, and is healthy
+description:
+  - For every table of the carry-over plan (see M(pgshift.ops.data_plan)), compares row counts and content checksums
+    (C(count(*)) and C(sum(hashtextextended(ROW(cols)::text, 0)))) over the carried columns between O(source) and
+    O(target); the source side is computed on its values converted to the target types through the same mapping.
+    Source and target queries run at the same time; every source reader shares one snapshot.
+  - On a mismatch, narrows the table down by buckets of its primary key and names the first differing keys.
+  - Checks that every constraint of the target is validated, that no index is invalid, and that every owned sequence
+    and identity column is past C(max(column)); optionally runs C(amcheck) on every B-tree index.
+  - Fails on any finding. Session settings are pinned on every connection, so a differing C(TimeZone) or float output
+    setting between the two servers does not cause a false alarm.
+version_added: 0.1.0
+author: pgshift contributors
+extends_documentation_fragment:
+  - pgshift.ops.connection.endpoints
+options:
+  mapping_file:
+    description:
+      - Mapping file, as for M(pgshift.ops.data_plan).
+    type: path
+  jobs:
+    description:
+      - Tables compared at the same time (each uses one source and one target connection).
+    type: int
+    default: 2
+  ledger_tables:
+    description:
+      - The migration ledger tables.
+    type: list
+    elements: str
+    default: [pgmigrations, pgshift_migration_meta]
+  snapshot:
+    description:
+      - Snapshot id exported on the source by a transaction the caller keeps open. Without it the module exports one.
+    type: str
+  amcheck:
+    description:
+      - Also run C(bt_index_check(index, heapallindexed => true)) on every B-tree index of the target, creating the
+        C(amcheck) extension in the target when it is missing (reported as a change).
+    type: bool
+    default: false
+  ledger_from:
+    description:
+      - Connection to the database the ledger tables were copied from (the dev database); they are compared with it.
+    type: dict
+    suboptions:
+      host:
+        description: Host name, IP address or Unix socket folder of the server.
+        type: str
+        aliases: [login_host]
+      port:
+        description: Port of the server.
+        type: int
+        default: 5432
+        aliases: [login_port]
+      user:
+        description: Role to connect as.
+        type: str
+        default: postgres
+        aliases: [login_user]
+      password:
+        description: Password of the user; never logged.
+        type: str
+        aliases: [login_password]
+      database:
+        description: Database to connect to.
+        type: str
+        default: postgres
+        aliases: [db, login_db]
+      sslmode:
+        description: libpq SSL mode.
+        type: str
+        default: prefer
+        choices: [disable, allow, prefer, require, verify-ca, verify-full]
+      sslrootcert:
+        description: File of trusted root certificates.
+        type: path
+      connect_timeout:
+        description: Seconds to wait for a connection.
+        type: int
+        default: 10
+attributes:
+  check_mode:
+    support: full
+    description: Runs the same read-only comparison; only the creation of the amcheck extension is skipped.
+  diff_mode:
+    support: none
+seealso:
+  - module: pgshift.ops.data_copy
+"""
+
+EXAMPLES = r"""
+- name: Prove the copy before anything is swapped
+  pgshift.ops.integrity_check:
+    source: {host: 127.0.0.1, port: 5432, database: shop, password: "{{ prod_password }}"}
+    target: {host: 127.0.0.1, port: 5432, database: shop__next, password: "{{ prod_password }}"}
+    ledger_from: {host: 127.0.0.1, port: 5433, database: shop, password: "{{ dev_password }}"}
+    mapping_file: "{{ playbook_dir }}/../sample_app/mapping.yml"
+    amcheck: true
+  register: integrity
+"""
+
+RETURN = r"""
+ok:
+  description: True when every table matches and the target is healthy (the module fails otherwise).
+  returned: always
+  type: bool
+  sample: true
+tables:
+  description: Per table of the plan, rows and checksums on both sides.
+  returned: always
+  type: dict
+  sample:
+    orders: {source: orders, source_rows: 1000, target_rows: 1000, source_checksum: "-12345", target_checksum: "-12345",
+             match: true, seconds: 0.02}
+mismatches:
+  description: Tables that differ, with the first differing keys.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - table: orders
+      source_rows: 1000
+      target_rows: 999
+      keyed_by: (id)
+      first_differing_keys: [{key: "(42)", difference: missing in target}]
+invalid_indexes:
+  description: Indexes of the target that are not valid and ready.
+  returned: always
+  type: list
+  elements: str
+unvalidated_constraints:
+  description: Constraints of the target with C(convalidated = false), as C(table.constraint).
+  returned: always
+  type: list
+  elements: str
+sequences_behind:
+  description: Owned sequences and identity columns whose next value is not past the column's maximum.
+  returned: always
+  type: list
+  elements: dict
+amcheck:
+  description: Indexes checked by amcheck and the errors found (null when O(amcheck=false)).
+  returned: always
+  type: dict
+lost:
+  description: Lost tables and columns of the plan.
+  returned: always
+  type: dict
+snapshot:
+  description: The snapshot id the source was read at.
+  returned: always
+  type: str
+seconds:
+  description: Wall time of the check.
+  returned: always
+  type: float
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.pgshift.ops.plugins.module_utils import _data
+from ansible_collections.pgshift.ops.plugins.module_utils._connection import ConnParams, endpoint_argument_spec
+from ansible_collections.pgshift.ops.plugins.module_utils._data_check import fail_if_not_ok, integrity_check
+from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShiftError, fail_from
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            source=endpoint_argument_spec(),
+            target=endpoint_argument_spec(),
+            mapping_file=dict(type="path"),
+            jobs=dict(type="int", default=2),
+            ledger_tables=dict(type="list", elements="str", default=list(_data.DEFAULT_LEDGER_TABLES)),
+            snapshot=dict(type="str"),
+            amcheck=dict(type="bool", default=False),
+            ledger_from=endpoint_argument_spec(required=False),
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+    try:
+        result = integrity_check(
+            ConnParams.from_params(params["source"]),
+            ConnParams.from_params(params["target"]),
+            params["mapping_file"],
+            jobs=params["jobs"],
+            ledger_tables=params["ledger_tables"],
+            ledger_from=ConnParams.from_params(params["ledger_from"]) if params["ledger_from"] else None,
+            snapshot=params["snapshot"],
+            amcheck=params["amcheck"],
+            check_mode=module.check_mode,
+        )
+        fail_if_not_ok(result)
+    except PgShiftError as exc:
+        fail_from(module, exc)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -303,8 +303,8 @@ def swap(
                 if database_info(cur, name) is None:
                     raise PgShiftError("cannot swap: database %r does not exist" % name, database=name)
             plan = {"production": prod, "previous": prev, "next": new, "connlimit": connlimit}
+            conn.rollback()  # end the read transaction before switching modes
             if check_mode:
-                conn.rollback()
                 return dict(plan, swapped=False)
             conn.autocommit = True
             for name in (prod, new):
@@ -380,6 +380,7 @@ def rollback(
             access = states.get("block_access", {}).get("detail", {})
             previous_connlimit = int(access.get("previous", {}).get("connlimit", -1))
             swap_state = states.get("swap")
+            conn.rollback()  # end the read transaction before switching modes
             conn.autocommit = True
             # 1. undo the swap: the database carrying the production name is the new one; the previous is intact
             if swap_state and swap_state["state"] == "done":

@@ -53,7 +53,9 @@ STATUS_COLOURS = {
 
 _SECRET_PATTERNS = (
     # key=value / key: value pairs whose key names a secret
-    re.compile(r"(?i)((?:password|passwd|pwd|secret|token|api[_-]?key|authorization)\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|\S+)"),
+    re.compile(
+        r"(?i)((?:password|passwd|pwd|secret|token|api[_-]?key|authorization)\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|\S+)"
+    ),
     # user:password@ in URLs and libpq URIs
     re.compile(r"(?i)([a-z][a-z0-9+.-]*://[^/\s:@]+:)([^@\s/]+)(@)"),
     # bearer tokens
@@ -65,7 +67,9 @@ def scrub_text(text: t.Any, limit: int = MAX_MSG) -> str:
     """A message fit for a notification or the report: secret-looking values masked, length capped."""
     out = str(text)
     for pattern in _SECRET_PATTERNS:
-        out = pattern.sub(lambda m: m.group(1) + "********" + (m.group(3) if m.lastindex and m.lastindex >= 3 else ""), out)
+        out = pattern.sub(
+            lambda m: m.group(1) + "********" + (m.group(3) if m.lastindex and m.lastindex >= 3 else ""), out
+        )
     if len(out) > limit:
         out = out[: limit - 1] + "\u2026"
     return out
@@ -81,7 +85,7 @@ def strip_url(url: t.Any) -> str:
 
 
 def short_action(action: str) -> str:
-    return action[len(ACTION_PREFIX):] if action.startswith(ACTION_PREFIX) else action
+    return action[len(ACTION_PREFIX) :] if action.startswith(ACTION_PREFIX) else action
 
 
 def _cap_list(value: t.Any, limit: int) -> t.Any:
@@ -131,7 +135,11 @@ def extract_results(action: str, result: t.Mapping[str, t.Any]) -> t.Dict[str, t
         if "mismatches" in kept:
             kept["mismatches"] = _cap_list(kept["mismatches"], MAX_TABLES)
     if action in HTTP_ACTIONS and "status" in result:
-        kept["http"] = {"url": strip_url(result.get("url", "")), "status": result.get("status"), "elapsed": result.get("elapsed")}
+        kept["http"] = {
+            "url": strip_url(result.get("url", "")),
+            "status": result.get("status"),
+            "elapsed": result.get("elapsed"),
+        }
     published = result.get(REPORT_KEY)
     facts = result.get("ansible_facts")
     if published is None and isinstance(facts, dict):
@@ -169,7 +177,9 @@ def step_status(host_statuses: t.Iterable[str]) -> str:
     return "skipped" if not seen else sorted(seen)[0]
 
 
-def eta_seconds(elapsed: float, rows_done: t.Optional[int], previous: t.Optional[t.Mapping[str, t.Any]]) -> t.Optional[float]:
+def eta_seconds(
+    elapsed: float, rows_done: t.Optional[int], previous: t.Optional[t.Mapping[str, t.Any]]
+) -> t.Optional[float]:
     """Estimated seconds left for a running step, from the same step in the previous run (``duration_s`` and, when
     both runs report rows, ``rows``): by rows when rows are known, else by duration. None when nothing is known."""
     if not previous:
@@ -195,7 +205,9 @@ def format_duration(seconds: t.Optional[float]) -> str:
     return "%dh%02dm%02ds" % (hours, minutes, secs)
 
 
-def maintenance_window(plays: t.Sequence[t.Mapping[str, t.Any]], steps: t.Sequence[t.Mapping[str, t.Any]]) -> t.Optional[t.Dict[str, t.Any]]:
+def maintenance_window(
+    plays: t.Sequence[t.Mapping[str, t.Any]], steps: t.Sequence[t.Mapping[str, t.Any]]
+) -> t.Optional[t.Dict[str, t.Any]]:
     """From the start of the first step of the first play named like "... maintenance on ..." to the end of the last
     play named like "... maintenance off ..." that ran after it (case-insensitive). None when no such play ran.
     ``open`` is true when maintenance was switched on and no "maintenance off" play ran after it."""
@@ -252,10 +264,13 @@ def _badge(status: str) -> str:
     return '<span class="badge" style="background:%s">%s</span>' % (STATUS_COLOURS.get(status, "#607d8b"), _e(status))
 
 
-def timeline_svg(steps: t.Sequence[t.Mapping[str, t.Any]], duration: float, window: t.Optional[t.Mapping[str, t.Any]] = None) -> str:
+def timeline_svg(
+    steps: t.Sequence[t.Mapping[str, t.Any]], duration: float, window: t.Optional[t.Mapping[str, t.Any]] = None
+) -> str:
     """An inline SVG Gantt chart: one row per step, a bar from its start for its duration, coloured by result."""
     label_w, chart_w, row_h, top = 330, 640, 16, 24
-    total = max(float(duration or 0.0), max([s["started"] + (s.get("duration_s") or 0.0) for s in steps] or [0.0]), 0.001)
+    ends = [s["started"] + (s.get("duration_s") or 0.0) for s in steps]
+    total = max([float(duration or 0.0), 0.001] + ends)
     height = top + row_h * max(len(steps), 1) + 10
     width = label_w + chart_w + 70
     scale = chart_w / total
@@ -268,7 +283,8 @@ def timeline_svg(steps: t.Sequence[t.Mapping[str, t.Any]], duration: float, wind
         x = label_w + window["started"] * scale
         w = max((end - window["started"]) * scale, 1.0)
         parts.append(
-            '<rect x="%.1f" y="%d" width="%.1f" height="%d" fill="#fff3e0" stroke="#ffb74d"><title>maintenance window %s</title></rect>'
+            '<rect x="%.1f" y="%d" width="%.1f" height="%d" fill="#fff3e0" stroke="#ffb74d">'
+            "<title>maintenance window %s</title></rect>"
             % (x, top - 6, w, height - top, _e(format_duration(end - window["started"])))
         )
         parts.append('<text x="%.1f" y="%d" font-size="10" fill="#e65100">maintenance</text>' % (x + 2, top - 8))
@@ -276,7 +292,10 @@ def timeline_svg(steps: t.Sequence[t.Mapping[str, t.Any]], duration: float, wind
         seconds = total * tick / 4
         x = label_w + seconds * scale
         parts.append('<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#eee"/>' % (x, top - 4, x, height - 6))
-        parts.append('<text x="%.1f" y="12" font-size="10" fill="#777" text-anchor="middle">%s</text>' % (x, _e(format_duration(seconds))))
+        parts.append(
+            '<text x="%.1f" y="12" font-size="10" fill="#777" text-anchor="middle">%s</text>'
+            % (x, _e(format_duration(seconds)))
+        )
     for i, step in enumerate(steps):
         y = top + i * row_h
         name = "%s / %s" % (step.get("play", ""), step.get("name", ""))
@@ -288,10 +307,23 @@ def timeline_svg(steps: t.Sequence[t.Mapping[str, t.Any]], duration: float, wind
         w = max(dur * scale, 1.5)
         parts.append('<text x="4" y="%d" font-size="11" fill="#333">%s</text>' % (y + 11, _e(label)))
         parts.append(
-            '<rect x="%.1f" y="%d" width="%.1f" height="%d" fill="%s"><title>%s: %s, started +%s, took %s</title></rect>'
-            % (x, y + 2, w, row_h - 4, STATUS_COLOURS.get(status, "#607d8b"), _e(name), _e(status), _e(format_duration(start)), _e(format_duration(dur)))
+            '<rect x="%.1f" y="%d" width="%.1f" height="%d" fill="%s">'
+            "<title>%s: %s, started +%s, took %s</title></rect>"
+            % (
+                x,
+                y + 2,
+                w,
+                row_h - 4,
+                STATUS_COLOURS.get(status, "#607d8b"),
+                _e(name),
+                _e(status),
+                _e(format_duration(start)),
+                _e(format_duration(dur)),
+            )
         )
-        parts.append('<text x="%.1f" y="%d" font-size="10" fill="#555">%s</text>' % (x + w + 3, y + 11, _e(format_duration(dur))))
+        parts.append(
+            '<text x="%.1f" y="%d" font-size="10" fill="#555">%s</text>' % (x + w + 3, y + 11, _e(format_duration(dur)))
+        )
     parts.append("</svg>")
     return "".join(parts)
 
@@ -320,30 +352,53 @@ def _details_table(tables: t.Sequence[t.Tuple[str, t.Dict[str, t.Any]]]) -> str:
             if key not in keys and key not in ("name", "table"):
                 keys.append(key)
     numeric = [i + 1 for i, key in enumerate(keys) if key in ("rows", "bytes", "seconds", "source_rows", "target_rows")]
-    return _table(["table"] + keys, ([_e(name)] + [_e(details.get(k, "")) for k in keys] for name, details in tables), numeric=numeric)
+    return _table(
+        ["table"] + keys,
+        ([_e(name)] + [_e(details.get(k, "")) for k in keys] for name, details in tables),
+        numeric=numeric,
+    )
 
 
 def _results_html(results: t.Sequence[t.Mapping[str, t.Any]]) -> str:
     parts = []
-    copies = [r for r in results if "total_rows" in r["data"] or (short_action(r.get("action", "")) == "data_copy" and "tables" in r["data"])]
+    copies = [
+        r
+        for r in results
+        if "total_rows" in r["data"] or (short_action(r.get("action", "")) == "data_copy" and "tables" in r["data"])
+    ]
     checks = [r for r in results if short_action(r.get("action", "")) == "integrity_check"]
     diffs = [r for r in results if "differences" in r["data"]]
     backups = [r for r in results if "backup_id" in r["data"] or short_action(r.get("action", "")) == "backup"]
     http = [r for r in results if "http" in r["data"]]
     published = [r for r in results if REPORT_KEY in r["data"]]
-    swaps = [r for r in results if any(k in r["data"] for k in ANY_PGSHIFT_KEYS) or short_action(r.get("action", "")) in ("swap", "rollback")]
+    swaps = [
+        r
+        for r in results
+        if any(k in r["data"] for k in ANY_PGSHIFT_KEYS) or short_action(r.get("action", "")) in ("swap", "rollback")
+    ]
     if diffs:
         parts.append("<h2>Schema changes</h2>")
         for r in diffs:
             data = r["data"]
             more = data.get("differences_total")
-            parts.append("<p>%s on %s: %d difference(s)%s</p>" % (_e(r["step"]), _e(r["host"]), more or len(data["differences"]), " (first %d shown)" % MAX_DIFFERENCES if more else ""))
+            parts.append(
+                "<p>%s on %s: %d difference(s)%s</p>"
+                % (
+                    _e(r["step"]),
+                    _e(r["host"]),
+                    more or len(data["differences"]),
+                    " (first %d shown)" % MAX_DIFFERENCES if more else "",
+                )
+            )
             parts.append(_json_block(data["differences"]))
     if copies:
         parts.append("<h2>Rows copied</h2>")
         for r in copies:
             data = r["data"]
-            parts.append("<p>%s on %s: <b>%s</b> rows in total</p>" % (_e(r["step"]), _e(r["host"]), _e(data.get("total_rows", "-"))))
+            parts.append(
+                "<p>%s on %s: <b>%s</b> rows in total</p>"
+                % (_e(r["step"]), _e(r["host"]), _e(data.get("total_rows", "-")))
+            )
             tables = table_rows(data.get("tables"))
             if tables:
                 parts.append(_details_table(tables))
@@ -352,7 +407,10 @@ def _results_html(results: t.Sequence[t.Mapping[str, t.Any]]) -> str:
         for r in checks:
             data = r["data"]
             ok = data.get("ok")
-            parts.append("<p>%s on %s: %s</p>" % (_e(r["step"]), _e(r["host"]), _badge("ok" if ok else "failed") if ok is not None else "-"))
+            parts.append(
+                "<p>%s on %s: %s</p>"
+                % (_e(r["step"]), _e(r["host"]), _badge("ok" if ok else "failed") if ok is not None else "-")
+            )
             tables = table_rows(data.get("tables"))
             if tables:
                 parts.append(_details_table(tables))
@@ -364,7 +422,14 @@ def _results_html(results: t.Sequence[t.Mapping[str, t.Any]]) -> str:
             _table(
                 ("step", "host", "backup id", "path", "manifest", "size (bytes)"),
                 (
-                    (_e(r["step"]), _e(r["host"]), _e(r["data"].get("backup_id")), _e(r["data"].get("path")), _e(r["data"].get("manifest_path")), _e(r["data"].get("size_bytes")))
+                    (
+                        _e(r["step"]),
+                        _e(r["host"]),
+                        _e(r["data"].get("backup_id")),
+                        _e(r["data"].get("path")),
+                        _e(r["data"].get("manifest_path")),
+                        _e(r["data"].get("size_bytes")),
+                    )
                     for r in backups
                 ),
                 numeric=(5,),
@@ -375,13 +440,22 @@ def _results_html(results: t.Sequence[t.Mapping[str, t.Any]]) -> str:
         parts.append(
             _table(
                 ("step", "host", "url", "status", "elapsed (s)"),
-                ((_e(r["step"]), _e(r["host"]), _e(r["data"]["http"]["url"]), _e(r["data"]["http"]["status"]), _e(r["data"]["http"]["elapsed"])) for r in http),
+                (
+                    (
+                        _e(r["step"]),
+                        _e(r["host"]),
+                        _e(r["data"]["http"]["url"]),
+                        _e(r["data"]["http"]["status"]),
+                        _e(r["data"]["http"]["elapsed"]),
+                    )
+                    for r in http
+                ),
             )
         )
     if swaps:
         parts.append("<h2>Swap and rollback</h2>")
         for r in swaps:
-            data = dict((k, r["data"][k]) for k in SWAP_KEYS if k in r["data"])
+            data = {k: r["data"][k] for k in SWAP_KEYS if k in r["data"]}
             parts.append("<p>%s on %s</p>%s" % (_e(r["step"]), _e(r["host"]), _json_block(data)))
     if published:
         parts.append("<h2>Published by the playbook</h2>")
@@ -397,7 +471,7 @@ def render_html(report: t.Mapping[str, t.Any]) -> str:
     window = report.get("maintenance_window")
     title = "pgshift run: %s" % report.get("playbook", "")
     parts = [
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">',
         "<title>%s</title><style>%s</style></head><body>" % (_e(title), _CSS),
         "<h1>%s %s</h1>" % (_e(title), _badge("ok" if status == "ok" else "failed")),
         '<p class="meta">run %s &middot; started %s &middot; finished %s &middot; took %s%s</p>'
@@ -410,29 +484,58 @@ def render_html(report: t.Mapping[str, t.Any]) -> str:
         ),
     ]
     tot = report.get("totals") or {}
-    parts.append("<p>%s</p>" % " &middot; ".join("%s %s" % (_e(k), _e(tot.get(k, 0))) for k in ("steps",) + STATUS_ORDER))
+    parts.append(
+        "<p>%s</p>" % " &middot; ".join("%s %s" % (_e(k), _e(tot.get(k, 0))) for k in ("steps",) + STATUS_ORDER)
+    )
     if window:
         if window.get("open"):
-            parts.append("<p><b>Maintenance window:</b> opened at +%s and <b>not closed</b> by a \"maintenance off\" play.</p>" % _e(format_duration(window.get("started"))))
+            parts.append(
+                '<p><b>Maintenance window:</b> opened at +%s and <b>not closed</b> by a "maintenance off" play.</p>'
+                % _e(format_duration(window.get("started")))
+            )
         else:
             parts.append(
                 "<p><b>Maintenance window:</b> +%s to +%s, <b>%s</b>.</p>"
-                % (_e(format_duration(window.get("started"))), _e(format_duration(window.get("finished"))), _e(format_duration(window.get("duration_s"))))
+                % (
+                    _e(format_duration(window.get("started"))),
+                    _e(format_duration(window.get("finished"))),
+                    _e(format_duration(window.get("duration_s"))),
+                )
             )
     parts.append("<h2>Timeline</h2>")
-    parts.append('<p class="legend">%s</p>' % "".join('<span><i style="background:%s"></i>%s</span>' % (c, _e(s)) for s, c in STATUS_COLOURS.items() if s != "running"))
+    parts.append(
+        '<p class="legend">%s</p>'
+        % "".join(
+            '<span><i style="background:%s"></i>%s</span>' % (c, _e(s))
+            for s, c in STATUS_COLOURS.items()
+            if s != "running"
+        )
+    )
     parts.append(timeline_svg(steps, float(report.get("duration_s") or 0.0), window))
     failures = report.get("failures") or []
     if failures:
         parts.append("<h2>Failures</h2>")
-        parts.append(_table(("step", "host", "message"), ((_e(f.get("step")), _e(f.get("host")), _e(f.get("msg"))) for f in failures)))
+        parts.append(
+            _table(
+                ("step", "host", "message"),
+                ((_e(f.get("step")), _e(f.get("host")), _e(f.get("msg"))) for f in failures),
+            )
+        )
     rollback = report.get("rollback") or {}
     if rollback.get("rescue_entered"):
         parts.append("<h2>Rolled back</h2>")
         parts.append(
             _table(
                 ("rescue step", "play", "status", "hosts"),
-                ((_e(s.get("name")), _e(s.get("play")), _badge(str(s.get("status"))), _e(", ".join(sorted(s.get("hosts") or {})))) for s in rollback.get("steps") or []),
+                (
+                    (
+                        _e(s.get("name")),
+                        _e(s.get("play")),
+                        _badge(str(s.get("status"))),
+                        _e(", ".join(sorted(s.get("hosts") or {}))),
+                    )
+                    for s in rollback.get("steps") or []
+                ),
             )
         )
     parts.append(_results_html(report.get("results") or []))
@@ -441,7 +544,13 @@ def render_html(report: t.Mapping[str, t.Any]) -> str:
         _table(
             ("#", "play", "status", "started", "took"),
             (
-                (_e(p.get("index")), _e(p.get("name")), _badge(str(p.get("status"))), "+" + _e(format_duration(p.get("started"))), _e(format_duration(p.get("duration_s"))))
+                (
+                    _e(p.get("index")),
+                    _e(p.get("name")),
+                    _badge(str(p.get("status"))),
+                    "+" + _e(format_duration(p.get("started"))),
+                    _e(format_duration(p.get("duration_s"))),
+                )
                 for p in report.get("plays") or []
             ),
             numeric=(0,),
@@ -455,7 +564,9 @@ def render_html(report: t.Mapping[str, t.Any]) -> str:
                 (
                     _e(s.get("index")),
                     _e(s.get("play")),
-                    _e(s.get("name")) + (" <i>(rescue)</i>" if s.get("rescue") else "") + (" <i>(handler)</i>" if s.get("handler") else ""),
+                    _e(s.get("name"))
+                    + (" <i>(rescue)</i>" if s.get("rescue") else "")
+                    + (" <i>(handler)</i>" if s.get("handler") else ""),
                     _e(s.get("action")),
                     _badge(str(s.get("status"))),
                     "+" + _e(format_duration(s.get("started"))),
@@ -471,6 +582,12 @@ def render_html(report: t.Mapping[str, t.Any]) -> str:
     if hosts:
         keys = ("ok", "changed", "failures", "unreachable", "skipped", "rescued", "ignored")
         parts.append("<h2>Hosts</h2>")
-        parts.append(_table(("host",) + keys, ([_e(h)] + [_e(hosts[h].get(k, 0)) for k in keys] for h in sorted(hosts)), numeric=range(1, 8)))
+        parts.append(
+            _table(
+                ("host",) + keys,
+                ([_e(h)] + [_e(hosts[h].get(k, 0)) for k in keys] for h in sorted(hosts)),
+                numeric=range(1, 8),
+            )
+        )
     parts.append('<p class="meta">%s</p></body></html>\n' % _e(SCHEMA))
     return "".join(parts)

@@ -45,11 +45,20 @@ def test_maintenance_page_over_ssh_with_notifications_and_report(multihost: Mult
                 "PGSHIFT_PROGRESS_INTERVAL": "1",
             }
         )
-        argv = [os.path.join(VENV_BIN, "ansible-playbook"), PLAYBOOK, "-i", multihost.inventory, "-e", "multihost_go_file=%s" % go_file]
+        argv = [
+            os.path.join(VENV_BIN, "ansible-playbook"),
+            PLAYBOOK,
+            "-i",
+            multihost.inventory,
+            "-e",
+            "multihost_go_file=%s" % go_file,
+        ]
         proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             # The run is inside its "work" phase: the flag is set, so nginx serves the maintenance page.
-            hook.wait_for(lambda e: e["event"] == "phase_started" and e["phase"] == "Work while in maintenance", timeout=120)
+            hook.wait_for(
+                lambda e: e["event"] == "phase_started" and e["phase"] == "Work while in maintenance", timeout=120
+            )
             assert os.path.exists(multihost.maintenance_flag)
             for _ in range(3):  # both upstreams are behind the flag
                 status, body = http_get(web + "/customers/7")

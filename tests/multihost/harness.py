@@ -43,7 +43,6 @@ import time
 import typing as t
 import urllib.error
 import urllib.request
-
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import yaml
@@ -54,6 +53,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 VENV_PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
 BACKEND = os.path.join(os.path.dirname(os.path.abspath(__file__)), "backend.py")
 PACKAGES = ("openssh-server", "nginx-light")
+FALLBACK_PACKAGES = ("openssh-server", "nginx")  # where nginx-light is gone (Debian 13)
 
 # name, address, group
 HOSTS: t.Tuple[t.Tuple[str, str, str], ...] = (
@@ -92,11 +92,22 @@ def ensure_packages() -> t.Optional[str]:
             " ".join(PACKAGES),
         )
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    steps = (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *PACKAGES])
-    for argv in steps:
-        proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600, check=False)
-        if proc.returncode != 0:
-            raise HarnessError("%s failed (rc %d): %s" % (" ".join(argv), proc.returncode, proc.stderr[-2000:]))
+    install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends"]
+    proc = subprocess.run(
+        ["apt-get", "update", "-qq"], env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+    if proc.returncode != 0:
+        raise HarnessError("apt-get update failed (rc %d): %s" % (proc.returncode, proc.stderr[-2000:]))
+    for packages in (PACKAGES, FALLBACK_PACKAGES):
+        proc = subprocess.run(
+            install + list(packages), env=env, capture_output=True, text=True, timeout=600, check=False
+        )
+        if proc.returncode == 0:
+            break
+    else:
+        raise HarnessError(
+            "apt-get install %s failed (rc %d): %s" % (" ".join(PACKAGES), proc.returncode, proc.stderr[-2000:])
+        )
     if missing_programs():
         raise HarnessError("still missing after apt-get install: %s" % ", ".join(missing_programs()))
     return None
@@ -148,7 +159,7 @@ def _children_of(pid: int) -> t.List[int]:
     return out
 
 
-def _stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:  # type: ignore[type-arg]
+def _stop_process(proc: "subprocess.Popen[bytes]", sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
     if proc.poll() is not None:
         return
     for child in _children_of(proc.pid):
@@ -173,14 +184,16 @@ class Host(t.NamedTuple):
 class MultiHost:
     """sshd per host, nginx on the web host, app backends, and an inventory; ``start()``/``stop()`` or ``with``."""
 
-    def __init__(self, base: str, start_backends: bool = True, extra_vars: t.Optional[t.Dict[str, t.Any]] = None) -> None:
+    def __init__(
+        self, base: str, start_backends: bool = True, extra_vars: t.Optional[t.Dict[str, t.Any]] = None
+    ) -> None:
         self.base = os.path.abspath(base)
         self.start_backends = start_backends
         self.extra_vars = dict(extra_vars or {})
         self.hosts: t.Dict[str, Host] = {}
         self.app_ports: t.Dict[str, int] = {}
         self.nginx_port = 0
-        self._procs: t.Dict[str, subprocess.Popen] = {}  # type: ignore[type-arg]
+        self._procs: t.Dict[str, subprocess.Popen[bytes]] = {}
         self.key = os.path.join(self.base, "ssh", "client_ed25519")
         self.web_dir = os.path.join(self.base, "web")
         self.maintenance_flag = os.path.join(self.web_dir, "maintenance.flag")
@@ -210,7 +223,7 @@ class MultiHost:
 
     def start(self) -> None:
         os.makedirs(self.base, exist_ok=True)
-        os.chmod(self.base, 0o755)  # nginx workers (nobody) must reach web/
+        os.chmod(self.base, 0o755)  # noqa: S103 (nginx workers run as nobody and must reach web/)
         try:
             self._keys()
             for name, address, group in HOSTS:
@@ -225,7 +238,7 @@ class MultiHost:
                     self.start_backend(name)
             self._start_nginx()
             self._write_inventory()
-            for name, host in self.hosts.items():
+            for host in self.hosts.values():
                 wait_for_port(host.address, host.port, banner=b"SSH-")
         except BaseException:
             self.stop()
@@ -241,7 +254,9 @@ class MultiHost:
         ssh_dir = os.path.join(self.base, "ssh")
         os.makedirs(ssh_dir, mode=0o700, exist_ok=True)
         if not os.path.exists(self.key):
-            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "pgshift-multihost", "-f", self.key], check=True)
+            subprocess.run(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "pgshift-multihost", "-f", self.key], check=True
+            )
         with open(self.key + ".pub", encoding="utf-8") as handle:
             public = handle.read()
         path = os.path.join(ssh_dir, "authorized_keys")
@@ -277,7 +292,9 @@ class MultiHost:
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
         log = open(os.path.join(ssh_dir, "sshd_%s.log" % name), "ab")  # noqa: SIM115 (kept open for the child)
         with log:
-            self._procs["sshd-" + name] = subprocess.Popen([SSHD, "-D", "-e", "-f", config], stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+            self._procs["sshd-" + name] = subprocess.Popen(
+                [SSHD, "-D", "-e", "-f", config], stdout=log, stderr=log, stdin=subprocess.DEVNULL
+            )
 
     def start_backend(self, name: str) -> None:
         """The small demo backend of one app host (stopped by ``stop_backend`` or at the end)."""
@@ -305,16 +322,17 @@ class MultiHost:
         for sub in ("", "tmp"):
             os.makedirs(os.path.join(ngx, sub), exist_ok=True)
         os.makedirs(self.web_dir, exist_ok=True)
-        os.chmod(self.web_dir, 0o755)
+        os.chmod(self.web_dir, 0o755)  # noqa: S103 (served by nginx workers running as nobody)
         page = os.path.join(self.web_dir, "maintenance.html")
         with open(page, "w", encoding="utf-8") as handle:
             handle.write(MAINTENANCE_PAGE)
         os.chmod(page, 0o644)
         upstreams = "".join(
-            "    server %s:%d max_fails=0;\n" % (self.hosts[name].address, port) for name, port in sorted(self.app_ports.items())
+            "    server %s:%d max_fails=0;\n" % (self.hosts[name].address, port)
+            for name, port in sorted(self.app_ports.items())
         )
         temp = os.path.join(ngx, "tmp")
-        conf = """worker_processes 1;
+        conf = f"""worker_processes 1;
 user nobody nogroup;
 daemon off;
 pid {ngx}/nginx.pid;
@@ -331,16 +349,16 @@ http {{
   upstream pgshift_app {{
 {upstreams}  }}
   server {{
-    listen {address}:{port};
+    listen {web.address}:{self.nginx_port};
     server_name _;
     error_page 503 /maintenance.html;
     location = /maintenance.html {{
-      root {web};
+      root {self.web_dir};
       default_type text/html;
       internal;
     }}
     location / {{
-      if (-f {flag}) {{ return 503; }}
+      if (-f {self.maintenance_flag}) {{ return 503; }}
       proxy_pass http://pgshift_app;
       proxy_set_header Host $host;
       proxy_next_upstream error timeout http_502;
@@ -349,17 +367,25 @@ http {{
     }}
   }}
 }}
-""".format(ngx=ngx, temp=temp, upstreams=upstreams, address=web.address, port=self.nginx_port, web=self.web_dir, flag=self.maintenance_flag)
+"""
         path = os.path.join(ngx, "nginx.conf")
         with open(path, "w", encoding="utf-8") as handle:
             handle.write(conf)
-        check = subprocess.run([NGINX, "-t", "-q", "-e", os.path.join(ngx, "error.log"), "-p", ngx, "-c", path], capture_output=True, text=True, check=False)
+        check = subprocess.run(
+            [NGINX, "-t", "-q", "-e", os.path.join(ngx, "error.log"), "-p", ngx, "-c", path],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if check.returncode != 0:
             raise HarnessError("nginx rejected its config: %s" % check.stderr)
         log = open(os.path.join(ngx, "stderr.log"), "ab")  # noqa: SIM115
         with log:
             self._procs["nginx"] = subprocess.Popen(
-                [NGINX, "-e", os.path.join(ngx, "error.log"), "-p", ngx, "-c", path], stdout=log, stderr=log, stdin=subprocess.DEVNULL
+                [NGINX, "-e", os.path.join(ngx, "error.log"), "-p", ngx, "-c", path],
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
             )
         wait_for_port(web.address, self.nginx_port)
 
@@ -378,7 +404,11 @@ http {{
         all_vars.update(self.extra_vars)
         groups: t.Dict[str, t.Dict[str, t.Any]] = {}
         for name, host in self.hosts.items():
-            host_vars: t.Dict[str, t.Any] = {"ansible_host": host.address, "ansible_port": host.port, "multihost_address": host.address}
+            host_vars: t.Dict[str, t.Any] = {
+                "ansible_host": host.address,
+                "ansible_port": host.port,
+                "multihost_address": host.address,
+            }
             if name in self.app_ports:
                 host_vars["multihost_app_port"] = self.app_ports[name]
                 host_vars["multihost_app_url"] = "http://%s:%d" % (host.address, self.app_ports[name])
@@ -443,7 +473,9 @@ class WebhookReceiver:
                 if predicate(event):
                     return event
             time.sleep(0.05)
-        raise HarnessError("no matching notification within %.0fs; got %r" % (timeout, [e.get("event") for e in self.events()]))
+        raise HarnessError(
+            "no matching notification within %.0fs; got %r" % (timeout, [e.get("event") for e in self.events()])
+        )
 
 
 # ------------------------------------------------------------------------------------------------ pytest

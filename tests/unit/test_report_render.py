@@ -10,7 +10,16 @@ from html.parser import HTMLParser
 from ansible_collections.pgshift.ops.plugins.module_utils import _report as rpt
 
 
-def _step(index: int, play_index: int, play: str, name: str, started: float, duration: float, status: str = "ok", **extra: t.Any) -> t.Dict[str, t.Any]:
+def _step(
+    index: int,
+    play_index: int,
+    play: str,
+    name: str,
+    started: float,
+    duration: float,
+    status: str = "ok",
+    **extra: t.Any,
+) -> t.Dict[str, t.Any]:
     step = {
         "index": index,
         "play": play,
@@ -33,13 +42,30 @@ def sample_report() -> t.Dict[str, t.Any]:
     plays = [
         {"index": 1, "name": "Preflight", "started": 0.0, "finished": 2.0, "duration_s": 2.0, "status": "ok"},
         {"index": 2, "name": "Maintenance on", "started": 2.0, "finished": 3.0, "duration_s": 1.0, "status": "ok"},
-        {"index": 3, "name": "Copy <data> & swap", "started": 3.0, "finished": 20.0, "duration_s": 17.0, "status": "failed"},
+        {
+            "index": 3,
+            "name": "Copy <data> & swap",
+            "started": 3.0,
+            "finished": 20.0,
+            "duration_s": 17.0,
+            "status": "failed",
+        },
         {"index": 4, "name": "Maintenance off", "started": 20.0, "finished": 21.5, "duration_s": 1.5, "status": "ok"},
     ]
     steps = [
         _step(1, 1, "Preflight", "check inputs", 0.1, 1.8),
         _step(2, 2, "Maintenance on", "flag on", 2.2, 0.7, "changed"),
-        _step(3, 3, "Copy <data> & swap", "copy <script>alert(1)</script>", 3.1, 10.0, "changed", rows=3000, action="pgshift.ops.data_copy"),
+        _step(
+            3,
+            3,
+            "Copy <data> & swap",
+            "copy <script>alert(1)</script>",
+            3.1,
+            10.0,
+            "changed",
+            rows=3000,
+            action="pgshift.ops.data_copy",
+        ),
         _step(4, 3, "Copy <data> & swap", "swap", 13.2, 2.0, "failed", action="pgshift.ops.swap"),
         _step(5, 3, "Copy <data> & swap", "swap back", 15.3, 1.0, "ok", rescue=True, action="pgshift.ops.rollback"),
         _step(6, 4, "Maintenance off", "flag off", 20.1, 1.2, "changed"),
@@ -52,9 +78,27 @@ def sample_report() -> t.Dict[str, t.Any]:
         "invocation": {"module_args": {"password": "hunter2"}},
     }
     results = [
-        {"step": "copy", "step_index": 3, "action": "pgshift.ops.data_copy", "host": "db1", "data": rpt.extract_results("pgshift.ops.data_copy", copy_result)},
-        {"step": "swap back", "step_index": 5, "action": "pgshift.ops.rollback", "host": "db1", "data": {"run_id": "r1", "actions": ["swap back"]}},
-        {"step": "api", "step_index": 6, "action": "ansible.builtin.set_fact", "host": "web1", "data": {"pgshift_report": {"api_checks": [{"name": "health", "ok": True}]}}},
+        {
+            "step": "copy",
+            "step_index": 3,
+            "action": "pgshift.ops.data_copy",
+            "host": "db1",
+            "data": rpt.extract_results("pgshift.ops.data_copy", copy_result),
+        },
+        {
+            "step": "swap back",
+            "step_index": 5,
+            "action": "pgshift.ops.rollback",
+            "host": "db1",
+            "data": {"run_id": "r1", "actions": ["swap back"]},
+        },
+        {
+            "step": "api",
+            "step_index": 6,
+            "action": "ansible.builtin.set_fact",
+            "host": "web1",
+            "data": {"pgshift_report": {"api_checks": [{"name": "health", "ok": True}]}},
+        },
     ]
     return {
         "schema": rpt.SCHEMA,
@@ -72,7 +116,10 @@ def sample_report() -> t.Dict[str, t.Any]:
         "maintenance_window": rpt.maintenance_window(plays, steps),
         "results": results,
         "failures": [{"step": "swap", "host": "db1", "msg": "blocked", "status": "failed"}],
-        "rollback": {"rescue_entered": True, "steps": [{"index": 5, "name": "swap back", "play": "Copy", "status": "ok", "hosts": {"db1": "ok"}}]},
+        "rollback": {
+            "rescue_entered": True,
+            "steps": [{"index": 5, "name": "swap back", "play": "Copy", "status": "ok", "hosts": {"db1": "ok"}}],
+        },
     }
 
 
@@ -109,7 +156,16 @@ def test_html_is_self_contained_and_charts_every_step() -> None:
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "Copy &lt;data&gt; &amp; swap" in page
     # the content the report promises
-    for text in ("Maintenance window", "Rows copied", "orders", "61234", "Rolled back", "swap back", "api_checks", "blocked"):
+    for text in (
+        "Maintenance window",
+        "Rows copied",
+        "orders",
+        "61234",
+        "Rolled back",
+        "swap back",
+        "api_checks",
+        "blocked",
+    ):
         assert text in page, text
 
 
@@ -127,9 +183,24 @@ def test_whitelist_keeps_only_named_keys() -> None:
         "invocation": {"module_args": {"password": "pw"}},
     }
     assert rpt.extract_results("pgshift.ops.data_copy", result) == {"tables": {"t": {"rows": 1}}, "total_rows": 1}
-    backup = {"backup_id": "b1", "path": "/b", "manifest_path": "/b/m", "size_bytes": 10, "cmd": ["pg_dump"], "stdout": "x"}
-    assert rpt.extract_results("pgshift.ops.backup", backup) == {"backup_id": "b1", "path": "/b", "manifest_path": "/b/m", "size_bytes": 10}
-    assert rpt.extract_results("pgshift.ops.swap", {"swapped": True, "journal": "/j", "statements": ["ALTER"]}) == {"swapped": True, "journal": "/j"}
+    backup = {
+        "backup_id": "b1",
+        "path": "/b",
+        "manifest_path": "/b/m",
+        "size_bytes": 10,
+        "cmd": ["pg_dump"],
+        "stdout": "x",
+    }
+    assert rpt.extract_results("pgshift.ops.backup", backup) == {
+        "backup_id": "b1",
+        "path": "/b",
+        "manifest_path": "/b/m",
+        "size_bytes": 10,
+    }
+    assert rpt.extract_results("pgshift.ops.swap", {"swapped": True, "journal": "/j", "statements": ["ALTER"]}) == {
+        "swapped": True,
+        "journal": "/j",
+    }
     # other collections' results: nothing, unless they publish pgshift_report
     assert rpt.extract_results("ansible.builtin.command", {"stdout": "password=x", "total_rows": 5}) == {}
     fact = {"ansible_facts": {"pgshift_report": {"k": 1}, "other": 2}}
@@ -139,7 +210,9 @@ def test_whitelist_keeps_only_named_keys() -> None:
     assert rpt.extract_results("pgshift.ops.data_copy", censored) == {}
     # uri: no query string, no user info
     uri = {"status": 200, "url": "https://user:pw@api.example/health?token=abc", "elapsed": 0, "json": {"x": 1}}
-    assert rpt.extract_results("ansible.builtin.uri", uri) == {"http": {"url": "https://api.example/health", "status": 200, "elapsed": 0}}
+    assert rpt.extract_results("ansible.builtin.uri", uri) == {
+        "http": {"url": "https://api.example/health", "status": 200, "elapsed": 0}
+    }
 
 
 def test_differences_are_capped() -> None:
@@ -149,7 +222,9 @@ def test_differences_are_capped() -> None:
 
 
 def test_scrub_masks_secrets() -> None:
-    text = rpt.scrub_text("connect failed: password=hunter2 uri postgresql://app:s3cret@db/shop Bearer abc.def token: xyz")
+    text = rpt.scrub_text(
+        "connect failed: password=hunter2 uri postgresql://app:s3cret@db/shop Bearer abc.def token: xyz"
+    )
     for secret in ("hunter2", "s3cret", "abc.def", "xyz"):
         assert secret not in text
     assert "postgresql://app:********@db/shop" in text

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -494,9 +495,8 @@ def _run_node_engine(
     conn.commit()
     command = {"argv": [os.path.basename(binary)] + argv[1:], "rc": proc.returncode, "stdout": stdout, "stderr": stderr}
     if proc.returncode != 0:
-        tail = "\n".join((stderr.strip() or stdout.strip()).splitlines()[-12:])
         raise PgShiftError(
-            "node-pg-migrate %s failed (exit %d): %s" % (direction, proc.returncode, tail),
+            "node-pg-migrate %s failed (exit %d)%s" % (direction, proc.returncode, _node_failure(stdout, stderr)),
             rc=proc.returncode,
             applied=changed if direction == "up" else [],
             reverted=changed if direction == "down" else [],
@@ -507,6 +507,25 @@ def _run_node_engine(
         for n in changed
     ]
     return done, command
+
+
+_NODE_MIGRATION_RE = re.compile(r"^### MIGRATION (.+) \((?:UP|DOWN)\) ###$", re.MULTILINE)
+_NODE_ERROR_RE = re.compile(r"^(?:\w*Error|error): (.+)$", re.MULTILINE)
+_NODE_CODE_RE = re.compile(r"^\s*code: '([0-9A-Z]{5})',$", re.MULTILINE)
+
+
+def _node_failure(stdout: str, stderr: str) -> str:
+    """The useful part of node-pg-migrate's failure output: which migration, the error, its SQLSTATE."""
+    migrations = _NODE_MIGRATION_RE.findall(stdout)
+    errors = _NODE_ERROR_RE.findall(stderr)
+    codes = _NODE_CODE_RE.findall(stderr)
+    if not errors:
+        return ": " + "\n".join((stderr.strip() or stdout.strip()).splitlines()[-12:])
+    text = " in migration %s" % migrations[-1] if migrations else ""
+    text += ": " + errors[-1].strip()
+    if codes:
+        text += " (SQLSTATE %s)" % codes[-1]
+    return text
 
 
 def _adopt_unrecorded(cur: t.Any, status: t.Dict[str, t.Any], files: t.Sequence[MigrationFile], schema: str) -> t.List[str]:

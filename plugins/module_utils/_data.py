@@ -369,10 +369,14 @@ class TablePlan:
     def target_columns(self) -> "sql.Composed":
         return sql.SQL(", ").join(sql.Identifier(c.target.name) for c in self.carried)
 
-    def mapped_source(self) -> "sql.Composed":
-        """A subquery over the source that looks like the target table: target column names, target types."""
+    def mapped_source(self, cast: bool = True) -> "sql.Composed":
+        """A subquery over the source that looks like the target table: target column names, target types (source
+        types with ``cast=False``, for when a value that does not convert would abort the whole query)."""
         assert self.source is not None
-        items = [sql.SQL("{} AS {}").format(c.source_as_target(), sql.Identifier(c.target.name)) for c in self.carried]
+        items = [
+            sql.SQL("{} AS {}").format(c.source_as_target() if cast else c.source_value(), sql.Identifier(c.target.name))
+            for c in self.carried
+        ]
         for col in self.defaulted:
             cast = sql.SQL(col.type) if col.builtin else sql.SQL("text")
             items.append(sql.SQL("NULL::{} AS {}").format(cast, sql.Identifier(col.name)))
@@ -647,10 +651,14 @@ class ProblemFinder:
 
     def checks(self, tp: TablePlan) -> None:
         for name, expr in check_constraints(self.tgt, tp.target):
-            query = sql.SQL(
-                "SELECT count(*) OVER (), row_to_json(s)::text FROM {} s WHERE ({}) IS FALSE LIMIT %s"
-            ).format(tp.mapped_source(), sql.SQL(expr))
-            rows, err = self._query(query, [SAMPLE_LIMIT])
+            rows, err = None, None
+            for cast in (True, False):
+                query = sql.SQL(
+                    "SELECT count(*) OVER (), row_to_json(s)::text FROM {} s WHERE ({}) IS FALSE LIMIT %s"
+                ).format(tp.mapped_source(cast), sql.SQL(expr))
+                rows, err = self._query(query, [SAMPLE_LIMIT])
+                if err is None:
+                    break
             if err is not None:
                 self.plan.warnings.append(
                     "CHECK %s of %s could not be evaluated on the source (%s); the load will enforce it" % (name, tp.key, err)
@@ -674,11 +682,14 @@ class ProblemFinder:
             notnull = sql.SQL(" AND ").join(sql.SQL("s.{} IS NOT NULL").format(sql.Identifier(c)) for c in kc.columns)
             label = "%s(%s)" % ({"p": "PRIMARY KEY", "u": "UNIQUE", "f": "FOREIGN KEY"}[kc.type], ", ".join(kc.columns))
             if kc.type in ("p", "u"):
-                query = sql.SQL(
-                    "SELECT count(*) OVER (), sum(n) OVER (), k FROM (SELECT ROW({})::text AS k, count(*) AS n FROM {} s "
-                    "WHERE {} GROUP BY {} HAVING count(*) > 1) d LIMIT %s"
-                ).format(cols, tp.mapped_source(), notnull, cols)
-                rows, err = self._query(query, [SAMPLE_LIMIT])
+                for cast in (True, False):
+                    query = sql.SQL(
+                        "SELECT count(*) OVER (), sum(n) OVER (), k FROM (SELECT ROW({})::text AS k, count(*) AS n "
+                        "FROM {} s WHERE {} GROUP BY {} HAVING count(*) > 1) d LIMIT %s"
+                    ).format(cols, tp.mapped_source(cast), notnull, cols)
+                    rows, err = self._query(query, [SAMPLE_LIMIT])
+                    if err is None:
+                        break
                 if err is not None:
                     self.plan.warnings.append("%s on %s could not be checked on the source: %s" % (label, kc.table, err))
                 elif rows:
@@ -694,17 +705,21 @@ class ProblemFinder:
                         sql.SQL(", ").join(sql.SQL("NULL AS {}").format(sql.Identifier(c)) for c in kc.ref_columns),
                         sql.SQL("(VALUES (1)) AS v"),
                     )
-                else:
-                    parent = ref.mapped_source()
                 match = sql.SQL(" AND ").join(
                     sql.SQL("p.{} = s.{}").format(sql.Identifier(pc), sql.Identifier(cc))
                     for pc, cc in zip(kc.ref_columns, kc.columns)
                 )
-                query = sql.SQL(
-                    "SELECT count(*) OVER (), ROW({})::text FROM {} s WHERE {} AND NOT EXISTS (SELECT 1 FROM {} p WHERE {}) LIMIT %s"
-                ).format(sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in kc.columns),
-                         tp.mapped_source(), notnull, parent, match)
-                rows, err = self._query(query, [SAMPLE_LIMIT])
+                for cast in (True, False):
+                    if ref.source is not None:
+                        parent = ref.mapped_source(cast)
+                    query = sql.SQL(
+                        "SELECT count(*) OVER (), ROW({})::text FROM {} s WHERE {} AND NOT EXISTS "
+                        "(SELECT 1 FROM {} p WHERE {}) LIMIT %s"
+                    ).format(sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in kc.columns),
+                             tp.mapped_source(cast), notnull, parent, match)
+                    rows, err = self._query(query, [SAMPLE_LIMIT])
+                    if err is None:
+                        break
                 if err is not None:
                     self.plan.warnings.append("%s on %s could not be checked on the source: %s" % (label, kc.table, err))
                 elif rows:

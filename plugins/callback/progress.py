@@ -4,27 +4,6 @@
 
 from __future__ import annotations
 
-import atexit
-import datetime
-import json
-import os
-import re
-import shutil
-import tempfile
-import threading
-import time
-import typing as t
-import urllib.error
-import urllib.parse
-import urllib.request
-import uuid
-
-from ansible import constants as C
-from ansible import context
-from ansible.plugins.callback import CallbackBase
-
-from ansible_collections.pgshift.ops.plugins.module_utils import _report as rpt
-
 DOCUMENTATION = r"""
 name: progress
 type: notification
@@ -45,7 +24,7 @@ description:
     end of the last later play whose name contains C(maintenance off) (case-insensitive).
 version_added: 0.1.0
 author:
-  - pgshift contributors
+  - pgshift maintainers (!UNKNOWN)
 requirements:
   - enable it in C(ansible.cfg) with C(callbacks_enabled = pgshift.ops.progress)
 options:
@@ -148,6 +127,26 @@ options:
       - name: PGSHIFT_PROGRESS_TERMINAL
 """
 
+import atexit  # noqa: E402
+import datetime  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import re  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+import typing as t  # noqa: E402
+import urllib.parse  # noqa: E402
+import uuid  # noqa: E402
+
+from ansible import constants as C  # noqa: E402
+from ansible import context  # noqa: E402
+from ansible.module_utils.urls import open_url  # noqa: E402
+from ansible.plugins.callback import CallbackBase  # noqa: E402
+
+from ansible_collections.pgshift.ops.plugins.module_utils import _report as rpt  # noqa: E402
+
 EVENTS = ("run_started", "phase_started", "phase_finished", "step_failed", "rescue_entered", "run_finished")
 
 
@@ -225,12 +224,16 @@ class _Sink:
         headers = {"Content-Type": "application/json", "User-Agent": "pgshift-progress/1"}
         if self.token:
             headers["Authorization"] = "Bearer " + self.token
-        request = urllib.request.Request(  # noqa: S310 (http or https only, checked above)
-            self.target, data=json.dumps(body, default=str).encode("utf-8"), headers=headers, method="POST"
-        )
-        # the scheme was checked above: http or https only
-        opened = urllib.request.urlopen(request, timeout=self.timeout)  # noqa: S310
-        with opened as response:
+        # http or https only (checked above); certificates are verified
+        with open_url(
+            self.target,
+            data=json.dumps(body, default=str).encode("utf-8"),
+            headers=headers,
+            method="POST",
+            timeout=self.timeout,
+            follow_redirects="none",
+            use_netrc=False,
+        ) as response:
             response.read(1024)
 
 

@@ -587,7 +587,7 @@ def migrate(
         plan = plan_run(status, files, direction=direction, target=target, count=count)
         result.update(
             {
-                "warnings": warnings,
+                "accepted_problems": warnings,
                 "plan": [m.name for m in plan],
                 "before": {k: status[k] for k in ("applied", "pending", "missing", "modified", "out_of_order")},
                 "applied": [],

@@ -426,9 +426,9 @@ def validate(
     order = {m.name: i for i, m in enumerate(files)}
     findings.sort(key=lambda f: (0 if f["severity"] == "error" else 1, order.get(f["migration"], -1), f["line"] or 0))
     result["findings"] = findings
-    result["errors"] = sum(1 for f in findings if f["severity"] == _migrations_lint.ERROR)
-    result["warnings"] = sum(1 for f in findings if f["severity"] == _migrations_lint.WARNING)
-    result["valid"] = result["errors"] == 0
+    result["error_count"] = sum(1 for f in findings if f["severity"] == _migrations_lint.ERROR)
+    result["warning_count"] = sum(1 for f in findings if f["severity"] == _migrations_lint.WARNING)
+    result["valid"] = result["error_count"] == 0
     result["report"] = report_lines(result)
     return result
 
@@ -437,7 +437,7 @@ def report_lines(result: t.Dict[str, t.Any]) -> t.List[str]:
     """A readable report, one line per item (what the playbook prints)."""
     lines = [
         "migrations in %s: %d (engine %s)" % (result["folder"], len(result["migrations"]), result["engine"]),
-        "result: %s, %d error(s), %d warning(s)" % ("VALID" if result["valid"] else "INVALID", result["errors"], result["warnings"]),
+        "result: %s, %d error(s), %d warning(s)" % ("VALID" if result["valid"] else "INVALID", result["error_count"], result["warning_count"]),
     ]
     compared = result.get("compared")
     if compared:

@@ -19,7 +19,7 @@ description:
   - Takes node-pg-migrate's session advisory lock (id 7241865325823964) for the whole run, waiting up to
     O(lock_timeout) seconds, then fails naming the pid that holds it. The CLI runs with C(--no-lock) under that lock.
   - Refuses to run while an applied migration was modified or deleted, unless O(accept_changed=true) (the choice is
-    returned in RV(warnings)), and while a new file sorts before an applied one, unless O(check_order=false).
+    returned in RV(accepted_problems)), and while a new file sorts before an applied one, unless O(check_order=false).
   - Records pgshift's own metadata (sha256, applied by, duration, engine) in C(pgshift_migration_meta) beside the
     ledger; C(pgmigrations) itself is never altered.
 extends_documentation_fragment:
@@ -59,7 +59,7 @@ options:
     type: int
   accept_changed:
     description:
-      - Go on although an applied migration was modified or deleted. The choice is returned in RV(warnings).
+      - Go on although an applied migration was modified or deleted. The choice is returned in RV(accepted_problems).
     type: bool
     default: false
   check_order:
@@ -159,8 +159,8 @@ adopted:
   type: list
   elements: str
   sample: [1700000000000_init-shop]
-warnings:
-  description: Accepted problems (O(accept_changed=true)).
+accepted_problems:
+  description: Problems let through by O(accept_changed=true); each is also emitted as an Ansible warning.
   returned: success
   type: list
   elements: str
@@ -242,7 +242,7 @@ def main() -> None:
     except PgShiftError as exc:
         fail_from(module, exc)
         return
-    for warning in result["warnings"]:
+    for warning in result["accepted_problems"]:
         module.warn(warning)
     module.exit_json(**result)
 

@@ -99,12 +99,12 @@ valid:
   returned: always
   type: bool
   sample: true
-errors:
+error_count:
   description: Number of findings with severity error.
   returned: always
   type: int
   sample: 0
-warnings:
+warning_count:
   description: Number of findings with severity warning.
   returned: always
   type: int
@@ -196,7 +196,7 @@ def main() -> None:
         fail_from(module, exc)
         return
     if not result["valid"]:
-        module.fail_json(msg="migrations are not valid: %d error(s); see findings and report" % result["errors"], **result)
+        module.fail_json(msg="migrations are not valid: %d error(s); see findings and report" % result["error_count"], **result)
     module.exit_json(changed=False, **result)
 
 

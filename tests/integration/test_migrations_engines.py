@@ -133,7 +133,7 @@ def test_edited_applied_file_is_refused_until_accepted(pg, new_db, tmp_path):
     assert len(ledger(pg, db)) == 3  # nothing applied
 
     done = migrate(p, folder, accept_changed=True)
-    assert done["warnings"] and "1700000001000_order-events" in done["warnings"][0]
+    assert done["accepted_problems"] and "1700000001000_order-events" in done["accepted_problems"][0]
     assert len(ledger(pg, db)) == 6
 
 

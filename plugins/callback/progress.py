@@ -551,11 +551,12 @@ class CallbackModule(CallbackBase):
                 line = "  %s still running: %s" % (step["name"], rpt.format_duration(elapsed))
                 if step.get("rows"):
                     line += ", %s rows so far" % format(step["rows"], ",")
-                eta = rpt.eta_seconds(
-                    elapsed, step.get("rows"), self._previous.get("%s\x00%s" % (step["play"], step["name"]))
-                )
+                previous = self._previous.get("%s\x00%s" % (step["play"], step["name"]))
+                eta = rpt.eta_seconds(elapsed, step.get("rows"), previous)
                 if eta is not None:
                     line += ", about %s left (from the previous run)" % rpt.format_duration(eta)
+                elif previous and previous.get("duration_s") is not None:
+                    line += ", longer than in the previous run (%s)" % rpt.format_duration(previous["duration_s"])
                 self._say(line)
 
     # ----------------------------------------------------------------------------------------------- events

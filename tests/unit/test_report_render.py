@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import typing as t
+import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 
 from ansible_collections.pgshift.ops.plugins.module_utils import _report as rpt
@@ -151,6 +152,11 @@ def test_html_is_self_contained_and_charts_every_step() -> None:
     assert "style" in parsed.tags and "svg" in parsed.tags
     # one bar per step plus the maintenance window band
     assert parsed.rects == len(report["steps"]) + 1
+    # the chart is well-formed XML with one <title> per bar (the tooltip: start, duration, result)
+    svg = ET.fromstring(page[page.index("<svg") : page.index("</svg>") + 6])  # noqa: S314 (our own output)
+    bars = [r for r in svg.iter("rect") if "took" in (r.findtext("title") or "")]
+    assert len(bars) == len(report["steps"])
+    assert "Copy <data> & swap / swap: failed, started +13.2s, took 2.0s" in [r.findtext("title") for r in bars]
     # names are escaped, never markup
     assert "<script>alert(1)</script>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page

@@ -135,12 +135,19 @@ def run_playbook() -> t.Callable[..., PlaybookRun]:
         timeout: int = 900,
     ) -> PlaybookRun:
         argv = [os.path.join(VENV_BIN, "ansible-playbook"), playbook, "-i", inventory]
+        vars_file = None
         if extra_vars:
-            argv += ["-e", json.dumps(extra_vars)]
+            # through a 0600 file, as secrets must be: ansible-playbook echoes its argv at -vvvv
+            fd, vars_file = tempfile.mkstemp(prefix="pgshift-vars-", suffix=".json")
+            with os.fdopen(fd, "w") as handle:
+                json.dump(extra_vars, handle)
+            argv += ["-e", "@" + vars_file]
         argv += list(args)
         proc = subprocess.run(
             argv, cwd=ROOT, env=ansible_env(env), capture_output=True, text=True, timeout=timeout, check=False
         )
+        if vars_file:
+            os.unlink(vars_file)
         return PlaybookRun(proc.returncode, proc.stdout, proc.stderr)
 
     return runner

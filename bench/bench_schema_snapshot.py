@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.join(ROOT, "tools"))
 sys.path.insert(0, os.path.join(ROOT, ".build", "collections"))
 
 import pgworld  # noqa: E402
+
 from ansible_collections.pgshift.ops.plugins.module_utils import _clients, _connection, _schema  # noqa: E402
 
 COLUMN_TYPES = ["integer", "text", "bigint", "numeric(12,2)", "timestamptz", "boolean", "jsonb", "varchar(80)", "date"]
@@ -66,7 +67,7 @@ def main() -> int:
     args = parser.parse_args()
 
     base = tempfile.mkdtemp(prefix="pgshift-bench-schema-")
-    os.chmod(base, 0o755)
+    os.chmod(base, 0o755)  # noqa: S103 - the postgres OS user must traverse it (as in tests/conftest.py)
     cluster = pgworld.Cluster("bench", base, pgworld.free_port(), "bench-" + uuid.uuid4().hex)
     try:
         cluster.start()
@@ -108,8 +109,14 @@ def main() -> int:
             % (counts["tables"], counts["columns"], counts["indexes"], counts["constraints"])
         )
         print("PostgreSQL %d, %s (%d), %d runs each" % (major, pg_dump, dump_major, args.runs))
-        print("%-40s best %7.3f s   median %7.3f s   catalog queries: %d" % ("pgshift take_snapshot + serialize", snap_best, snap_median, queries))
-        print("%-40s best %7.3f s   median %7.3f s" % ("  of which catalog reads (connect+queries)", read_best, read_median))
+        print(
+            "%-40s best %7.3f s   median %7.3f s   catalog queries: %d"
+            % ("pgshift take_snapshot + serialize", snap_best, snap_median, queries)
+        )
+        print(
+            "%-40s best %7.3f s   median %7.3f s"
+            % ("  of which catalog reads (connect+queries)", read_best, read_median)
+        )
         print("%-40s best %7.3f s   median %7.3f s" % ("pg_dump --schema-only > /dev/null", dump_best, dump_median))
         print("ratio snapshot / pg_dump (median): %.2f" % (snap_median / dump_median))
     finally:

@@ -76,25 +76,29 @@ Snapshot = t.Dict[str, t.Any]
 Difference = t.Dict[str, t.Any]
 
 # ------------------------------------------------------------------------------------------------ catalog queries
-# Every query takes the same named parameters: include (text[] or NULL), exclude (text[]), ledger (text[]).
+# The queries are assembled from constant fragments of this file only (S608 is silenced on them for that reason);
+# every value goes as a parameter. Every query takes the same named parameters: system, include (text[] or NULL),
+# exclude and ledger (text[]).
 _NS_FILTER = """
-    n.nspname <> ALL (%(system)s) AND n.nspname NOT LIKE 'pg\\_temp\\_%%' AND n.nspname NOT LIKE 'pg\\_toast\\_temp\\_%%'
+    n.nspname <> ALL (%(system)s) AND n.nspname NOT LIKE 'pg\\_temp\\_%%'
+    AND n.nspname NOT LIKE 'pg\\_toast\\_temp\\_%%'
     AND (%(include)s::text[] IS NULL OR n.nspname = ANY (%(include)s::text[]))
     AND n.nspname <> ALL (%(exclude)s::text[])"""
 
 
 def _not_extension_member(catalog: str, oid: str) -> str:
-    return (
+    template = (
         "NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend e WHERE e.classid = 'pg_catalog.%s'::pg_catalog.regclass"
-        " AND e.objid = %s AND e.deptype = 'e')" % (catalog, oid)
+        " AND e.objid = %s AND e.deptype = 'e')"
     )
+    return template % (catalog, oid)
 
 
 def _comment(alias: str, catalog: str, oid: str, subid: str = "0") -> str:
     return (
-        "LEFT JOIN pg_catalog.pg_description %s ON %s.objoid = %s AND %s.classoid = 'pg_catalog.%s'::pg_catalog.regclass"
-        " AND %s.objsubid = %s" % (alias, alias, oid, alias, catalog, alias, subid)
-    )
+        "LEFT JOIN pg_catalog.pg_description %s ON %s.objoid = %s"
+        " AND %s.classoid = 'pg_catalog.%s'::pg_catalog.regclass AND %s.objsubid = %s"
+    ) % (alias, alias, oid, alias, catalog, alias, subid)
 
 
 _QNAME = "pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(%s)"
@@ -152,7 +156,7 @@ LEFT JOIN pg_catalog.pg_type bt ON bt.oid = t.typbasetype
 WHERE {ns} AND {member}
   AND (t.typtype IN ('e', 'd', 'r') OR (t.typtype = 'c' AND c.relkind = 'c')
        OR (t.typtype = 'b' AND t.typcategory <> 'A'))
-ORDER BY 1""".format(
+ORDER BY 1""".format(  # noqa: S608
     qname=_QNAME % "t.typname",
     comment=_comment("d", "pg_type", "t.oid"),
     ns=_NS_FILTER,
@@ -175,7 +179,8 @@ SELECT c.relkind, {qname} AS name, c.relname, c.relpersistence,
        c.relrowsecurity, c.relforcerowsecurity, c.reloptions::text[],
        CASE WHEN c.relkind IN ('v', 'm') THEN pg_catalog.pg_get_viewdef(c.oid) END,
        pg_catalog.pg_get_userbyid(c.relowner),
-       COALESCE(c.relacl, pg_catalog.acldefault((CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END)::"char", c.relowner))::text[],
+       COALESCE(c.relacl,
+                pg_catalog.acldefault((CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END)::"char", c.relowner))::text[],
        d.description,
        pg_catalog.format_type(s.seqtypid, NULL), s.seqstart, s.seqincrement, s.seqmin, s.seqmax, s.seqcache,
        s.seqcycle,
@@ -196,7 +201,7 @@ LEFT JOIN pg_catalog.pg_sequence s ON s.seqrelid = c.oid
 {comment}
 WHERE c.relkind IN ('r', 'p', 'f', 'v', 'm', 'S') AND {ns} AND {member}
   AND NOT (c.relkind IN ('r', 'p') AND c.relname = ANY (%(ledger)s::text[]))
-ORDER BY 2""".format(
+ORDER BY 2""".format(  # noqa: S608
     qname=_TABLE_NAME,
     comment=_comment("d", "pg_class", "c.oid"),
     ns=_NS_FILTER,
@@ -225,7 +230,9 @@ JOIN pg_catalog.pg_type ty ON ty.oid = a.atttypid
 LEFT JOIN pg_catalog.pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
 {comment}
 WHERE a.attnum > 0 AND NOT a.attisdropped AND {scope}
-ORDER BY 1, 3""".format(tname=_TABLE_NAME, comment=_comment("d", "pg_class", "a.attrelid", "a.attnum"), scope=_TABLE_SCOPE)
+ORDER BY 1, 3""".format(  # noqa: S608
+    tname=_TABLE_NAME, comment=_comment("d", "pg_class", "a.attrelid", "a.attnum"), scope=_TABLE_SCOPE
+)
 
 Q_CONSTRAINTS = """
 SELECT {tname}, pg_catalog.quote_ident(k.conname), k.contype::text, pg_catalog.pg_get_constraintdef(k.oid),
@@ -237,7 +244,7 @@ JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE k.contype <> 'n' AND {scope}
   AND NOT (k.conparentid <> 0 AND EXISTS (SELECT 1 FROM pg_catalog.pg_constraint pk
                                           WHERE pk.oid = k.conparentid AND pk.conrelid = k.conrelid))
-ORDER BY 1, 2, 4""".format(tname=_TABLE_NAME, comment=_comment("d", "pg_constraint", "k.oid"), scope=_TABLE_SCOPE)
+ORDER BY 1, 2, 4""".format(tname=_TABLE_NAME, comment=_comment("d", "pg_constraint", "k.oid"), scope=_TABLE_SCOPE)  # noqa: S608
 
 Q_INDEXES = """
 SELECT pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(ic.relname), {tname},
@@ -266,13 +273,14 @@ SELECT {qname} || '(' || pg_catalog.pg_get_function_identity_arguments(p.oid) ||
                         'sortop', NULLIF(g.aggsortop, 0)::regoperator::text)
              FROM pg_catalog.pg_aggregate g WHERE g.aggfnoid = p.oid) END,
        pg_catalog.pg_get_function_result(p.oid),
-       pg_catalog.pg_get_userbyid(p.proowner), COALESCE(p.proacl, pg_catalog.acldefault('f'::"char", p.proowner))::text[],
+       pg_catalog.pg_get_userbyid(p.proowner),
+       COALESCE(p.proacl, pg_catalog.acldefault('f'::"char", p.proowner))::text[],
        d.description
 FROM pg_catalog.pg_proc p
 JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
 {comment}
 WHERE {ns} AND {member}
-ORDER BY 1""".format(
+ORDER BY 1""".format(  # noqa: S608
     qname=_QNAME % "p.proname",
     comment=_comment("d", "pg_proc", "p.oid"),
     ns=_NS_FILTER,
@@ -297,8 +305,8 @@ ORDER BY 1, 2""".format(
 
 Q_POLICIES = """
 SELECT {tname}, pg_catalog.quote_ident(o.polname), o.polcmd::text, o.polpermissive,
-       (SELECT pg_catalog.array_agg(CASE WHEN r = 0 THEN 'public' ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(r)) END
-                                    ORDER BY 1)
+       (SELECT pg_catalog.array_agg(
+                   CASE WHEN r = 0 THEN 'public' ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(r)) END)
         FROM pg_catalog.unnest(o.polroles) r),
        pg_catalog.pg_get_expr(o.polqual, o.polrelid), pg_catalog.pg_get_expr(o.polwithcheck, o.polrelid), d.description
 FROM pg_catalog.pg_policy o
@@ -306,7 +314,7 @@ JOIN pg_catalog.pg_class c ON c.oid = o.polrelid
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 {comment}
 WHERE {scope}
-ORDER BY 1, 2""".format(tname=_TABLE_NAME, comment=_comment("d", "pg_policy", "o.oid"), scope=_TABLE_SCOPE)
+ORDER BY 1, 2""".format(tname=_TABLE_NAME, comment=_comment("d", "pg_policy", "o.oid"), scope=_TABLE_SCOPE)  # noqa: S608
 
 _RELKINDS = {"r": "table", "p": "partitioned table", "f": "foreign table"}
 _CONTYPES = {"p": "primary key", "f": "foreign key", "u": "unique", "c": "check", "x": "exclusion", "t": "trigger"}
@@ -332,7 +340,7 @@ class _Counter:
         return list(self.cur.fetchall())
 
 
-def _optional(entry: t.Dict[str, t.Any], opts: t.Dict[str, bool], owner: t.Any, acl: t.Any, comment: t.Any) -> None:
+def _optional(entry: t.Dict[str, t.Any], opts: t.Dict[str, t.Any], owner: t.Any, acl: t.Any, comment: t.Any) -> None:
     if opts["with_owners"]:
         entry["owner"] = owner
     if opts["with_grants"]:
@@ -341,7 +349,7 @@ def _optional(entry: t.Dict[str, t.Any], opts: t.Dict[str, bool], owner: t.Any, 
         entry["comment"] = comment
 
 
-def _collect(run: _Counter, opts: t.Dict[str, bool]) -> t.Dict[str, t.Dict[str, t.Any]]:
+def _collect(run: _Counter, opts: t.Dict[str, t.Any]) -> t.Dict[str, t.Dict[str, t.Any]]:
     objects: t.Dict[str, t.Dict[str, t.Any]] = {plural: {} for plural, _singular in KINDS}
 
     for name, owner, acl, comment in run.rows(Q_SCHEMAS):
@@ -519,11 +527,17 @@ def take_snapshot(
     saved_path: t.Optional[str] = None
     try:
         if own_transaction:
-            cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" if conn.autocommit else "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            cur.execute(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+                if conn.autocommit
+                else "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"
+            )
         else:
             cur.execute("SELECT pg_catalog.current_setting('search_path')")
             saved_path = cur.fetchone()[0]
-        cur.execute("SELECT pg_catalog.set_config('search_path', '', true), pg_catalog.current_setting('server_version_num')")
+        cur.execute(
+            "SELECT pg_catalog.set_config('search_path', '', true), pg_catalog.current_setting('server_version_num')"
+        )
         version = int(cur.fetchone()[1])
         objects = _collect(run, opts)
         ledger = _read_ledger(cur, ledger_schema)
@@ -664,7 +678,8 @@ def read_snapshot_file(path: str) -> Snapshot:
         raise PgShiftError("snapshot file %s is not valid %s: %s" % (path, guess_format(path).upper(), exc)) from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise PgShiftError(
-            "%s is not a pgshift schema snapshot (expected format %r); write one with pgshift.ops.schema_snapshot" % (path, FORMAT)
+            "%s is not a pgshift schema snapshot (expected format %r); write one with pgshift.ops.schema_snapshot"
+            % (path, FORMAT)
         )
     recorded = document.pop("sha256", None)
     actual = snapshot_hash(document)
@@ -692,8 +707,8 @@ def parse_ignore(ignore: t.Iterable[str] = ()) -> Ignore:
     """
     attributes: t.Set[str] = set()
     patterns: t.List[t.Tuple[t.Optional[str], str]] = []
-    for item in ignore or ():
-        item = str(item).strip()
+    for raw in ignore or ():
+        item = str(raw).strip()
         if item in OPTIONAL_ATTRIBUTES:
             attributes.add(OPTIONAL_ATTRIBUTES[item])
             continue
@@ -766,7 +781,14 @@ def diff_snapshots(
                     new_name = table_renames[old_table] + name[len(old_table) :]
             if new_name is not None and new_name in after_all and new_name not in before_all:
                 differences.append(
-                    {"kind": kind, "name": new_name, "change": "renamed", "attribute": None, "before": name, "after": new_name}
+                    {
+                        "kind": kind,
+                        "name": new_name,
+                        "change": "renamed",
+                        "attribute": None,
+                        "before": name,
+                        "after": new_name,
+                    }
                 )
                 mapped[new_name] = (name, _renamed_table(entry, table_renames))
             else:
@@ -779,11 +801,25 @@ def diff_snapshots(
                 continue
             if old is None:
                 differences.append(
-                    {"kind": kind, "name": name, "change": "added", "attribute": None, "before": None, "after": _strip(new, skip)}
+                    {
+                        "kind": kind,
+                        "name": name,
+                        "change": "added",
+                        "attribute": None,
+                        "before": None,
+                        "after": _strip(new, skip),
+                    }
                 )
             elif new is None:
                 differences.append(
-                    {"kind": kind, "name": name, "change": "removed", "attribute": None, "before": _strip(old[1], skip), "after": None}
+                    {
+                        "kind": kind,
+                        "name": name,
+                        "change": "removed",
+                        "attribute": None,
+                        "before": _strip(old[1], skip),
+                        "after": None,
+                    }
                 )
             else:
                 for attribute in sorted(set(old[1]) | set(new)):
@@ -866,9 +902,13 @@ def render_report(
             lines.append("")
             lines.append("%s:" % current)
         if d["change"] == "added":
-            lines.append("  + %s %s  (only in %s) %s" % (d["kind"], d["name"], target_label, _describe(d["kind"], d["after"])))
+            lines.append(
+                "  + %s %s  (only in %s) %s" % (d["kind"], d["name"], target_label, _describe(d["kind"], d["after"]))
+            )
         elif d["change"] == "removed":
-            lines.append("  - %s %s  (only in %s) %s" % (d["kind"], d["name"], source_label, _describe(d["kind"], d["before"])))
+            lines.append(
+                "  - %s %s  (only in %s) %s" % (d["kind"], d["name"], source_label, _describe(d["kind"], d["before"]))
+            )
         elif d["change"] == "renamed":
             lines.append("  > %s %s renamed to %s" % (d["kind"], d["before"], d["after"]))
         else:
@@ -880,5 +920,7 @@ def render_report(
                 ):
                     lines.append("      " + line)
             else:
-                lines.append("  ~ %s %s: %s %s -> %s" % (d["kind"], d["name"], d["attribute"], _short(before), _short(after)))
+                lines.append(
+                    "  ~ %s %s: %s %s -> %s" % (d["kind"], d["name"], d["attribute"], _short(before), _short(after))
+                )
     return "\n".join(line.rstrip() for line in lines) + "\n"

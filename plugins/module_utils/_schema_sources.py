@@ -52,7 +52,11 @@ class SourceSpec:
     def describe(self) -> str:
         if self.connection is not None:
             return self.connection.describe()
-        return "snapshot file %s" % self.snapshot_file if self.snapshot_file else "migrations folder %s" % self.migrations_dir
+        return (
+            "snapshot file %s" % self.snapshot_file
+            if self.snapshot_file
+            else "migrations folder %s" % self.migrations_dir
+        )
 
 
 @dataclasses.dataclass
@@ -105,7 +109,9 @@ def throwaway_database(scratch: ConnParams) -> t.Iterator[ConnParams]:
     try:
         with admin.cursor() as cur:
             try:
-                cur.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'").format(sql.Identifier(name)))
+                cur.execute(
+                    sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'").format(sql.Identifier(name))
+                )
             except psycopg2.Error as exc:
                 raise db_error(exc, "creating the throwaway database %s on %s" % (name, scratch.describe())) from None
         try:
@@ -117,7 +123,9 @@ def throwaway_database(scratch: ConnParams) -> t.Iterator[ConnParams]:
         admin.close()
 
 
-def apply_migrations(params: ConnParams, migrations: t.Sequence[_migration_files.MigrationFile], ledger_schema: str) -> t.List[str]:
+def apply_migrations(
+    params: ConnParams, migrations: t.Sequence[_migration_files.MigrationFile], ledger_schema: str
+) -> t.List[str]:
     """Apply SQL migrations as node-pg-migrate does: one transaction each, with its ledger row."""
     conn = connect(params)
     applied: t.List[str] = []
@@ -136,7 +144,9 @@ def apply_migrations(params: ConnParams, migrations: t.Sequence[_migration_files
                     conn.commit()
                 except psycopg2.Error as exc:
                     conn.rollback()
-                    raise db_error(exc, "applying migration %s to the throwaway database" % migration.filename) from None
+                    raise db_error(
+                        exc, "applying migration %s to the throwaway database" % migration.filename
+                    ) from None
                 applied.append(migration.name)
     finally:
         conn.close()

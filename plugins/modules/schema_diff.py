@@ -25,7 +25,8 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    details: Compares exactly as in a normal run (the throwaway database is still created and dropped) but writes no file.
+    details: >-
+      Compares exactly as in a normal run (the throwaway database is still created and dropped) but writes no file.
   diff_mode:
     support: full
     details: Returns the report as the diff.
@@ -340,7 +341,11 @@ def main() -> None:
         with_comments=not p["ignore_comments"],
         ledger_schema=p["ledger_schema"],
     )
-    ignore = [name for name, flag in (("owners", "ignore_owners"), ("grants", "ignore_grants"), ("comments", "ignore_comments")) if p[flag]]
+    ignore = [
+        name
+        for name, flag in (("owners", "ignore_owners"), ("grants", "ignore_grants"), ("comments", "ignore_comments"))
+        if p[flag]
+    ]
     ignore += p["ignore_objects"]
     specs = {"source": _spec(p, "source"), "target": _spec(p, "target")}
     if p["migrations_from_ledger"] and not (p["source_migrations"] or p["target_migrations"]):
@@ -352,7 +357,7 @@ def main() -> None:
         if scratch is None:
             live = [s.connection for s in specs.values() if s.connection is not None]
             scratch = live[0] if live else None
-        loaded = {}
+        loaded: dict = {}
         # Live databases and snapshot files first: a migrations folder may be limited to the other side's ledger.
         for side in sorted(specs, key=lambda s: specs[s].kind == "migrations"):
             other = "target" if side == "source" else "source"
@@ -360,7 +365,9 @@ def main() -> None:
             if specs[side].kind == "migrations" and p["migrations_from_ledger"]:
                 ledger_names = loaded[other].snapshot.get("meta", {}).get("ledger") or []
             loaded[side] = load(specs[side], options, scratch, ledger_names)
-        differences = diff_snapshots(loaded["source"].snapshot, loaded["target"].snapshot, ignore=ignore, renames=p["renames"])
+        differences = diff_snapshots(
+            loaded["source"].snapshot, loaded["target"].snapshot, ignore=ignore, renames=p["renames"]
+        )
         report = render_report(differences, p["source_name"], p["target_name"])
         files = []
         changed = False

@@ -9,10 +9,9 @@ import shutil
 import stat
 import typing as t
 
+import pgworld
 import pytest
 from conftest import ROOT
-
-import pgworld
 
 MIGRATIONS = os.path.join(ROOT, "sample_app", "migrations")
 
@@ -64,7 +63,9 @@ def test_snapshot_module_writes_once_and_is_idempotent(
     assert pg.password not in first.output + second.output
 
 
-def test_snapshot_module_yaml_with_owners(pg: pgworld.Cluster, shop_pair: t.Tuple[str, str], run_module: t.Any, tmp_path: t.Any) -> None:
+def test_snapshot_module_yaml_with_owners(
+    pg: pgworld.Cluster, shop_pair: t.Tuple[str, str], run_module: t.Any, tmp_path: t.Any
+) -> None:
     _prod, dev = shop_pair
     path = tmp_path / "dev.yml"
     run = run_module("schema_snapshot", dict(pg.conn(dev), path=str(path), with_owners=True, with_grants=True))
@@ -74,7 +75,9 @@ def test_snapshot_module_yaml_with_owners(pg: pgworld.Cluster, shop_pair: t.Tupl
     assert "owner: postgres" in text and "public.customers.display_name:" in text
 
 
-def test_diff_prod_against_its_migrations_is_clean(pg: pgworld.Cluster, shop_pair: t.Tuple[str, str], run_module: t.Any) -> None:
+def test_diff_prod_against_its_migrations_is_clean(
+    pg: pgworld.Cluster, shop_pair: t.Tuple[str, str], run_module: t.Any
+) -> None:
     prod, _dev = shop_pair
     run = run_module(
         "schema_diff",
@@ -150,23 +153,31 @@ def test_diff_refuses_what_it_cannot_apply(
     assert run.failed
     assert "sql engine" in run.result["msg"] and "1700000009000_add-thing.js" in run.result["msg"]
     # limited to production's ledger, the JavaScript migration is not needed
-    limited = run_module("schema_diff", dict(source_migrations=str(folder), migrations_from_ledger=True, target=pg.conn(prod)))
+    limited = run_module(
+        "schema_diff", dict(source_migrations=str(folder), migrations_from_ledger=True, target=pg.conn(prod))
+    )
     assert not limited.failed, limited.output
     assert limited.result["drift"] is False
     # a ledger entry without its file
     os.unlink(folder / "1700000001000_order-events.sql")
-    missing = run_module("schema_diff", dict(source_migrations=str(folder), migrations_from_ledger=True, target=pg.conn(prod)))
+    missing = run_module(
+        "schema_diff", dict(source_migrations=str(folder), migrations_from_ledger=True, target=pg.conn(prod))
+    )
     assert missing.failed and "1700000001000_order-events" in missing.result["msg"]
     # a migration that fails on the throwaway database names the file, and the database is dropped
     (folder / "1700000001000_order-events.sql").write_text("-- Up Migration\nCREATE TABLE broken (;\n")
-    broken = run_module("schema_diff", dict(source_migrations=str(folder), migrations_from_ledger=True, target=pg.conn(prod)))
+    broken = run_module(
+        "schema_diff", dict(source_migrations=str(folder), migrations_from_ledger=True, target=pg.conn(prod))
+    )
     assert broken.failed and "1700000001000_order-events.sql" in broken.result["msg"]
     assert broken.result.get("sqlstate") == "42601"
     assert _scratch_databases(pg) == []
     assert pg.password not in run.output + missing.output + broken.output
 
 
-def test_diff_detects_a_tampered_snapshot(pg: pgworld.Cluster, shop_pair: t.Tuple[str, str], run_module: t.Any, tmp_path: t.Any) -> None:
+def test_diff_detects_a_tampered_snapshot(
+    pg: pgworld.Cluster, shop_pair: t.Tuple[str, str], run_module: t.Any, tmp_path: t.Any
+) -> None:
     prod, _dev = shop_pair
     path = tmp_path / "prod.json"
     assert not run_module("schema_snapshot", dict(pg.conn(prod), path=str(path))).failed

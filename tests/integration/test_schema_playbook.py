@@ -8,9 +8,8 @@ import os
 import stat
 import typing as t
 
-import pytest
-
 import pgworld
+import pytest
 
 pytestmark = pytest.mark.slow
 
@@ -19,10 +18,14 @@ def _world_env(world: pgworld.World) -> t.Dict[str, str]:
     return {"PGSHIFT_WORLD": world.state}
 
 
-def test_drift_check_passes_then_catches_staging_drift(world: pgworld.World, run_playbook: t.Any, tmp_path: t.Any) -> None:
+def test_drift_check_passes_then_catches_staging_drift(
+    world: pgworld.World, run_playbook: t.Any, tmp_path: t.Any
+) -> None:
     artifacts = tmp_path / "artifacts"
     extra = {"pgshift_artifacts_dir": str(artifacts)}
-    checked = run_playbook("playbooks/drift_check.yml", extra_vars=extra, env=_world_env(world), args=["--check", "--diff"])
+    checked = run_playbook(
+        "playbooks/drift_check.yml", extra_vars=extra, env=_world_env(world), args=["--check", "--diff"]
+    )
     assert checked.rc == 0, checked.output
     assert not artifacts.exists()
 
@@ -50,13 +53,17 @@ def test_drift_check_passes_then_catches_staging_drift(world: pgworld.World, run
         assert failed.rc != 0
         assert "staging differs from production" in failed.output
         differences = json.loads((drift / "prod-vs-staging.diff.json").read_text())
-        assert [(d["kind"], d["name"], d["change"]) for d in differences] == [("column", 'public.orders."hot fix"', "added")]
+        assert [(d["kind"], d["name"], d["change"]) for d in differences] == [
+            ("column", 'public.orders."hot fix"', "added")
+        ]
     finally:
         with contextlib.closing(world.clusters["staging"].connect("shop")) as conn, conn.cursor() as cur:
             cur.execute('ALTER TABLE public.orders DROP COLUMN "hot fix"')
 
 
-def test_snapshot_playbook_writes_a_committable_file(world: pgworld.World, run_playbook: t.Any, tmp_path: t.Any) -> None:
+def test_snapshot_playbook_writes_a_committable_file(
+    world: pgworld.World, run_playbook: t.Any, tmp_path: t.Any
+) -> None:
     path = tmp_path / "snap" / "dev.yml"
     extra = {"pgshift_snapshot_env": "dev", "pgshift_snapshot_path": str(path)}
     run = run_playbook("playbooks/snapshot.yml", extra_vars=extra, env=_world_env(world))

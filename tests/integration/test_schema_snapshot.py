@@ -8,12 +8,12 @@ import os
 import subprocess
 import typing as t
 
+import pgworld
 import pytest
-from ansible_collections.pgshift.ops.plugins.module_utils import _connection, _schema
 from conftest import create_database, require_pagila
 from psycopg2 import sql
 
-import pgworld
+from ansible_collections.pgshift.ops.plugins.module_utils import _connection, _schema
 
 ROLE = "pgshift_schema_tr"
 
@@ -57,7 +57,11 @@ CASES: t.List[t.Tuple[str, str, t.Set[t.Tuple[str, str]]]] = [
     ("schema", "CREATE SCHEMA extra", {("schema", "extra")}),
     ("extension-added", "CREATE EXTENSION citext VERSION '1.5' SCHEMA app", {("extension", "citext")}),
     ("enum-label", "ALTER TYPE app.mood ADD VALUE 'ecstatic'", {("type", "app.mood")}),
-    ("domain-constraint", "ALTER DOMAIN app.posint ADD CONSTRAINT posint_small CHECK (VALUE < 1000)", {("type", "app.posint")}),
+    (
+        "domain-constraint",
+        "ALTER DOMAIN app.posint ADD CONSTRAINT posint_small CHECK (VALUE < 1000)",
+        {("type", "app.posint")},
+    ),
     ("composite", "ALTER TYPE app.pair ADD ATTRIBUTE c date", {("type", "app.pair")}),
     ("table-unlogged", "ALTER TABLE app.child SET UNLOGGED", {("table", "app.child")}),
     (
@@ -69,9 +73,17 @@ CASES: t.List[t.Tuple[str, str, t.Set[t.Tuple[str, str]]]] = [
     ("column-type", "ALTER TABLE app.parent ALTER COLUMN qty TYPE bigint", {("column", "app.parent.qty")}),
     ("column-default", "ALTER TABLE app.parent ALTER COLUMN name SET DEFAULT 'y'", {("column", "app.parent.name")}),
     ("column-nullability", "ALTER TABLE app.child ALTER COLUMN note SET NOT NULL", {("column", "app.child.note")}),
-    ("column-identity", "ALTER TABLE app.parent ALTER COLUMN serial_id SET GENERATED ALWAYS", {("column", "app.parent.serial_id")}),
+    (
+        "column-identity",
+        "ALTER TABLE app.parent ALTER COLUMN serial_id SET GENERATED ALWAYS",
+        {("column", "app.parent.serial_id")},
+    ),
     ("column-generated", "ALTER TABLE app.parent ALTER COLUMN total DROP EXPRESSION", {("column", "app.parent.total")}),
-    ("column-collation", 'ALTER TABLE app.parent ALTER COLUMN code TYPE text COLLATE "POSIX"', {("column", "app.parent.code")}),
+    (
+        "column-collation",
+        'ALTER TABLE app.parent ALTER COLUMN code TYPE text COLLATE "POSIX"',
+        {("column", "app.parent.code")},
+    ),
     (
         "fk-action",
         "ALTER TABLE app.child DROP CONSTRAINT child_parent_id_fkey, ADD CONSTRAINT child_parent_id_fkey"
@@ -83,7 +95,11 @@ CASES: t.List[t.Tuple[str, str, t.Set[t.Tuple[str, str]]]] = [
         "ALTER TABLE app.child ALTER CONSTRAINT child_parent_id_fkey DEFERRABLE INITIALLY DEFERRED",
         {("constraint", "app.child.child_parent_id_fkey")},
     ),
-    ("validated", "ALTER TABLE app.child VALIDATE CONSTRAINT child_id_positive", {("constraint", "app.child.child_id_positive")}),
+    (
+        "validated",
+        "ALTER TABLE app.child VALIDATE CONSTRAINT child_id_positive",
+        {("constraint", "app.child.child_id_positive")},
+    ),
     ("check", "ALTER TABLE app.child DROP CONSTRAINT child_note_check", {("constraint", "app.child.child_note_check")}),
     (
         "unique",
@@ -97,7 +113,11 @@ CASES: t.List[t.Tuple[str, str, t.Set[t.Tuple[str, str]]]] = [
     ),
     ("index", "CREATE INDEX parent_name_idx ON app.parent (name)", {("index", "app.parent_name_idx")}),
     ("sequence", "ALTER SEQUENCE app.counter INCREMENT 5", {("sequence", "app.counter")}),
-    ("view", "CREATE OR REPLACE VIEW app.v_child AS SELECT id, note FROM app.child WHERE id > 0", {("view", "app.v_child")}),
+    (
+        "view",
+        "CREATE OR REPLACE VIEW app.v_child AS SELECT id, note FROM app.child WHERE id > 0",
+        {("view", "app.v_child")},
+    ),
     (
         "matview",
         "DROP MATERIALIZED VIEW app.mv_parent;"
@@ -172,7 +192,11 @@ def base_snapshot(pg: pgworld.Cluster, base_db: str) -> t.Dict[str, t.Any]:
 
 @pytest.mark.parametrize("case_sql,expected", [pytest.param(c[1], c[2], id=c[0]) for c in CASES])
 def test_one_change_names_exactly_it(
-    pg: pgworld.Cluster, base_db: str, base_snapshot: t.Dict[str, t.Any], case_sql: str, expected: t.Set[t.Tuple[str, str]]
+    pg: pgworld.Cluster,
+    base_db: str,
+    base_snapshot: t.Dict[str, t.Any],
+    case_sql: str,
+    expected: t.Set[t.Tuple[str, str]],
 ) -> None:
     if "citext" in case_sql:
         with contextlib.closing(pg.connect()) as conn, conn.cursor() as cur:
@@ -183,7 +207,9 @@ def test_one_change_names_exactly_it(
     try:
         with contextlib.closing(pg.connect()) as conn, conn.cursor() as cur:
             cur.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(other)))
-            cur.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(other), sql.Identifier(base_db)))
+            cur.execute(
+                sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(other), sql.Identifier(base_db))
+            )
         _exec(pg, other, case_sql)
         after = _snapshot(pg, other, with_owners=True, with_grants=True)
         differences = _schema.diff_snapshots(base_snapshot, after)
@@ -299,7 +325,7 @@ def test_snapshot_inside_callers_transaction(pg: pgworld.Cluster, base_db: str) 
         inside = _schema.take_snapshot(conn)
         with conn.cursor() as cur:
             cur.execute("SHOW search_path")
-            assert cur.fetchone()[0] == "app, public"
+            assert cur.fetchone() == ("app, public",)
         conn.rollback()
     finally:
         conn.close()
@@ -331,13 +357,15 @@ COMMENT ON TABLE "With a space"."we""ird" IS 'kommentar: ü "quoted"';
 """
 
 
-def test_hostile_identifiers_come_through_intact(pg: pgworld.Cluster, new_db: t.Callable[..., str], tmp_path: t.Any) -> None:
+def test_hostile_identifiers_come_through_intact(
+    pg: pgworld.Cluster, new_db: t.Callable[..., str], tmp_path: t.Any
+) -> None:
     name = new_db()
-    _exec(pg, name, 'CREATE TABLE t (v integer); ALTER TABLE t ADD CONSTRAINT v_key UNIQUE (v)')
+    _exec(pg, name, "CREATE TABLE t (v integer); ALTER TABLE t ADD CONSTRAINT v_key UNIQUE (v)")
     _exec(pg, name, HOSTILE_DDL.replace('REFERENCES "With a space"."we""ird" ("select")', "REFERENCES public.t (v)"))
     snap = _snapshot(pg, name)
     objects = snap["objects"]
-    assert {"\"With a space\"", "\"a.b\"", "public"} <= set(objects["schemas"])
+    assert {'"With a space"', '"a.b"', "public"} <= set(objects["schemas"])
     assert '"With a space"."we""ird"' in objects["tables"]
     assert '"a.b"."select"' in objects["tables"]
     assert '"With a space"."we""ird"."Ünïcode"' in objects["columns"]
@@ -359,7 +387,9 @@ def test_hostile_identifiers_come_through_intact(pg: pgworld.Cluster, new_db: t.
 
 
 @pytest.mark.pagila
-def test_pagila_snapshots_and_self_compares_clean(pg: pgworld.Cluster, new_db: t.Callable[..., str], tmp_path: t.Any) -> None:
+def test_pagila_snapshots_and_self_compares_clean(
+    pg: pgworld.Cluster, new_db: t.Callable[..., str], tmp_path: t.Any
+) -> None:
     pagila = require_pagila()
     name = new_db()
     pg.psql_file(name, os.path.join(pagila, "pagila-schema.sql"))
@@ -375,7 +405,9 @@ def test_pagila_snapshots_and_self_compares_clean(pg: pgworld.Cluster, new_db: t
     partitions = sorted(n for n, e in objects["tables"].items() if e["partition_of"] == "public.payment")
     assert len(partitions) == 7 and partitions[0] == "public.payment_p2022_01"
     assert "FOR VALUES FROM" in objects["tables"]["public.payment_p2022_01"]["partition_bound"]
-    assert objects["types"]['public."bıgınt"'] == dict(objects["types"]['public."bıgınt"'], kind="domain", base="bigint")
+    assert objects["types"]['public."bıgınt"'] == dict(
+        objects["types"]['public."bıgınt"'], kind="domain", base="bigint"
+    )
     assert objects["types"]["public.mpaa_rating"]["labels"] == ["G", "PG", "PG-13", "R", "NC-17"]
     assert objects["types"]["public.year"]["constraints"]
     assert objects["views"]["public.rental_by_category"]["materialized"] is True

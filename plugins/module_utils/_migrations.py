@@ -596,7 +596,8 @@ def migrate(
             }
         )
         if check_mode:
-            result["changed"] = bool(plan)
+            result["adopted"] = list(status["unrecorded"])  # what a real run would record
+            result["changed"] = bool(plan) or bool(status["unrecorded"])
             return result
         with conn.cursor() as cur:
             if status["unrecorded"]:

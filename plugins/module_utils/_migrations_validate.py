@@ -288,6 +288,20 @@ def throwaway_database(params: ConnParams, prefix: str = "pgshift_validate_") ->
             admin.close()
 
 
+def _database_exists(params: ConnParams, name: str) -> bool:
+    conn = connect(params)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            found = cur.fetchone() is not None
+        conn.rollback()
+        return found
+    except psycopg2.Error as exc:
+        raise db_error(exc, "looking for database %s" % name) from None
+    finally:
+        conn.close()
+
+
 def _snapshot(params: ConnParams) -> t.Dict[str, t.Dict[str, str]]:
     conn = connect(params)
     try:
@@ -397,6 +411,7 @@ def validate(
     squawk: bool = True,
     squawk_path: t.Optional[str] = None,
     node_pg_migrate: t.Optional[str] = None,
+    compare_missing_ok: bool = False,
     check_mode: bool = False,
 ) -> t.Dict[str, t.Any]:
     if engine not in _migrations.ENGINES:
@@ -407,7 +422,9 @@ def validate(
         others = [m.filename for m in files if m.kind != "sql"]
         if others:
             raise PgShiftError("the sql engine runs .sql migrations only (%s are not): use engine: node-pg-migrate" % ", ".join(others))
-    if compare_database:
+    if compare_database and compare_missing_ok and not _database_exists(params, compare_database):
+        notes.append("database %r does not exist on %s: the folder was not compared with a ledger" % (compare_database, params.describe()))
+    elif compare_database:
         result["compared"], more = compare_with_database(params.with_database(compare_database), files, schema)
         findings.extend(more)
     static_errors = any(f["severity"] == _migrations_lint.ERROR and f["rule"] == "syntax-error" for f in findings)

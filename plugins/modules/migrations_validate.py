@@ -50,6 +50,11 @@ options:
       - A database on the same server (same credentials) whose ledger the folder is compared with, for example the
         development or production database.
     type: str
+  compare_missing_ok:
+    description:
+      - When O(compare_database) does not exist, note it in RV(notes) and go on instead of failing.
+    type: bool
+    default: false
   schema:
     description: Schema of the ledger table in O(compare_database).
     type: str
@@ -169,6 +174,7 @@ def main() -> None:
         migrations_dir=dict(type="path", required=True),
         engine=dict(type="str", choices=["sql", "node-pg-migrate"], default="sql"),
         compare_database=dict(type="str"),
+        compare_missing_ok=dict(type="bool", default=False),
         schema=dict(type="str", default="public"),
         ignore_pattern=dict(type="str", default=r"^\..*"),
         round_trip=dict(type="bool", default=True),
@@ -184,6 +190,7 @@ def main() -> None:
             p["migrations_dir"],
             engine=p["engine"],
             compare_database=p["compare_database"],
+            compare_missing_ok=p["compare_missing_ok"],
             schema=p["schema"],
             ignore_pattern=p["ignore_pattern"],
             round_trip=p["round_trip"],

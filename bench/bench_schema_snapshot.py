@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """Benchmark: schema snapshot of 1,000 tables, 10,000 columns and 3,000 indexes, side by side with
 ``pg_dump --schema-only`` of the same database (the peer), on a throwaway cluster.
 
@@ -53,7 +53,7 @@ def build(cluster: pgworld.Cluster, database: str, tables: int) -> None:
 def timed(fn: t.Callable[[], t.Any], runs: int) -> t.Tuple[float, float, t.Any]:
     times = []
     result = None
-    for _ in range(runs):
+    for _run in range(runs):
         start = time.perf_counter()
         result = fn()
         times.append(time.perf_counter() - start)

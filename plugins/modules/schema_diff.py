@@ -24,10 +24,11 @@ extends_documentation_fragment:
   - pgshift.ops.connection.endpoints
 attributes:
   check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
-    details: >-
-      Compares exactly as in a normal run (the throwaway database is still created and dropped) but writes no file.
+    details: Compares exactly as in a normal run (the throwaway database is still created and dropped) but writes no file.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: Returns the report as the diff.
 options:
@@ -177,7 +178,7 @@ options:
 seealso:
   - module: pgshift.ops.schema_snapshot
 author:
-  - pgshift contributors
+  - pgshift contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -216,8 +217,8 @@ drift:
   sample: true
 differences:
   description: >-
-    The differences, sorted by kind then name. RV(differences[].change) is C(added) (only in the target), C(removed)
-    (only in the source), C(changed) (one entry per differing RV(differences[].attribute)) or C(renamed).
+    The differences, sorted by kind then name. C(change) is C(added) (only in the target), C(removed)
+    (only in the source), C(changed) (one entry per differing C(attribute)) or C(renamed).
   returned: always
   type: list
   elements: dict

@@ -26,9 +26,11 @@ extends_documentation_fragment:
   - pgshift.ops.connection
 attributes:
   check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: Reads the schema and tells whether the file would change, without writing it.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: Shows the previous and the new content hash of the file.
 options:
@@ -83,7 +85,7 @@ options:
 seealso:
   - module: pgshift.ops.schema_diff
 author:
-  - pgshift contributors
+  - pgshift contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""

@@ -16,7 +16,7 @@ import typing as t
 
 import pytest
 from conftest import ROOT, VENV_BIN, ansible_env
-from multihost.harness import MultiHost, WebhookReceiver, http_get, multihost  # noqa: F401 (fixture)
+from multihost.harness import MultiHost, WebhookReceiver, http_get, multihost  # noqa: F401  # pylint: disable=unused-import
 
 PLAYBOOK = os.path.join(ROOT, "tests", "multihost", "playbooks", "flag.yml")
 PLAYBOOK_TASKS = 4  # ping, flag on, wait, flag off
@@ -60,13 +60,13 @@ def test_maintenance_page_over_ssh_with_notifications_and_report(multihost: Mult
                 lambda e: e["event"] == "phase_started" and e["phase"] == "Work while in maintenance", timeout=120
             )
             assert os.path.exists(multihost.maintenance_flag)
-            for _ in range(3):  # both upstreams are behind the flag
+            for _attempt in range(3):  # both upstreams are behind the flag
                 status, body = http_get(web + "/customers/7")
                 assert status == 503
                 assert "Down for maintenance" in body
             time.sleep(1.6)  # long enough for a "still running" progress line (interval 1 s)
             go_file.write_text("go\n")
-            output, _ = proc.communicate(timeout=180)
+            output = proc.communicate(timeout=180)[0]
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -78,7 +78,7 @@ def test_maintenance_page_over_ssh_with_notifications_and_report(multihost: Mult
     # After the run: the flag is gone and the real backends answer through nginx, both of them.
     assert not os.path.exists(multihost.maintenance_flag)
     seen = set()
-    for _ in range(4):
+    for _attempt in range(4):
         status, body = http_get(web + "/customers/7")
         assert status == 200, body
         seen.add(json.loads(body)["host"])

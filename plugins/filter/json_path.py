@@ -40,7 +40,7 @@ _value:
   type: raw
 """
 
-import typing as t
+import typing as t  # noqa: E402 - the documentation strings come first, as in every Ansible plugin
 
 _MISSING = object()
 

@@ -111,8 +111,8 @@ def start_run(cur: t.Any, database: str, inputs: t.Dict[str, t.Any]) -> str:
         first = pending[0]
         raise PgShiftError(
             "run %s on database %r (started %s by %s) is %s and was not rolled back: run `make rollback` "
-            "(playbooks/rollback.yml) to put production back first" % (
-                first["run_id"], database, first["started_at"], first["started_by"], first["status"]),
+            "(playbooks/rollback.yml) to put production back first"
+            % (first["run_id"], database, first["started_at"], first["started_by"], first["status"]),
             open_runs=pending,
         )
     run_id = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]

@@ -37,6 +37,13 @@ SELECT DISTINCT r FROM (
 """
 
 
+def _one(cur: t.Any) -> t.Tuple[t.Any, ...]:
+    row = cur.fetchone()
+    if row is None:
+        raise PgShiftError("a catalog query returned no row")
+    return t.cast(t.Tuple[t.Any, ...], row)
+
+
 def _free_bytes(path: str) -> t.Optional[int]:
     probe = path
     while probe and not os.path.exists(probe):
@@ -69,7 +76,7 @@ def run_checks(
             facts["prod_server_major"] = server_major(admin)
             facts["prod_server_version"] = admin.server_version
             cur.execute("SELECT rolsuper, rolcreatedb FROM pg_roles WHERE rolname = current_user")
-            superuser, createdb = cur.fetchone()
+            superuser, _createdb = _one(cur)
             facts["superuser"] = bool(superuser)
             if not superuser:
                 problems.append(
@@ -95,7 +102,8 @@ def run_checks(
             if prepared:
                 problems.append(
                     "production has %d prepared transaction(s) (%s): COMMIT PREPARED or ROLLBACK PREPARED them first, "
-                    "since they survive termination and block the swap" % (len(prepared), ", ".join(g for g, _ in prepared))
+                    "since they survive termination and block the swap"
+                    % (len(prepared), ", ".join(g for g, _ in prepared))
                 )
             cur.execute("SELECT slot_name FROM pg_replication_slots WHERE database = %s", (production_database,))
             slots = [r[0] for r in cur.fetchall()]
@@ -114,21 +122,25 @@ def run_checks(
                 try:
                     with jconn.cursor() as jcur:
                         jcur.execute("SELECT to_regclass('pgshift.runs') IS NOT NULL")
-                        if jcur.fetchone()[0]:
+                        if _one(jcur)[0]:
                             pending = journal.open_runs(jcur, production_database)
                             if pending:
                                 problems.append(
                                     "run %s (started %s by %s) is %s and was not rolled back: run `make rollback` "
                                     "(playbooks/rollback.yml) first"
-                                    % (pending[0]["run_id"], pending[0]["started_at"], pending[0]["started_by"],
-                                       pending[0]["status"])
+                                    % (
+                                        pending[0]["run_id"],
+                                        pending[0]["started_at"],
+                                        pending[0]["started_by"],
+                                        pending[0]["status"],
+                                    )
                                 )
                 finally:
                     jconn.close()
             data_directory = None
             try:
                 cur.execute("SHOW data_directory")
-                data_directory = cur.fetchone()[0]
+                data_directory = _one(cur)[0]
             except Exception:  # noqa: BLE001 - not allowed for non-superusers; then we cannot check the space
                 admin.rollback()
     finally:
@@ -183,7 +195,8 @@ def run_checks(
     if facts["dev_server_major"] > facts["prod_server_major"]:
         problems.append(
             "dev runs PostgreSQL %d but production runs %d: a newer server's schema dump may not load into an older "
-            "server; use a dev server of production's major version" % (facts["dev_server_major"], facts["prod_server_major"])
+            "server; use a dev server of production's major version"
+            % (facts["dev_server_major"], facts["prod_server_major"])
         )
     client_major = max(facts["dev_server_major"], facts["prod_server_major"])
     clients: t.Dict[str, str] = {}

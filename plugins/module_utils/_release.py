@@ -209,7 +209,8 @@ def create_next(cluster: ConnParams, prod: str, check_mode: bool = False) -> t.D
                     database=name,
                 )
             statement = sql.SQL(
-                "CREATE DATABASE {} TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {} OWNER {} CONNECTION LIMIT 0"
+                "CREATE DATABASE {} TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {} OWNER {} "
+                "CONNECTION LIMIT 0"
             ).format(
                 sql.Identifier(name),
                 sql.Literal(info["encoding"]),
@@ -230,8 +231,15 @@ def restore_section(target: ConnParams, archive: str, section: str, min_major: i
     """pg_restore one section of the dev schema archive into ``target``, in a single transaction."""
     pg_restore, client_major = find_client("pg_restore", min_major)
     result = run_client(
-        [pg_restore, "--section=" + section, "--exit-on-error", "--single-transaction", "--dbname", target.database,
-         archive],
+        [
+            pg_restore,
+            "--section=" + section,
+            "--exit-on-error",
+            "--single-transaction",
+            "--dbname",
+            target.database,
+            archive,
+        ],
         target,
     )
     check_client(result, "loading the dev schema (%s) into %r" % (section, target.database))
@@ -337,7 +345,9 @@ def retention(cluster: ConnParams, prod: str, keep: int, check_mode: bool = Fals
     removed: t.List[str] = []
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (prod.replace("_", "\\_") + "\\_\\_prev\\_%",))
+            cur.execute(
+                "SELECT datname FROM pg_database WHERE datname LIKE %s", (prod.replace("_", "\\_") + "\\_\\_prev\\_%",)
+            )
             previous = sorted((r[0] for r in cur.fetchall() if pattern.match(r[0])), reverse=True)
             for name in previous[keep:]:
                 if not check_mode:
@@ -374,8 +384,13 @@ def rollback(
                 raise PgShiftError("run %r is not in the journal" % run_id)
             if run["status"] in ("rolled_back", "succeeded"):
                 conn.rollback()
-                return {"run_id": run_id, "actions": [], "changed": False, "status": run["status"],
-                        "message": "run %s is already %s" % (run_id, run["status"])}
+                return {
+                    "run_id": run_id,
+                    "actions": [],
+                    "changed": False,
+                    "status": run["status"],
+                    "message": "run %s is already %s" % (run_id, run["status"]),
+                }
             states = journal.step_states(run)
             access = states.get("block_access", {}).get("detail", {})
             previous_connlimit = int(access.get("previous", {}).get("connlimit", -1))
@@ -391,13 +406,21 @@ def rollback(
                     if not check_mode:
                         for name in (prod, prev):
                             if database_info(cur, name) is not None:
-                                cur.execute(sql.SQL("ALTER DATABASE {} CONNECTION LIMIT 0").format(sql.Identifier(name)))
+                                cur.execute(
+                                    sql.SQL("ALTER DATABASE {} CONNECTION LIMIT 0").format(sql.Identifier(name))
+                                )
                                 terminate_sessions(cur, name)
                         conn.autocommit = False
                         cur.execute("SET LOCAL lock_timeout = '10s'")
                         if database_info(cur, prod) is not None:
-                            cur.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(prod), sql.Identifier(failed)))
-                        cur.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(prev), sql.Identifier(prod)))
+                            cur.execute(
+                                sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                                    sql.Identifier(prod), sql.Identifier(failed)
+                                )
+                            )
+                        cur.execute(
+                            sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(prev), sql.Identifier(prod))
+                        )
                         journal.record_step(cur, run_id, "swap", "undone", {"failed_copy": failed})
                         conn.commit()
                         conn.autocommit = True
@@ -415,7 +438,9 @@ def rollback(
             # 3. production accepts connections again, with its previous limit
             info = database_info(cur, prod)
             if info is None:
-                raise PgShiftError("production database %r does not exist after rollback: restore it from the backup" % prod)
+                raise PgShiftError(
+                    "production database %r does not exist after rollback: restore it from the backup" % prod
+                )
             if info["connlimit"] != previous_connlimit or not info["allowconn"]:
                 actions.append("restore access to %s (connection limit %d)" % (prod, previous_connlimit))
                 if not check_mode:
@@ -427,7 +452,12 @@ def rollback(
             if not check_mode:
                 journal.record_step(cur, run_id, "rollback", "done", {"actions": actions, "reason": reason})
                 journal.finish_run(cur, run_id, "rolled_back", reason)
-            return {"run_id": run_id, "actions": actions, "changed": bool(actions) or not check_mode, "status": "rolled_back"}
+            return {
+                "run_id": run_id,
+                "actions": actions,
+                "changed": bool(actions) or not check_mode,
+                "status": "rolled_back",
+            }
     except psycopg2.Error as exc:
         raise db_error(exc, "rolling back run %s" % run_id) from None
     finally:
@@ -435,5 +465,7 @@ def rollback(
 
 
 def _failed_copies(cur: t.Any, prod: str) -> t.List[str]:
-    cur.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (prod.replace("_", "\\_") + "\\_\\_failed\\_%",))
+    cur.execute(
+        "SELECT datname FROM pg_database WHERE datname LIKE %s", (prod.replace("_", "\\_") + "\\_\\_failed\\_%",)
+    )
     return [r[0] for r in cur.fetchall()]

@@ -105,6 +105,8 @@ refreshed_materialized_views:
   elements: str
 """
 
+import typing as t
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.pgshift.ops.plugins.module_utils import _release as release
@@ -135,6 +137,7 @@ def main() -> None:
     cluster = ConnParams.from_params(p)
     prod = p["production_database"]
     name = release.next_name(prod)
+    result: t.Dict[str, t.Any] = {}
     try:
         if p["step"] == "create":
             created = release.create_next(cluster, prod, module.check_mode)
@@ -144,7 +147,9 @@ def main() -> None:
                     workdir = release.private_workdir(p["workdir"])
                     dump = release.dump_schema(ConnParams.from_params(p["schema_source"]), workdir)
                     module.add_cleanup_file(dump["path"])
-                    loaded = release.restore_section(cluster.with_database(name), dump["path"], "pre-data", dump["client_major"])
+                    loaded = release.restore_section(
+                        cluster.with_database(name), dump["path"], "pre-data", dump["client_major"]
+                    )
                 except PgShiftError:
                     release.drop_database(cluster, name, prod)
                     raise
@@ -153,7 +158,9 @@ def main() -> None:
                 # keep the archive for post-data: it is removed by the post-data step
                 module.cleanup_files = [f for f in module.cleanup_files if f != dump["path"]]
         elif p["step"] == "post-data":
-            result = dict(changed=True, database=name, statements=["pg_restore --section=post-data --single-transaction"])
+            result = dict(
+                changed=True, database=name, statements=["pg_restore --section=post-data --single-transaction"]
+            )
             if not module.check_mode:
                 target = cluster.with_database(name)
                 release.restore_section(target, p["archive"], "post-data", p["min_client_major"])
@@ -163,7 +170,9 @@ def main() -> None:
                 result["refreshed_materialized_views"] = []
         else:
             dropped = release.drop_database(cluster, name, prod, module.check_mode)
-            result = dict(changed=dropped, database=name, statements=["DROP DATABASE %s WITH (FORCE)" % name] if dropped else [])
+            result = dict(
+                changed=dropped, database=name, statements=["DROP DATABASE %s WITH (FORCE)" % name] if dropped else []
+            )
     except PgShiftError as exc:
         fail_from(module, exc, database=name)
     module.exit_json(**result)

@@ -100,6 +100,8 @@ run:
   type: dict
 """
 
+import typing as t
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.pgshift.ops.plugins.module_utils import _journal as journal
@@ -135,6 +137,7 @@ def main() -> None:
     )
     p = module.params
     cluster = ConnParams.from_params(p)
+    result: t.Dict[str, t.Any] = {}
     try:
         if module.check_mode and p["action"] != "show":
             module.exit_json(changed=True, run_id=p["run_id"] or "check-mode-run")
@@ -153,9 +156,9 @@ def main() -> None:
                     journal.finish_run(cur, p["run_id"], p["status"], p["message"])
                     result = dict(changed=True, run_id=p["run_id"])
                 else:
-                    run_id = p["run_id"] or journal.latest_run(cur, p["production_database"], only_open=False)
-                    run = journal.get_run(cur, run_id) if run_id else None
-                    result = dict(changed=False, run_id=run_id, run=run)
+                    shown = p["run_id"] or journal.latest_run(cur, p["production_database"], only_open=False)
+                    run = journal.get_run(cur, shown) if shown else None
+                    result = dict(changed=False, run_id=shown, run=run)
             conn.commit()
         finally:
             conn.close()

@@ -104,7 +104,12 @@ def main() -> None:
     cluster = ConnParams.from_params(p)
     try:
         result = release.swap(
-            cluster, p["production_database"], p["run_id"], p["connlimit"], p["journal_database"], module.check_mode,
+            cluster,
+            p["production_database"],
+            p["run_id"],
+            p["connlimit"],
+            p["journal_database"],
+            module.check_mode,
             float(p["timeout"]),
         )
         result["removed"] = release.retention(cluster, p["production_database"], p["retention_keep"], module.check_mode)

@@ -12,17 +12,18 @@ import os
 import typing as t
 import urllib.request
 
+import pgworld
 import pytest
 from psycopg2 import sql
-
-import pgworld
 
 pytestmark = pytest.mark.slow
 
 TABLES = ["customers", "products", "orders", "order_lines", "order_events", "pgmigrations"]
 
 
-def checksums(cluster: pgworld.Cluster, database: str, renames: t.Optional[t.Dict[str, t.Dict[str, str]]] = None) -> t.Dict[str, t.Any]:
+def checksums(
+    cluster: pgworld.Cluster, database: str, renames: t.Optional[t.Dict[str, t.Dict[str, str]]] = None
+) -> t.Dict[str, t.Any]:
     """count(*) and an order-independent content checksum per table, over the columns both schemas share."""
     out: t.Dict[str, t.Any] = {}
     with contextlib.closing(cluster.connect(database)) as conn, conn.cursor() as cur:
@@ -153,7 +154,9 @@ def test_release_end_to_end(fresh: pgworld.World, run_playbook: t.Callable[..., 
     assert journal_runs(prod)[-1][1] == "succeeded"
 
 
-def test_failure_in_the_middle_leaves_production_as_it_was(fresh: pgworld.World, run_playbook: t.Callable[..., t.Any]) -> None:
+def test_failure_in_the_middle_leaves_production_as_it_was(
+    fresh: pgworld.World, run_playbook: t.Callable[..., t.Any]
+) -> None:
     """The rebuild fails after maintenance is on and connections are blocked: everything is put back."""
     world = fresh
     before = checksums(world.clusters["prod"], "shop")
@@ -214,7 +217,14 @@ def test_bad_input_stops_before_any_change(
     prod = world.clusters["prod"]
     before = checksums(prod, "shop")
     secret = world.meta["password"]
-    conn = {"host": "127.0.0.1", "port": prod.port, "user": "postgres", "password": secret, "database": "shop", "sslmode": "disable"}
+    conn = {
+        "host": "127.0.0.1",
+        "port": prod.port,
+        "user": "postgres",
+        "password": secret,
+        "database": "shop",
+        "sslmode": "disable",
+    }
     extra: t.Dict[str, t.Any] = {}
     expected = ""
     if case == "no_confirmation":
@@ -238,7 +248,9 @@ def test_bad_input_stops_before_any_change(
             cur.execute("CREATE ROLE reporting_only")
             cur.execute("GRANT SELECT ON customers TO reporting_only")
         expected = "missing on the production cluster: reporting_only"
-    run = run_playbook("playbooks/prod_restore.yml", extra_vars=extra, args=["-vvvv"], env={"PGSHIFT_WORLD": world.state})
+    run = run_playbook(
+        "playbooks/prod_restore.yml", extra_vars=extra, args=["-vvvv"], env={"PGSHIFT_WORLD": world.state}
+    )
     assert run.rc != 0
     assert expected in run.output, run.output[-3000:]
     assert secret not in run.output, "the password leaked into the output"

@@ -149,3 +149,27 @@ def test_each_host_is_its_own_sshd(multihost: MultiHost, name: str) -> None:  # 
     assert proc.returncode == 0, proc.stderr
     # SSH_CONNECTION: client_ip client_port server_ip server_port
     assert proc.stdout.split()[2:] == [host.address, str(host.port)]
+
+
+def test_backends_on_127_0_0_1_and_everything_stopped_by_pid(tmp_path: t.Any) -> None:
+    """app_address="127.0.0.1" (for services that bind only there, like the sample shop API); stop() ends every
+    process the harness started."""
+    from multihost.harness import ensure_packages
+
+    reason = ensure_packages()
+    if reason:
+        pytest.skip(reason)
+    mh = MultiHost(str(tmp_path / "mh"), app_address="127.0.0.1")
+    with mh:
+        pids = [mh.pid(name) for name in ("sshd-db1", "sshd-app1", "sshd-app2", "sshd-web1", "nginx", "backend-app1")]
+        pids.append(mh.pid("backend-app2"))
+        assert {mh.app_listen("app1"), mh.app_listen("app2")} == {"127.0.0.1"}
+        assert mh.app_port("app1") != mh.app_port("app2")
+        hosts = {json.loads(http_get(mh.web_url + "/x")[1])["host"] for _attempt in range(4)}
+        assert hosts == {"app1", "app2"}
+        mh.stop_backend("app1")
+        hosts = {json.loads(http_get(mh.web_url + "/x")[1])["host"] for _attempt in range(4)}
+        assert hosts == {"app2"}  # nginx passes over the stopped upstream
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)

@@ -185,10 +185,18 @@ class MultiHost:
     """sshd per host, nginx on the web host, app backends, and an inventory; ``start()``/``stop()`` or ``with``."""
 
     def __init__(
-        self, base: str, start_backends: bool = True, extra_vars: t.Optional[t.Dict[str, t.Any]] = None
+        self,
+        base: str,
+        start_backends: bool = True,
+        extra_vars: t.Optional[t.Dict[str, t.Any]] = None,
+        app_address: t.Optional[str] = None,
     ) -> None:
+        """``app_address``: where the app backends listen and nginx sends requests; by default each app host's own
+        address (127.0.0.3, 127.0.0.4). Set "127.0.0.1" for a service that only binds 127.0.0.1 (the sample shop API):
+        each app host then still gets its own port."""
         self.base = os.path.abspath(base)
         self.start_backends = start_backends
+        self.app_address = app_address
         self.extra_vars = dict(extra_vars or {})
         self.hosts: t.Dict[str, Host] = {}
         self.app_ports: t.Dict[str, int] = {}
@@ -205,6 +213,10 @@ class MultiHost:
 
     def app_port(self, name: str) -> int:
         return self.app_ports[name]
+
+    def app_listen(self, name: str) -> str:
+        """The address app host ``name``'s backend listens on (and nginx proxies to)."""
+        return self.app_address or self.hosts[name].address
 
     @property
     def web_url(self) -> str:
@@ -230,7 +242,7 @@ class MultiHost:
                 self.hosts[name] = Host(name, address, group, free_port(address))
             for name, host in self.hosts.items():
                 if host.group == "pgshift_app":
-                    self.app_ports[name] = free_port(host.address)
+                    self.app_ports[name] = free_port(self.app_listen(name))
             for name in self.hosts:
                 self._start_sshd(name)
             if self.start_backends:
@@ -298,17 +310,16 @@ class MultiHost:
 
     def start_backend(self, name: str) -> None:
         """The small demo backend of one app host (stopped by ``stop_backend`` or at the end)."""
-        host = self.hosts[name]
         log = open(os.path.join(self.base, "backend_%s.log" % name), "ab")  # noqa: SIM115
         with log:
             proc = subprocess.Popen(
-                [sys.executable, BACKEND, host.address, str(self.app_ports[name]), name],
+                [sys.executable, BACKEND, self.app_listen(name), str(self.app_ports[name]), name],
                 stdout=log,
                 stderr=log,
                 stdin=subprocess.DEVNULL,
             )
         self._procs["backend-" + name] = proc
-        wait_for_port(host.address, self.app_ports[name])
+        wait_for_port(self.app_listen(name), self.app_ports[name])
 
     def stop_backend(self, name: str) -> None:
         proc = self._procs.pop("backend-" + name, None)
@@ -328,7 +339,7 @@ class MultiHost:
             handle.write(MAINTENANCE_PAGE)
         os.chmod(page, 0o644)
         upstreams = "".join(
-            "    server %s:%d max_fails=0;\n" % (self.hosts[name].address, port)
+            "    server %s:%d max_fails=0;\n" % (self.app_listen(name), port)
             for name, port in sorted(self.app_ports.items())
         )
         temp = os.path.join(ngx, "tmp")
@@ -411,7 +422,8 @@ http {{
             }
             if name in self.app_ports:
                 host_vars["multihost_app_port"] = self.app_ports[name]
-                host_vars["multihost_app_url"] = "http://%s:%d" % (host.address, self.app_ports[name])
+                host_vars["multihost_app_address"] = self.app_listen(name)
+                host_vars["multihost_app_url"] = "http://%s:%d" % (self.app_listen(name), self.app_ports[name])
             if host.group == "pgshift_web":
                 host_vars["pgshift_maintenance_flag"] = self.maintenance_flag
                 host_vars["multihost_web_url"] = self.web_url

@@ -47,7 +47,6 @@ except ImportError:  # pragma: no cover - reported by _connection.connect
 
 CHUNK = 1 << 20
 _SNAPSHOT_RE = re.compile(r"^[0-9A-Fa-f]+-[0-9A-Fa-f]+(-[0-9]+)?$")
-_COPY_TAG = re.compile(rb"^COPY (\d+)\s*$", re.M)
 
 LogFn = t.Callable[[str], None]
 
@@ -104,10 +103,8 @@ def _statements(tp: _data.TablePlan, snapshot: t.Optional[str], src_conn: t.Any,
         truncate = sql.SQL("TRUNCATE ONLY {}").format(tp.target.ident)
         options = sql.SQL("FORMAT {}, FREEZE").format(fmt)
     target = [
-        "BEGIN",
         truncate.as_string(tgt_conn),
         sql.SQL("COPY {} ({}) FROM STDIN ({})").format(tp.target.ident, tp.target_columns(), options).as_string(tgt_conn),
-        "COMMIT",
     ]
     return source, target
 
@@ -127,89 +124,94 @@ def _tail(handle: t.IO[bytes], secret: t.Optional[str]) -> str:
     return scrub("\n".join(text.splitlines()[-6:]), secret)
 
 
+class _Reader:
+    """File-like view of the source psql's stdout for ``copy_expert``: counts bytes, stops when told to."""
+
+    def __init__(self, fd: int, stop: threading.Event) -> None:
+        self.fd = fd
+        self.stop = stop
+        self.bytes = 0
+
+    def read(self, size: int = CHUNK) -> bytes:
+        if self.stop.is_set():
+            raise PgShiftError("stopped because another table failed")
+        chunk = os.read(self.fd, size)
+        self.bytes += len(chunk)
+        return chunk
+
+    def readline(self, size: int = -1) -> bytes:  # pragma: no cover - copy_expert only calls read()
+        return self.read(CHUNK if size < 0 else size)
+
+
 def run_pipeline(
     job: CopyJob,
     target: ConnParams,
     psql_source: str,
-    psql_target: str,
     stop: threading.Event,
 ) -> t.Dict[str, t.Any]:
-    """Stream one table; returns {source, rows, bytes, seconds, format}. Raises PgShiftError naming the table."""
+    """Stream one table; returns {source, rows, bytes, seconds, format}. Raises PgShiftError naming the table.
+
+    Source: a psql process running COPY TO STDOUT in the shared snapshot. Target: this thread's own connection, which
+    reads the psql's stdout in 1 MiB blocks (``copy_expert``) inside one transaction (TRUNCATE + COPY ... FREEZE), and
+    commits only after the source psql exited cleanly.
+    """
     tp = job.plan
     if stop.is_set():
         raise PgShiftError("copy of table %s was not started because another table failed" % tp.key, table=tp.key)
     started = time.monotonic()
-    moved = 0
     with contextlib.ExitStack() as stack:
         src_env = stack.enter_context(client_environment(job.source))
-        tgt_env = stack.enter_context(client_environment(target))
         src_err = stack.enter_context(tempfile.TemporaryFile())
-        tgt_err = stack.enter_context(tempfile.TemporaryFile())
-        tgt_out = stack.enter_context(tempfile.TemporaryFile())
         src_env["PGAPPNAME"] = "pgshift data_copy source"
-        tgt_env["PGAPPNAME"] = "pgshift data_copy target"
-        tgt_proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
-            _psql_argv(psql_target, job.target_sql, quiet=False),
-            env=tgt_env, stdin=subprocess.PIPE, stdout=tgt_out, stderr=tgt_err,
-        )
+        tgt = stack.enter_context(contextlib.closing(connect(target, application_name="pgshift data_copy target")))
         src_proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
             _psql_argv(psql_source, job.source_sql, quiet=True),
             env=src_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=src_err,
         )
-        assert src_proc.stdout is not None and tgt_proc.stdin is not None
-        broken = False
+        assert src_proc.stdout is not None
+        reader = _Reader(src_proc.stdout.fileno(), stop)
+        rows = -1
+        failure: t.Optional[str] = None
         try:
-            src_fd = src_proc.stdout.fileno()
-            dst_fd = tgt_proc.stdin.fileno()
-            while not stop.is_set():
-                chunk = os.read(src_fd, CHUNK)
-                if not chunk:
-                    break
-                view = memoryview(chunk)
-                while view:
-                    try:
-                        written = os.write(dst_fd, view)
-                    except BrokenPipeError:
-                        broken = True
-                        break
-                    view = view[written:]
-                moved += len(chunk)
-                if broken:
-                    break
-        finally:
-            if broken or stop.is_set():
-                src_proc.kill()
-            src_rc = src_proc.wait()
-            src_proc.stdout.close()
-            if src_rc != 0 or stop.is_set():
-                # Never let the target commit what a failed source produced: kill it before closing its stdin.
-                tgt_proc.kill()
-            with contextlib.suppress(BrokenPipeError):
-                tgt_proc.stdin.close()
-            tgt_rc = tgt_proc.wait()
+            with tgt.cursor() as cur:
+                cur.execute(job.target_sql[0])
+                cur.copy_expert(job.target_sql[1], reader, size=CHUNK)
+                rows = cur.rowcount
+        except (psycopg2.Error, PgShiftError) as exc:
+            failure = str(getattr(exc, "msg", None) or str(exc)).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            diag = getattr(exc, "diag", None)
+            if getattr(diag, "message_primary", None):
+                failure = diag.message_primary
+            src_proc.kill()
+        src_rc = src_proc.wait()
+        src_proc.stdout.close()
         seconds = round(time.monotonic() - started, 3)
-        if stop.is_set() and src_rc != 0:
+        if failure is None and src_rc == 0:
+            try:
+                tgt.commit()
+            except psycopg2.Error as exc:
+                failure = str(exc).strip().splitlines()[0]
+        else:
+            with contextlib.suppress(psycopg2.Error):
+                tgt.rollback()
+        if stop.is_set() and (failure or src_rc):
             raise PgShiftError("copy of table %s was stopped because another table failed" % tp.key, table=tp.key)
-        if src_rc != 0 and not broken:
+        if failure is not None and src_rc in (0, -9):
+            raise PgShiftError(
+                "copy of table %s failed writing the target: %s; the target table was rolled back and stays empty"
+                % (tp.key, scrub(failure, target.password)),
+                table=tp.key,
+            )
+        if src_rc != 0:
             raise PgShiftError(
                 "copy of table %s failed reading the source (psql exit %d): %s; the target table was rolled back and "
                 "stays empty" % (tp.key, src_rc, _tail(src_err, job.source.password)),
                 table=tp.key,
             )
-        if tgt_rc != 0:
-            raise PgShiftError(
-                "copy of table %s failed writing the target (psql exit %d): %s; the target table was rolled back and "
-                "stays empty" % (tp.key, tgt_rc, _tail(tgt_err, target.password) or _tail(src_err, job.source.password)),
-                table=tp.key,
-            )
-        tgt_out.seek(0)
-        match = _COPY_TAG.search(tgt_out.read())
-        if not match:
-            raise PgShiftError("copy of table %s: the target reported no row count" % tp.key, table=tp.key)
     return {
         "source": tp.source.key if tp.source else None,
-        "rows": int(match.group(1)),
-        "bytes": moved,
+        "rows": rows,
+        "bytes": reader.bytes,
         "seconds": seconds,
         "format": tp.format,
     }
@@ -389,12 +391,11 @@ def copy_data(
             result["sequences"] = set_sequences(plan, src_conn, tgt_conn, led_conn, check_mode=True)
             return result
         psql_src, _ = find_client("psql", server_major(src_conn))
-        psql_tgt, _ = find_client("psql", server_major(tgt_conn))
         stop = threading.Event()
         errors: t.List[PgShiftError] = []
         started = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-            futures = {pool.submit(run_pipeline, job, target, psql_src, psql_tgt, stop): job for job in work}
+            futures = {pool.submit(run_pipeline, job, target, psql_src, stop): job for job in work}
             for fut in concurrent.futures.as_completed(futures):
                 job = futures[fut]
                 try:

@@ -7,10 +7,10 @@
 
 Two engines write the same ledger rows, so either can continue where the other stopped:
 
-- ``sql``: pgshift's own runner for ``.sql`` migrations. Like node-pg-migrate's CLI, by default all pending migrations of
-  one run share a single transaction (``--single-transaction`` is on by default in node-pg-migrate 9), so every ledger
-  row of a run carries the same ``run_on`` and ``id`` decides the order; ``single_transaction: false`` gives one
-  transaction per migration (``--no-single-transaction``).
+- ``sql``: pgshift's own runner for ``.sql`` migrations. Like node-pg-migrate's CLI, by default all pending
+  migrations of one run share a single transaction (``--single-transaction`` is on by default in node-pg-migrate 9),
+  so every ledger row of a run carries the same ``run_on`` and ``id`` decides the order; ``single_transaction:
+  false`` gives one transaction per migration (``--no-single-transaction``).
 - ``node-pg-migrate``: the project's own CLI, with the connection in its environment and the password in a 0600
   PGPASSFILE (node-postgres reads it through its ``pgpass`` dependency); never argv, PGPASSWORD or DATABASE_URL.
 
@@ -101,7 +101,9 @@ def read_status(cur: t.Any, files: t.Sequence[MigrationFile], schema: str = "pub
     out_of_order = [n for n in pending if positions[n] < last_applied_pos]
     missing = [n for n in applied_names if n not in by_name]
     modified = [
-        n for n in applied_names if n in by_name and n in meta and meta[n]["sha256"] and meta[n]["sha256"] != by_name[n].sha256
+        n
+        for n in applied_names
+        if n in by_name and n in meta and meta[n]["sha256"] and meta[n]["sha256"] != by_name[n].sha256
     ]
     unrecorded = [n for n in applied_names if n in by_name and n not in meta]
 
@@ -109,7 +111,10 @@ def read_status(cur: t.Any, files: t.Sequence[MigrationFile], schema: str = "pub
     order_error = None
     for i in range(min(len(applied_names), len(files))):
         if applied_names[i] != files[i].name:
-            order_error = "Not run migration %s is preceding already run migration %s" % (files[i].name, applied_names[i])
+            order_error = "Not run migration %s is preceding already run migration %s" % (
+                files[i].name,
+                applied_names[i],
+            )
             break
 
     rows = {row["name"]: row for row in applied_rows}
@@ -132,7 +137,13 @@ def read_status(cur: t.Any, files: t.Sequence[MigrationFile], schema: str = "pub
         migrations.append(entry)
     for name in missing:
         migrations.append(
-            {"name": name, "file": None, "state": "missing", "run_on": rows[name]["run_on"], "ledger_id": rows[name]["id"]}
+            {
+                "name": name,
+                "file": None,
+                "state": "missing",
+                "run_on": rows[name]["run_on"],
+                "ledger_id": rows[name]["id"],
+            }
         )
 
     return {
@@ -177,7 +188,8 @@ def _lock_holders(cur: t.Any, lock_id: int) -> t.List[t.Dict[str, t.Any]]:
         "FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
         "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
         "AND l.classid::bigint = %s AND l.objid::bigint = %s "
-        "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND l.pid <> pg_backend_pid()",
+        "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND l.pid <> "
+        "pg_backend_pid()",
         ((lock_id >> 32) & 0xFFFFFFFF, lock_id & 0xFFFFFFFF),
     )
     return [
@@ -203,11 +215,20 @@ def acquire_lock(conn: t.Any, lock_id: int, timeout: float, interval: float = 0.
                 return round(time.monotonic() - started, 3)
             if time.monotonic() - started >= timeout:
                 holders = _lock_holders(cur, lock_id)
-                who = ", ".join(
-                    "pid %s (user %s, application %r, client %s, since %s)"
-                    % (h["pid"], h["user"], h["application_name"] or "", h["client_addr"] or "local", h["backend_start"])
-                    for h in holders
-                ) or "a session that has since ended"
+                who = (
+                    ", ".join(
+                        "pid %s (user %s, application %r, client %s, since %s)"
+                        % (
+                            h["pid"],
+                            h["user"],
+                            h["application_name"] or "",
+                            h["client_addr"] or "local",
+                            h["backend_start"],
+                        )
+                        for h in holders
+                    )
+                    or "a session that has since ended"
+                )
                 raise PgShiftError(
                     "another migration holds node-pg-migrate's advisory lock %d on this database: %s; waited %s "
                     "seconds (lock_timeout). Wait for it to finish, or end that session "
@@ -260,7 +281,10 @@ def plan_run(
     applied = list(status["applied"])
     if target is not None:
         if target not in applied:
-            raise PgShiftError("target %r is not an applied migration; down needs one of: %s" % (target, ", ".join(applied) or "none"), target=target)
+            raise PgShiftError(
+                "target %r is not an applied migration; down needs one of: %s" % (target, ", ".join(applied) or "none"),
+                target=target,
+            )
         chosen = applied[applied.index(target) :]
     else:
         chosen = applied[-n:] if n > 0 else []
@@ -278,7 +302,9 @@ def check_refusals(status: t.Dict[str, t.Any], *, accept_changed: bool, check_or
     warnings: t.List[str] = []
     problems = []
     if status["modified"]:
-        problems.append("applied migration(s) changed since they were applied (sha256 differs): %s" % ", ".join(status["modified"]))
+        problems.append(
+            "applied migration(s) changed since they were applied (sha256 differs): %s" % ", ".join(status["modified"])
+        )
     if status["missing"]:
         problems.append("applied migration(s) whose file is gone: %s" % ", ".join(status["missing"]))
     if problems:
@@ -333,7 +359,10 @@ def _run_sql_engine(
     if direction == "down":
         no_down = [m.name for m in plan if not _has_sql_body(parts[m.name]["down"])]
         if no_down:
-            raise PgShiftError("migration(s) %s have no down migration (no '-- Down Migration' section)" % ", ".join(no_down), migration=no_down[0])
+            raise PgShiftError(
+                "migration(s) %s have no down migration (no '-- Down Migration' section)" % ", ".join(no_down),
+                migration=no_down[0],
+            )
     who = applied_by()
     done: t.List[t.Dict[str, t.Any]] = []
     with conn.cursor() as cur:
@@ -503,7 +532,12 @@ def _run_node_engine(
             command=command,
         )
     done = [
-        {"name": n, "file": by_name[n].filename if n in by_name else None, "sha256": by_name[n].sha256 if n in by_name else None, "duration_ms": ms}
+        {
+            "name": n,
+            "file": by_name[n].filename if n in by_name else None,
+            "sha256": by_name[n].sha256 if n in by_name else None,
+            "duration_ms": ms,
+        }
         for n in changed
     ]
     return done, command
@@ -528,7 +562,9 @@ def _node_failure(stdout: str, stderr: str) -> str:
     return text
 
 
-def _adopt_unrecorded(cur: t.Any, status: t.Dict[str, t.Any], files: t.Sequence[MigrationFile], schema: str) -> t.List[str]:
+def _adopt_unrecorded(
+    cur: t.Any, status: t.Dict[str, t.Any], files: t.Sequence[MigrationFile], schema: str
+) -> t.List[str]:
     """Record the sha256 of applied migrations that pgshift has no metadata for (applied by another tool)."""
     names = list(status["unrecorded"])
     if not names:
@@ -605,9 +641,12 @@ def migrate(
         conn.commit()
         if plan:
             if engine == "sql":
-                done = _run_sql_engine(conn, plan, direction=direction, schema=schema, single_transaction=single_transaction)
+                done = _run_sql_engine(
+                    conn, plan, direction=direction, schema=schema, single_transaction=single_transaction
+                )
             else:
-                assert binary is not None
+                if binary is None:  # found above for this engine
+                    raise PgShiftError("node-pg-migrate was not found")
                 done, command = _run_node_engine(
                     conn,
                     params,

@@ -31,7 +31,8 @@ except ImportError:  # pragma: no cover - depends on the host
 ERROR = "error"
 WARNING = "warning"
 
-# squawk rules that pgshift's own rules already cover (reported once, by pgshift), and the ones that are style, not danger
+# squawk rules that pgshift's own rules already cover (reported once, by pgshift), and the ones that are style,
+# not danger
 SQUAWK_EXCLUDED = (
     "require-concurrent-index-creation",
     "require-concurrent-index-deletion",
@@ -230,7 +231,12 @@ def lint_sql_migration(
                     subtype = cmd.subtype
                     if subtype == enums.AlterTableType.AT_AddColumn and cmd.def_ is not None:
                         contypes = {c.contype for c in (cmd.def_.constraints or ())}
-                        if enums.ConstrType.CONSTR_NOTNULL in contypes and enums.ConstrType.CONSTR_DEFAULT not in contypes and enums.ConstrType.CONSTR_IDENTITY not in contypes and enums.ConstrType.CONSTR_GENERATED not in contypes:
+                        if (
+                            enums.ConstrType.CONSTR_NOTNULL in contypes
+                            and enums.ConstrType.CONSTR_DEFAULT not in contypes
+                            and enums.ConstrType.CONSTR_IDENTITY not in contypes
+                            and enums.ConstrType.CONSTR_GENERATED not in contypes
+                        ):
                             findings.append(
                                 _finding(
                                     ERROR,
@@ -289,7 +295,14 @@ def lint_sql_migration(
                 if existing:
                     locks_existing = True
                     findings.append(
-                        _finding(WARNING, "drop-table", m, line, stmt, "dropping table(s) %s loses their data" % ", ".join(existing))
+                        _finding(
+                            WARNING,
+                            "drop-table",
+                            m,
+                            line,
+                            stmt,
+                            "dropping table(s) %s loses their data" % ", ".join(existing),
+                        )
                     )
             if locks_existing and not lock_timeout and not warned_lock_timeout:
                 warned_lock_timeout = True
@@ -336,7 +349,17 @@ def squawk_findings(
     try:
         items = json.loads(proc.stdout or "[]")
     except ValueError:
-        return [_finding(WARNING, "squawk-failed", m, 1, "", "squawk output unreadable: %s" % proc.stderr.strip()[:200], source="squawk")]
+        return [
+            _finding(
+                WARNING,
+                "squawk-failed",
+                m,
+                1,
+                "",
+                "squawk output unreadable: %s" % proc.stderr.strip()[:200],
+                source="squawk",
+            )
+        ]
     up_first = parts["up_line"]
     down_first = parts["down_line"] if parts["down"] is not None and parts["down_line"] > up_first else None
     lines = m.read().splitlines()

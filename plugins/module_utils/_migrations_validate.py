@@ -45,26 +45,32 @@ LEDGER_TABLES = (
     _migrations.META_TABLE,
     _migrations.META_TABLE + "_pkey",
 )
-_USER_NS = (
-    "n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') AND n.nspname NOT LIKE 'pg_temp_%%' "
-    "AND n.nspname NOT LIKE 'pg_toast_temp_%%'"
-)
 
 # category -> query returning (key, definition) rows; ledger tables and extension members are left out
 _CATALOG_QUERIES: t.Dict[str, str] = {
-    "schemas": "SELECT n.nspname, coalesce(n.nspacl::text, '') FROM pg_namespace n WHERE " + _USER_NS,
-    "extensions": "SELECT e.extname, e.extversion || ' in ' || n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace",
+    "schemas": (
+        "SELECT n.nspname, coalesce(n.nspacl::text, '') FROM pg_namespace n WHERE n.nspname NOT IN "
+        "('pg_catalog', 'information_schema', 'pg_toast') AND n.nspname NOT LIKE 'pg_temp_%%' "
+        "AND n.nspname NOT LIKE 'pg_toast_temp_%%'"
+    ),
+    "extensions": (
+        "SELECT e.extname, e.extversion || ' in ' || n.nspname FROM pg_extension e "
+        "JOIN pg_namespace n ON n.oid = e.extnamespace"
+    ),
     "relations": (
         "SELECT n.nspname || '.' || c.relname, c.relkind::text || ' ' || c.relpersistence::text "
         "|| coalesce(' PARTITION ' || pg_get_expr(c.relpartbound, c.oid), '') "
         "|| coalesce(' BY ' || pg_get_partkeydef(c.oid), '') || coalesce(' WITH ' || c.reloptions::text, '') "
         "|| coalesce(' ACL ' || c.relacl::text, '') "
         "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S', 'c') AND c.relname <> ALL(%(ledger)s) AND " + _USER_NS
+        "WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S', 'c') AND c.relname <> ALL(%(ledger)s) AND n.nspname NOT "
+        "IN ('pg_catalog', 'information_schema', 'pg_toast') AND n.nspname NOT LIKE 'pg_temp_%%' AND n.nspname NOT "
+        "LIKE 'pg_toast_temp_%%'"
     ),
     "columns": (
         "SELECT n.nspname || '.' || c.relname || '.' || a.attname, "
-        "(row_number() OVER (PARTITION BY c.oid ORDER BY a.attnum))::text || ' ' || format_type(a.atttypid, a.atttypmod) "
+        "(row_number() OVER (PARTITION BY c.oid ORDER BY a.attnum))::text || ' ' || format_type(a.atttypid, "
+        "a.atttypmod) "
         "|| CASE WHEN a.attnotnull THEN ' NOT NULL' ELSE '' END "
         "|| coalesce(' DEFAULT ' || pg_get_expr(d.adbin, d.adrelid), '') "
         "|| CASE a.attidentity WHEN 'a' THEN ' IDENTITY ALWAYS' WHEN 'd' THEN ' IDENTITY BY DEFAULT' ELSE '' END "
@@ -74,23 +80,29 @@ _CATALOG_QUERIES: t.Dict[str, str] = {
         "LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
         "LEFT JOIN pg_collation co ON co.oid = a.attcollation AND a.attcollation <> 100 "
         "WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'c') "
-        "AND c.relname <> ALL(%(ledger)s) AND " + _USER_NS
+        "AND c.relname <> ALL(%(ledger)s) AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') AND "
+        "n.nspname NOT LIKE 'pg_temp_%%' AND n.nspname NOT LIKE 'pg_toast_temp_%%'"
     ),
     "constraints": (
         "SELECT n.nspname || '.' || coalesce(c.relname, t.typname) || '.' || k.conname, "
         "pg_get_constraintdef(k.oid) || CASE WHEN k.convalidated THEN '' ELSE ' (not validated)' END "
         "FROM pg_constraint k JOIN pg_namespace n ON n.oid = k.connamespace "
         "LEFT JOIN pg_class c ON c.oid = k.conrelid LEFT JOIN pg_type t ON t.oid = k.contypid "
-        "WHERE coalesce(c.relname, '') <> ALL(%(ledger)s) AND " + _USER_NS
+        "WHERE coalesce(c.relname, '') <> ALL(%(ledger)s) AND n.nspname NOT IN ('pg_catalog', 'information_schema', "
+        "'pg_toast') AND n.nspname NOT LIKE 'pg_temp_%%' AND n.nspname NOT LIKE 'pg_toast_temp_%%'"
     ),
     "indexes": (
         "SELECT n.nspname || '.' || c.relname, pg_get_indexdef(c.oid) "
         "FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "JOIN pg_class tbl ON tbl.oid = i.indrelid WHERE tbl.relname <> ALL(%(ledger)s) AND " + _USER_NS
+        "JOIN pg_class tbl ON tbl.oid = i.indrelid WHERE tbl.relname <> ALL(%(ledger)s) AND n.nspname NOT IN "
+        "('pg_catalog', 'information_schema', 'pg_toast') AND n.nspname NOT LIKE 'pg_temp_%%' AND n.nspname NOT LIKE "
+        "'pg_toast_temp_%%'"
     ),
     "views": (
         "SELECT n.nspname || '.' || c.relname, pg_get_viewdef(c.oid) FROM pg_class c "
-        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('v', 'm') AND " + _USER_NS
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('v', 'm') AND n.nspname NOT IN "
+        "('pg_catalog', 'information_schema', 'pg_toast') AND n.nspname NOT LIKE 'pg_temp_%%' AND n.nspname NOT LIKE "
+        "'pg_toast_temp_%%'"
     ),
     "sequences": (
         "SELECT n.nspname || '.' || c.relname, format_type(s.seqtypid, NULL) || ' ' || s.seqstart || ' ' "
@@ -100,27 +112,34 @@ _CATALOG_QUERIES: t.Dict[str, str] = {
         "AND da.attnum = dp.refobjsubid WHERE dp.objid = c.oid AND dp.classid = 'pg_class'::regclass "
         "AND dp.refclassid = 'pg_class'::regclass AND dp.deptype IN ('a', 'i') LIMIT 1), '') "
         "FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE c.relname <> ALL(%(ledger)s) AND " + _USER_NS
+        "WHERE c.relname <> ALL(%(ledger)s) AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') "
+        "AND n.nspname NOT LIKE 'pg_temp_%%' AND n.nspname NOT LIKE 'pg_toast_temp_%%'"
     ),
     "functions": (
         "SELECT n.nspname || '.' || p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')', "
         "CASE WHEN p.prokind IN ('f', 'p', 'w') THEN pg_get_functiondef(p.oid) ELSE p.prokind::text END "
         "FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
-        "WHERE NOT EXISTS (SELECT 1 FROM pg_depend dp WHERE dp.objid = p.oid AND dp.deptype = 'e') AND " + _USER_NS
+        "WHERE NOT EXISTS (SELECT 1 FROM pg_depend dp WHERE dp.objid = p.oid AND dp.deptype = 'e') AND n.nspname NOT "
+        "IN ('pg_catalog', 'information_schema', 'pg_toast') AND n.nspname NOT LIKE 'pg_temp_%%' AND n.nspname NOT "
+        "LIKE 'pg_toast_temp_%%'"
     ),
     "triggers": (
         "SELECT n.nspname || '.' || c.relname || '.' || g.tgname, pg_get_triggerdef(g.oid) "
         "FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE NOT g.tgisinternal AND " + _USER_NS
+        "WHERE NOT g.tgisinternal AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') AND "
+        "n.nspname NOT LIKE 'pg_temp_%%' AND n.nspname NOT LIKE 'pg_toast_temp_%%'"
     ),
     "types": (
         "SELECT n.nspname || '.' || t.typname, t.typtype::text || ' ' || CASE t.typtype "
-        "WHEN 'e' THEN (SELECT string_agg(e.enumlabel, ',' ORDER BY e.enumsortorder) FROM pg_enum e WHERE e.enumtypid = t.oid) "
+        "WHEN 'e' THEN (SELECT string_agg(e.enumlabel, ',' ORDER BY e.enumsortorder) FROM pg_enum e WHERE "
+        "e.enumtypid = t.oid) "
         "WHEN 'd' THEN format_type(t.typbasetype, t.typtypmod) || CASE WHEN t.typnotnull THEN ' NOT NULL' ELSE '' END "
         "|| coalesce(' DEFAULT ' || t.typdefault, '') ELSE '' END "
         "FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace "
         "WHERE t.typtype IN ('e', 'd', 'r', 'm') "
-        "AND NOT EXISTS (SELECT 1 FROM pg_depend dp WHERE dp.objid = t.oid AND dp.deptype = 'e') AND " + _USER_NS
+        "AND NOT EXISTS (SELECT 1 FROM pg_depend dp WHERE dp.objid = t.oid AND dp.deptype = 'e') AND n.nspname NOT "
+        "IN ('pg_catalog', 'information_schema', 'pg_toast') AND n.nspname NOT LIKE 'pg_temp_%%' AND n.nspname NOT "
+        "LIKE 'pg_toast_temp_%%'"
     ),
     "policies": (
         "SELECT schemaname || '.' || tablename || '.' || policyname, permissive || ' ' || cmd || ' ' || roles::text "
@@ -134,7 +153,9 @@ _CATALOG_QUERIES: t.Dict[str, str] = {
         "SELECT n.nspname || '.' || c.relname || coalesce('.' || a.attname, ''), d.description FROM pg_description d "
         "JOIN pg_class c ON d.classoid = 'pg_class'::regclass AND d.objoid = c.oid "
         "JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = d.objsubid AND d.objsubid > 0 WHERE " + _USER_NS
+        "LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = d.objsubid AND d.objsubid > 0 WHERE n.nspname "
+        "NOT IN ('pg_catalog', 'information_schema', 'pg_toast') AND n.nspname NOT LIKE 'pg_temp_%%' AND n.nspname "
+        "NOT LIKE 'pg_toast_temp_%%'"
     ),
 }
 
@@ -199,7 +220,8 @@ def static_checks(
                     "file": m.filename,
                     "line": None,
                     "statement": "",
-                    "message": "same numeric prefix as %s: the order between them depends on the names only" % prefixes[m.prefix],
+                    "message": "same numeric prefix as %s: the order between them depends on the names only"
+                    % prefixes[m.prefix],
                     "source": "pgshift",
                 }
             )
@@ -215,7 +237,9 @@ def static_checks(
     return files, findings, notes
 
 
-def _finding(severity: str, rule: str, m: t.Optional[MigrationFile], message: str, name: t.Optional[str] = None) -> t.Dict[str, t.Any]:
+def _finding(
+    severity: str, rule: str, m: t.Optional[MigrationFile], message: str, name: t.Optional[str] = None
+) -> t.Dict[str, t.Any]:
     return {
         "severity": severity,
         "rule": rule,
@@ -256,11 +280,22 @@ def compare_with_database(
         )
     for name in status["missing"]:
         findings.append(
-            _finding(_migrations_lint.ERROR, "applied-file-missing", None, "applied in database %r but its file is gone" % params.database, name)
+            _finding(
+                _migrations_lint.ERROR,
+                "applied-file-missing",
+                None,
+                "applied in database %r but its file is gone" % params.database,
+                name,
+            )
         )
     for name in status["modified"]:
         findings.append(
-            _finding(_migrations_lint.ERROR, "applied-file-modified", by_name[name], "changed since it was applied in database %r" % params.database)
+            _finding(
+                _migrations_lint.ERROR,
+                "applied-file-modified",
+                by_name[name],
+                "changed since it was applied in database %r" % params.database,
+            )
         )
     summary = {k: status[k] for k in ("applied", "pending", "missing", "modified", "out_of_order", "unrecorded")}
     summary["database"] = params.database
@@ -385,7 +420,11 @@ def dynamic_checks(
                         )
                     after_up = again
                 except PgShiftError as exc:
-                    findings.append(_finding(_migrations_lint.ERROR, "round-trip-failed", m, "up -> down -> up failed: %s" % exc.msg))
+                    findings.append(
+                        _finding(
+                            _migrations_lint.ERROR, "round-trip-failed", m, "up -> down -> up failed: %s" % exc.msg
+                        )
+                    )
                     step["error"] = exc.msg
                     steps.append(step)
                     result["failed_at"] = m.name
@@ -415,15 +454,27 @@ def validate(
     check_mode: bool = False,
 ) -> t.Dict[str, t.Any]:
     if engine not in _migrations.ENGINES:
-        raise PgShiftError("unknown engine %r: choose one of %s" % (engine, ", ".join(_migrations.ENGINES)), engine=engine)
+        raise PgShiftError(
+            "unknown engine %r: choose one of %s" % (engine, ", ".join(_migrations.ENGINES)), engine=engine
+        )
     files, findings, notes = static_checks(folder, ignore_pattern, squawk=squawk, squawk_path=squawk_path)
-    result: t.Dict[str, t.Any] = {"folder": os.path.abspath(folder), "engine": engine, "migrations": [m.to_dict() for m in files], "notes": notes}
+    result: t.Dict[str, t.Any] = {
+        "folder": os.path.abspath(folder),
+        "engine": engine,
+        "migrations": [m.to_dict() for m in files],
+        "notes": notes,
+    }
     if engine == "sql":
         others = [m.filename for m in files if m.kind != "sql"]
         if others:
-            raise PgShiftError("the sql engine runs .sql migrations only (%s are not): use engine: node-pg-migrate" % ", ".join(others))
+            raise PgShiftError(
+                "the sql engine runs .sql migrations only (%s are not): use engine: node-pg-migrate" % ", ".join(others)
+            )
     if compare_database and compare_missing_ok and not _database_exists(params, compare_database):
-        notes.append("database %r does not exist on %s: the folder was not compared with a ledger" % (compare_database, params.describe()))
+        notes.append(
+            "database %r does not exist on %s: the folder was not compared with a ledger"
+            % (compare_database, params.describe())
+        )
     elif compare_database:
         result["compared"], more = compare_with_database(params.with_database(compare_database), files, schema)
         findings.extend(more)
@@ -435,7 +486,13 @@ def validate(
     else:
         try:
             result["run"], more = dynamic_checks(
-                params, folder, files, engine=engine, ignore_pattern=ignore_pattern, node_pg_migrate=node_pg_migrate, round_trip=round_trip
+                params,
+                folder,
+                files,
+                engine=engine,
+                ignore_pattern=ignore_pattern,
+                node_pg_migrate=node_pg_migrate,
+                round_trip=round_trip,
             )
         except psycopg2.Error as exc:
             raise db_error(exc, "validating in a throwaway database on %s" % params.describe()) from None
@@ -454,16 +511,21 @@ def report_lines(result: t.Dict[str, t.Any]) -> t.List[str]:
     """A readable report, one line per item (what the playbook prints)."""
     lines = [
         "migrations in %s: %d (engine %s)" % (result["folder"], len(result["migrations"]), result["engine"]),
-        "result: %s, %d error(s), %d warning(s)" % ("VALID" if result["valid"] else "INVALID", result["error_count"], result["warning_count"]),
+        "result: %s, %d error(s), %d warning(s)"
+        % ("VALID" if result["valid"] else "INVALID", result["error_count"], result["warning_count"]),
     ]
     compared = result.get("compared")
     if compared:
         lines.append(
-            "compared with database %r: %d applied, %d new" % (compared["database"], len(compared["applied"]), len(compared["pending"]))
+            "compared with database %r: %d applied, %d new"
+            % (compared["database"], len(compared["applied"]), len(compared["pending"]))
         )
     run = result.get("run")
     if run:
-        lines.append("up from empty: %s (%ss)" % ("ok" if run["up_from_empty"] else "FAILED at %s" % run.get("failed_at"), run["seconds"]))
+        lines.append(
+            "up from empty: %s (%ss)"
+            % ("ok" if run["up_from_empty"] else "FAILED at %s" % run.get("failed_at"), run["seconds"])
+        )
         trips = [s for s in run["round_trips"] if s.get("has_down")]
         bad = [s["migration"] for s in trips if not (s.get("down_restores") and s.get("up_again_same"))]
         lines.append("up -> down -> up: %d migration(s) with a down, %d not restoring" % (len(trips), len(bad)))
@@ -471,6 +533,15 @@ def report_lines(result: t.Dict[str, t.Any]) -> t.List[str]:
         where = f["file"] or f["migration"] or ""
         if f["line"]:
             where += ":%d" % f["line"]
-        lines.append("%s %s [%s] %s%s" % (f["severity"].upper(), where, f["rule"], f["message"], (" | " + f["statement"]) if f["statement"] else ""))
+        lines.append(
+            "%s %s [%s] %s%s"
+            % (
+                f["severity"].upper(),
+                where,
+                f["rule"],
+                f["message"],
+                (" | " + f["statement"]) if f["statement"] else "",
+            )
+        )
     lines.extend("note: " + n for n in result["notes"])
     return lines

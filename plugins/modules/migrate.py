@@ -186,8 +186,8 @@ command:
   description: The node-pg-migrate command run (no secrets), its exit code and output.
   returned: when O(engine=node-pg-migrate) ran
   type: dict
-  sample: {argv: [node-pg-migrate, up, "2", --migrations-dir, /srv/shop/migrations], rc: 0, stdout: "Migrations complete!",
-           stderr: ""}
+  sample: {argv: [node-pg-migrate, up, "2", --migrations-dir, /srv/shop/migrations], rc: 0,
+           stdout: "Migrations complete!", stderr: ""}
 engine:
   description: The engine used.
   returned: success

@@ -139,7 +139,8 @@ run:
   returned: when not in check mode and every file parses
   type: dict
   sample: {database: pgshift_validate_3f2a1b0c9d8e, up_from_empty: true, seconds: 1.7,
-           round_trips: [{migration: 1700000001000_order-events, has_down: true, down_restores: true, up_again_same: true}]}
+           round_trips: [{migration: 1700000001000_order-events, has_down: true, down_restores: true,
+                          up_again_same: true}]}
 compared:
   description: Status of the folder against O(compare_database).
   returned: when O(compare_database) is given
@@ -203,7 +204,9 @@ def main() -> None:
         fail_from(module, exc)
         return
     if not result["valid"]:
-        module.fail_json(msg="migrations are not valid: %d error(s); see findings and report" % result["error_count"], **result)
+        module.fail_json(
+            msg="migrations are not valid: %d error(s); see findings and report" % result["error_count"], **result
+        )
     module.exit_json(changed=False, **result)
 
 

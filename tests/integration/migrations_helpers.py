@@ -47,7 +47,9 @@ def table_exists(cluster: t.Any, database: str, name: str) -> bool:
 def ledger(cluster: t.Any, database: str) -> t.List[t.Tuple[int, str]]:
     if not table_exists(cluster, database, "public.pgmigrations"):
         return []
-    return [(r[0], r[1]) for r in query(cluster, database, "SELECT id, name FROM public.pgmigrations ORDER BY run_on, id")]
+    return [
+        (r[0], r[1]) for r in query(cluster, database, "SELECT id, name FROM public.pgmigrations ORDER BY run_on, id")
+    ]
 
 
 def snapshot(cluster: t.Any, database: str) -> t.Dict[str, t.Dict[str, str]]:

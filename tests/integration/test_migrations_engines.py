@@ -29,7 +29,9 @@ def test_both_engines_give_the_same_schema_and_ledger(pg, new_db, run_module, tm
     a, b = new_db(), new_db()
     # the sql engine through the real module, node-pg-migrate through the same module
     run_a = run_module("migrate", dict(pg.conn(a), migrations_dir=folder, engine="sql"))
-    run_b = run_module("migrate", dict(pg.conn(b), migrations_dir=folder, engine="node-pg-migrate", node_pg_migrate=node))
+    run_b = run_module(
+        "migrate", dict(pg.conn(b), migrations_dir=folder, engine="node-pg-migrate", node_pg_migrate=node)
+    )
     assert not run_a.failed, run_a.output
     assert not run_b.failed, run_b.output
     assert run_a.result["changed"] and run_b.result["changed"]
@@ -45,7 +47,10 @@ def test_both_engines_give_the_same_schema_and_ledger(pg, new_db, run_module, tm
         assert query(pg, db, "SELECT count(DISTINCT run_on) FROM pgmigrations")[0][0] == 1
         # node-pg-migrate's own table shape, untouched
         cols = query(
-            pg, db, "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'pgmigrations' ORDER BY ordinal_position"
+            pg,
+            db,
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'pgmigrations' ORDER "
+            "BY ordinal_position",
         )
         assert cols == [("id", "integer"), ("name", "character varying"), ("run_on", "timestamp without time zone")]
     meta_a = dict(query(pg, a, "SELECT name, engine FROM pgshift_migration_meta"))
@@ -68,9 +73,15 @@ def test_engines_switch_in_the_middle_of_a_history(pg, new_db, tmp_path):
     first = migrate(p, folder, engine="node-pg-migrate", node_pg_migrate=node, target="1700000002000_customer-loyalty")
     assert [m["name"] for m in first["applied"]][-1] == "1700000002000_customer-loyalty"
     second = migrate(p, folder, engine="sql", count=2)
-    assert [m["name"] for m in second["applied"]] == ["1700000003000_product-reviews", "1700000004000_orders-customer-index"]
+    assert [m["name"] for m in second["applied"]] == [
+        "1700000003000_product-reviews",
+        "1700000004000_orders-customer-index",
+    ]
     down = migrate(p, folder, engine="node-pg-migrate", node_pg_migrate=node, direction="down", count=2)
-    assert [m["name"] for m in down["reverted"]] == ["1700000004000_orders-customer-index", "1700000003000_product-reviews"]
+    assert [m["name"] for m in down["reverted"]] == [
+        "1700000004000_orders-customer-index",
+        "1700000003000_product-reviews",
+    ]
     assert not table_exists(pg, mixed, "public.product_reviews")
     last = migrate(p, folder, engine="node-pg-migrate", node_pg_migrate=node)
     assert last["after"]["pending"] == []
@@ -163,7 +174,10 @@ def test_new_file_sorted_before_an_applied_one(pg, new_db, tmp_path):
     for engine in ("sql", "node-pg-migrate"):
         with pytest.raises(PgShiftError) as err:
             migrate(p, folder, engine=engine, node_pg_migrate=node)
-        assert "Not run migration 1700000000500_late-branch is preceding already run migration 1700000001000_order-events" in err.value.msg
+        assert (
+            "Not run migration 1700000000500_late-branch is preceding already run migration 1700000001000_order-events"
+            in err.value.msg
+        )
     assert not table_exists(pg, db, "public.late")
     # node-pg-migrate's --no-check-order equivalent
     done = migrate(p, folder, engine="node-pg-migrate", node_pg_migrate=node, check_order=False)
@@ -190,7 +204,10 @@ def test_two_runs_at_once_the_second_names_the_holder(pg, new_db, tmp_path):
     holder = None
     while time.monotonic() < deadline and holder is None:
         rows = query(
-            pg, db, "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid::bigint = %s AND objid::bigint = %s",
+            pg,
+            db,
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid::bigint = %s AND "
+            "objid::bigint = %s",
             (LOCK_ID >> 32, LOCK_ID & 0xFFFFFFFF),
         )
         holder = rows[0][0] if rows else None
@@ -219,13 +236,18 @@ def test_node_engine_never_sees_the_password_in_argv_or_environment(pg, new_db, 
     spy = tmp_path / "node-pg-migrate"
     spy.write_text(
         "#!/bin/sh\n"
-        '{ echo "ARGV: $*"; env; echo "PASSFILE_MODE: $(stat -c %%a "$PGPASSFILE")"; cat "$PGPASSFILE" >/dev/null && echo PASSFILE_READABLE; } > %s\n'
+        '{ echo "ARGV: $*"; env; echo "PASSFILE_MODE: $(stat -c %%a "$PGPASSFILE")"; '
+        'cat "$PGPASSFILE" >/dev/null && echo PASSFILE_READABLE; } > %s\n'
         "exit 3\n" % spy_out
     )
     spy.chmod(0o700)
     folder = copy_sample(str(tmp_path / "migrations"))
     db = new_db()
-    run = run_module("migrate", dict(pg.conn(db), migrations_dir=folder, engine="node-pg-migrate", node_pg_migrate=str(spy)), verbosity=3)
+    run = run_module(
+        "migrate",
+        dict(pg.conn(db), migrations_dir=folder, engine="node-pg-migrate", node_pg_migrate=str(spy)),
+        verbosity=3,
+    )
     assert run.failed and "exit 3" in run.result["msg"]
     seen = spy_out.read_text()
     assert pg.password not in seen

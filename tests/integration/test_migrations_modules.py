@@ -6,9 +6,8 @@ from __future__ import annotations
 import os
 
 import pytest
-from migrations_helpers import copy_sample, ledger, query, require_node, table_exists, write_folder
-
 from conftest import require_pagila
+from migrations_helpers import copy_sample, ledger, query, require_node, table_exists, write_folder
 
 
 def _databases(pg):
@@ -19,7 +18,11 @@ def _databases(pg):
     "case, extra, expected",
     [
         ("missing folder", {"migrations_dir": "/nonexistent/migrations"}, "does not exist"),
-        ("no numeric prefix", {"files": {"1000_ok.sql": "SELECT 1;", "add-users.sql": "SELECT 1;"}}, "cannot determine numeric prefix"),
+        (
+            "no numeric prefix",
+            {"files": {"1000_ok.sql": "SELECT 1;", "add-users.sql": "SELECT 1;"}},
+            "cannot determine numeric prefix",
+        ),
         ("unknown engine", {"engine": "flyway"}, "value of engine must be one of: sql, node-pg-migrate"),
         ("unknown target", {"target": "1700000009999_nope"}, "target '1700000009999_nope' names no migration"),
     ],
@@ -69,8 +72,9 @@ def test_info_adopts_nothing_and_migrate_adopts_foreign_history(pg, new_db, run_
     db = new_db()
     folder = copy_sample(str(tmp_path / "migrations"))
     # applied by node-pg-migrate directly (no pgshift metadata)
-    from ansible_collections.pgshift.ops.plugins.module_utils._clients import run_client
     from migrations_helpers import params
+
+    from ansible_collections.pgshift.ops.plugins.module_utils._clients import run_client
 
     cli = run_client([node, "up", "2", "--migrations-dir", folder], params(pg, db), timeout=120)
     assert cli.rc == 0, cli.stderr
@@ -90,7 +94,10 @@ def test_info_adopts_nothing_and_migrate_adopts_foreign_history(pg, new_db, run_
 
 
 DANGEROUS = {
-    "1000_base.sql": "-- Up Migration\nCREATE TABLE items (id int PRIMARY KEY, name text, price int);\n-- Down Migration\nDROP TABLE items;\n",
+    "1000_base.sql": (
+        "-- Up Migration\nCREATE TABLE items (id int PRIMARY KEY, name text, price int);\n"
+        "-- Down Migration\nDROP TABLE items;\n"
+    ),
     "2000_danger.sql": (
         "-- Up Migration\n"
         "CREATE INDEX items_name_idx ON items (name);\n"
@@ -124,7 +131,9 @@ def test_validate_reports_dangerous_operations_with_line_and_statement(pg, run_m
     assert not any(r == "missing-lock-timeout" and f == "3000_dropper.sql" for r, f, _, _ in found)
     stmt = next(f["statement"] for f in run.result["findings"] if f["rule"] == "concurrently-in-transaction")
     assert stmt.startswith("CREATE INDEX CONCURRENTLY items_sku_idx")
-    assert any(line.startswith("ERROR 2000_danger.sql:7 [concurrently-in-transaction]") for line in run.result["report"])
+    assert any(
+        line.startswith("ERROR 2000_danger.sql:7 [concurrently-in-transaction]") for line in run.result["report"]
+    )
     # the up of 2000 really fails in the throwaway database (NOT NULL... works on an empty table, CONCURRENTLY does not)
     assert run.result["run"]["failed_at"] == "2000_danger"
     assert _databases(pg) == before  # the throwaway database is gone
@@ -142,13 +151,21 @@ def test_validate_sample_app_is_valid_with_warnings(pg, run_module):
     # same result with node-pg-migrate doing the work
     run2 = run_module(
         "migrations_validate",
-        dict(pg.conn("postgres"), migrations_dir="sample_app/migrations", engine="node-pg-migrate", node_pg_migrate=node, squawk=False),
+        dict(
+            pg.conn("postgres"),
+            migrations_dir="sample_app/migrations",
+            engine="node-pg-migrate",
+            node_pg_migrate=node,
+            squawk=False,
+        ),
     )
     assert not run2.failed, run2.output
     assert all(s["down_restores"] and s["up_again_same"] for s in run2.result["run"]["round_trips"])
     assert _databases(pg) == before
     # check mode: static checks only, no database created
-    check = run_module("migrations_validate", dict(pg.conn("postgres"), migrations_dir="sample_app/migrations"), check=True)
+    check = run_module(
+        "migrations_validate", dict(pg.conn("postgres"), migrations_dir="sample_app/migrations"), check=True
+    )
     assert not check.failed and "run" not in check.result
     assert any("check mode" in n for n in check.result["notes"])
 
@@ -178,7 +195,9 @@ def test_validate_compares_with_an_applied_database(pg, new_db, run_module, tmp_
     folder = copy_sample(str(tmp_path / "migrations"))
     assert not run_module("migrate", dict(pg.conn(db), migrations_dir=folder, count=3)).failed
     write_folder(folder, {"1700000001500_from-a-branch.sql": "-- Up Migration\nCREATE TABLE branch (id int);\n"})
-    run = run_module("migrations_validate", dict(pg.conn("postgres"), migrations_dir=folder, compare_database=db, round_trip=False))
+    run = run_module(
+        "migrations_validate", dict(pg.conn("postgres"), migrations_dir=folder, compare_database=db, round_trip=False)
+    )
     assert run.failed
     rules = {(f["rule"], f["migration"]) for f in run.result["findings"]}
     assert ("new-before-applied", "1700000001500_from-a-branch") in rules
@@ -195,7 +214,9 @@ def test_pagila_as_first_migration_validates(pg, run_module, tmp_path):
         str(tmp_path / "pagila"),
         {
             # pg_dump output empties search_path for the session: put it back for the migrations after it
-            "1700000000000_pagila.sql": "-- Up Migration\n" + schema + "\nSELECT pg_catalog.set_config('search_path', 'public', false);\n",
+            "1700000000000_pagila.sql": "-- Up Migration\n"
+            + schema
+            + "\nSELECT pg_catalog.set_config('search_path', 'public', false);\n",
             "1700000001000_film-ratings.sql": (
                 "-- Up Migration\nSET lock_timeout = '5s';\n"
                 "CREATE TABLE public.film_rating (film_id integer NOT NULL REFERENCES public.film (film_id),"
@@ -205,11 +226,14 @@ def test_pagila_as_first_migration_validates(pg, run_module, tmp_path):
             ),
             "1700000002000_customer-nickname.sql": (
                 "-- Up Migration\nSET lock_timeout = '5s';\nALTER TABLE public.customer ADD COLUMN nickname text;\n"
-                "CREATE VIEW public.customer_nicknames AS SELECT customer_id, coalesce(nickname, first_name) AS nickname FROM public.customer;\n"
-                "-- Down Migration\nDROP VIEW public.customer_nicknames;\nALTER TABLE public.customer DROP COLUMN nickname;\n"
+                "CREATE VIEW public.customer_nicknames AS SELECT customer_id, coalesce(nickname, first_name) AS "
+                "nickname FROM public.customer;\n"
+                "-- Down Migration\nDROP VIEW public.customer_nicknames;\nALTER TABLE public.customer DROP COLUMN "
+                "nickname;\n"
             ),
             "1700000003000_rental-index.sql": (
-                "-- Up Migration\nSET lock_timeout = '5s';\nCREATE INDEX rental_return_date_idx ON public.rental (return_date);\n"
+                "-- Up Migration\nSET lock_timeout = '5s';\nCREATE INDEX rental_return_date_idx ON public.rental "
+                "(return_date);\n"
                 "-- Down Migration\nDROP INDEX public.rental_return_date_idx;\n"
             ),
         },

@@ -9,7 +9,10 @@ def test_validate_playbook_prints_the_report_and_fails_on_errors(pg, new_db, run
     db = new_db()
     good = run_playbook(
         "playbooks/validate_migrations.yml",
-        extra_vars={"pgshift_validate_connection": pg.conn(db), "pgshift_validate_report_file": str(tmp_path / "report.txt")},
+        extra_vars={
+            "pgshift_validate_connection": pg.conn(db),
+            "pgshift_validate_report_file": str(tmp_path / "report.txt"),
+        },
     )
     assert good.rc == 0, good.output
     assert "result: VALID" in good.stdout and "index-without-concurrently" in good.stdout
@@ -21,7 +24,10 @@ def test_validate_playbook_prints_the_report_and_fails_on_errors(pg, new_db, run
 
     bad_dir = write_folder(
         str(tmp_path / "bad"),
-        {"1000_a.sql": "-- Up Migration\nCREATE TABLE a (id int);\n", "2000_b.sql": "-- Up Migration\nCREATE INDEX CONCURRENTLY a_idx ON a (id);\n"},
+        {
+            "1000_a.sql": "-- Up Migration\nCREATE TABLE a (id int);\n",
+            "2000_b.sql": "-- Up Migration\nCREATE INDEX CONCURRENTLY a_idx ON a (id);\n",
+        },
     )
     bad = run_playbook(
         "playbooks/validate_migrations.yml",
@@ -38,7 +44,11 @@ def test_migrate_playbook_check_then_apply(pg, new_db, run_playbook, tmp_path):
     db = new_db()
     folder = copy_sample(str(tmp_path / "migrations"))
     extra = {"pgshift_migrate_env": "dev", "pgshift_dev_connection": pg.conn(db), "pgshift_migrations_dir": folder}
-    check = run_playbook("playbooks/migrate.yml", extra_vars=dict(extra, pgshift_migrate_engine="node-pg-migrate"), args=["--check", "--diff"])
+    check = run_playbook(
+        "playbooks/migrate.yml",
+        extra_vars=dict(extra, pgshift_migrate_engine="node-pg-migrate"),
+        args=["--check", "--diff"],
+    )
     assert check.rc == 0, check.output
     assert "plan (check mode, nothing written): 1700000000000_init-shop" in check.stdout
     assert not table_exists(pg, db, "public.pgmigrations")

@@ -26,7 +26,8 @@ attributes:
   check_mode:
     description: Can run in check mode and return changed status prediction without modifying target.
     support: full
-    details: Compares exactly as in a normal run (the throwaway database is still created and dropped) but writes no file.
+    details: >-
+      Compares exactly as in a normal run (the throwaway database is still created and dropped) but writes no file.
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
@@ -169,6 +170,13 @@ options:
       - Label of the target in the report and in file names.
     type: str
     default: target
+  propose_ddl:
+    description:
+      - Also return RV(ddl), the statements that would take the source schema to the target schema, for a human to
+        review. pgshift never runs them. Changes that do not map onto one plain statement (types, partitioning,
+        policies, extensions, owners, grants, materialized views) are listed as C(-- not proposed) lines.
+    type: bool
+    default: false
   output_dir:
     description:
       - When set, writes C(<source_name>.schema.json), C(<target_name>.schema.json),
@@ -254,6 +262,12 @@ scratch_databases:
   returned: always
   type: dict
   sample: {"source": "pgshift_scratch_0a1b2c3d4e5f", "target": null}
+ddl:
+  description: The proposed statements, source to target, for review (with O(propose_ddl)); never run by pgshift.
+  returned: when O(propose_ddl=true)
+  type: list
+  elements: str
+  sample: ["ALTER TABLE public.customers ADD COLUMN loyalty_points integer DEFAULT 0 NOT NULL;"]
 files:
   description: Files written in O(output_dir) (or that would be, in check mode).
   returned: always
@@ -281,6 +295,7 @@ from ansible_collections.pgshift.ops.plugins.module_utils._schema import (  # no
     summarize,
     write_private_file,
 )
+from ansible_collections.pgshift.ops.plugins.module_utils._schema_ddl import propose_ddl  # noqa: E402
 from ansible_collections.pgshift.ops.plugins.module_utils._schema_sources import SourceSpec, load  # noqa: E402
 
 
@@ -318,6 +333,7 @@ def main() -> None:
         renames=dict(type="dict", default={}),
         source_name=dict(type="str", default="source"),
         target_name=dict(type="str", default="target"),
+        propose_ddl=dict(type="bool", default=False),
         output_dir=dict(type="path"),
     )
     module = AnsibleModule(
@@ -408,6 +424,8 @@ def main() -> None:
         scratch_databases={side: loaded[side].scratch_database for side in ("source", "target")},
         files=files,
     )
+    if p["propose_ddl"]:
+        result["ddl"] = propose_ddl(differences)
     if module._diff:
         result["diff"] = dict(before_header=p["source_name"], after_header=p["target_name"], prepared=report)
     module.exit_json(**result)

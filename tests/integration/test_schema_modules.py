@@ -114,6 +114,7 @@ def test_diff_dev_against_prod_reports_the_release(
         renames={"public.customers.full_name": "public.customers.display_name"},
         ignore_objects=["table:public.product_reviews", "sequence:public.product_reviews_*"],
         output_dir=str(out),
+        propose_ddl=True,
     )
     checked = run_module("schema_diff", args, check=True, diff=True)
     assert not checked.failed, checked.output
@@ -130,6 +131,7 @@ def test_diff_dev_against_prod_reports_the_release(
         ("view", "public.customer_directory", "added"),
     }
     assert "renamed to public.customers.display_name" in run.result["report"]
+    assert "ALTER TABLE public.customers RENAME COLUMN full_name TO display_name;" in run.result["ddl"]
     written = sorted(os.listdir(out))
     assert written == ["dev.schema.json", "prod-vs-dev.diff.json", "prod-vs-dev.report.txt", "prod.schema.json"]
     for name in written:

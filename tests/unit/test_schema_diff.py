@@ -8,7 +8,7 @@ import typing as t
 
 import pytest
 
-from ansible_collections.pgshift.ops.plugins.module_utils import _schema
+from ansible_collections.pgshift.ops.plugins.module_utils import _schema, _schema_ddl
 from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShiftError
 
 
@@ -158,3 +158,33 @@ def test_json_file_is_sorted_and_stable() -> None:
     shuffled["objects"] = dict(reversed(list(shuffled["objects"].items())))
     assert _schema.serialize(snapshot) == _schema.serialize(shuffled)
     assert _schema.serialize(snapshot).endswith(b"}\n")
+
+
+def test_split_name_keeps_quoted_dots() -> None:
+    assert _schema_ddl.split_name('public."a.b"."we""ird.x"') == ["public", '"a.b"', '"we""ird.x"']
+    assert _schema_ddl.split_name("public.t.col") == ["public", "t", "col"]
+
+
+def test_proposal_quotes_comment_literals_and_notes_the_rest() -> None:
+    differences = [
+        {
+            "kind": "table",
+            "name": "public.t",
+            "change": "changed",
+            "attribute": "comment",
+            "before": None,
+            "after": "it's",
+        },
+        {
+            "kind": "type",
+            "name": "public.mood",
+            "change": "changed",
+            "attribute": "labels",
+            "before": [],
+            "after": ["a"],
+        },
+    ]
+    assert _schema_ddl.propose_ddl(differences) == [
+        "COMMENT ON TABLE public.t IS 'it''s';",
+        "-- not proposed: type public.mood changed labels",
+    ]

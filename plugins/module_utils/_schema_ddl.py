@@ -315,8 +315,8 @@ def propose_ddl(differences: t.Sequence[Difference]) -> t.List[str]:
                 )
 
     statements: t.List[str] = []
-    order = ("schemas", "sequences", "tables", "columns", "owned", "constraints", "fkeys", "indexes", "functions")
-    order += ("views", "triggers", "comments", "drops", "notes")
+    order: t.Tuple[str, ...] = ("schemas", "sequences", "tables", "columns", "owned", "constraints", "fkeys")
+    order += ("indexes", "functions", "views", "triggers", "comments", "drops", "notes")
     for key in order:
         # within a bucket the keys have one shape: a name, (table, position) or (drop rank, name)
         statements += [text for _key, text in sorted(buckets[key], key=lambda item: item[0])]

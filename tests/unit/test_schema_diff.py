@@ -166,7 +166,7 @@ def test_split_name_keeps_quoted_dots() -> None:
 
 
 def test_proposal_quotes_comment_literals_and_notes_the_rest() -> None:
-    differences = [
+    differences: t.List[t.Dict[str, t.Any]] = [
         {
             "kind": "table",
             "name": "public.t",

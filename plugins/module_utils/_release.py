@@ -304,16 +304,24 @@ def swap(
     """Rename production to ``__prev_<ts>`` and ``__next`` to production, atomically, journal included."""
     new = next_name(prod)
     prev = prev_name(prod)
+    plan = {"production": prod, "previous": prev, "next": new, "connlimit": connlimit}
+    if check_mode:
+        # the plan only: the next database and the journal may not exist, since check mode built neither
+        conn = admin(cluster)
+        try:
+            with conn.cursor() as cur:
+                if database_info(cur, prod) is None:
+                    raise PgShiftError("cannot swap: database %r does not exist" % prod, database=prod)
+        finally:
+            conn.close()
+        return dict(plan, swapped=False)
     conn = connect(journal.journal_params(cluster, journal_db))
     try:
         with conn.cursor() as cur:
             for name in (prod, new):
                 if database_info(cur, name) is None:
                     raise PgShiftError("cannot swap: database %r does not exist" % name, database=name)
-            plan = {"production": prod, "previous": prev, "next": new, "connlimit": connlimit}
             conn.rollback()  # end the read transaction before switching modes
-            if check_mode:
-                return dict(plan, swapped=False)
             conn.autocommit = True
             for name in (prod, new):
                 cur.execute(sql.SQL("ALTER DATABASE {} CONNECTION LIMIT 0").format(sql.Identifier(name)))

@@ -28,7 +28,8 @@ attributes:
     support: full
     details: Check mode returns the plan (names, statements) and changes nothing.
   diff_mode:
-    support: none
+    support: full
+    details: The diff lists the databases of the production cluster before and after the step.
 options:
   production_database:
     description: Name of the production database; the new one is named C(<production_database>__next).
@@ -142,6 +143,11 @@ def main() -> None:
         if p["step"] == "create":
             created = release.create_next(cluster, prod, module.check_mode)
             result = dict(changed=True, database=name, statements=[created["statement"]])
+            result["diff"] = {
+                "before": "%s: production\n" % prod,
+                "after": "%s: production\n%s: new, dev schema (tables, types, views, functions; no data yet)\n"
+                % (prod, name),
+            }
             if not module.check_mode:
                 try:
                     workdir = release.private_workdir(p["workdir"])

@@ -20,7 +20,7 @@ attributes:
   check_mode:
     support: full
   diff_mode:
-    support: none
+    support: full
 options:
   target_database:
     description: The database to block or restore (the connection itself goes to O(database)).
@@ -102,6 +102,11 @@ def main() -> None:
     try:
         if p["state"] == "blocked":
             result = release.block_access(cluster, p["target_database"], module.check_mode, float(p["timeout"]))
+            result["diff"] = {
+                "before": "%s: connection limit %s, %d open session(s)\n"
+                % (p["target_database"], result["previous"]["connlimit"], len(result["sessions"])),
+                "after": "%s: connection limit 0 (applications refused), sessions terminated\n" % p["target_database"],
+            }
         else:
             changed = release.restore_access(cluster, p["target_database"], p["connlimit"], module.check_mode)
             result = {"changed": changed, "database": p["target_database"], "connlimit": p["connlimit"]}

@@ -89,7 +89,9 @@ def main() -> None:
     p = module.params
     cluster = ConnParams.from_params(p)
     try:
-        journal.ensure_journal(cluster, p["journal_database"], module.check_mode)
+        missing = journal.ensure_journal(cluster, p["journal_database"], module.check_mode)
+        if module.check_mode and missing:
+            module.exit_json(changed=False, run_id=None, actions=[], message="no journal yet: nothing to roll back")
         result = release.rollback(
             cluster, p["production_database"], p["run_id"], p["journal_database"], module.check_mode, p["reason"]
         )

@@ -23,7 +23,7 @@ attributes:
   check_mode:
     support: full
   diff_mode:
-    support: none
+    support: full
 options:
   production_database:
     description: Name of the production database.
@@ -112,6 +112,11 @@ def main() -> None:
             module.check_mode,
             float(p["timeout"]),
         )
+        result["diff"] = {
+            "before": "%(production)s: production\n%(next)s: rebuilt, proven\n" % result,
+            "after": "%(production)s: production (the rebuilt database)\n%(previous)s: previous production, kept\n"
+            % result,
+        }
         result["removed"] = release.retention(cluster, p["production_database"], p["retention_keep"], module.check_mode)
     except PgShiftError as exc:
         fail_from(module, exc)

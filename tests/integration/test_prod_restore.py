@@ -263,3 +263,19 @@ def test_bad_input_stops_before_any_change(
         with contextlib.closing(world.clusters["dev"].connect("shop")) as dconn, dconn.cursor() as cur:
             cur.execute("REVOKE SELECT ON customers FROM reporting_only")
             cur.execute("DROP ROLE reporting_only")
+
+
+def test_check_diff_changes_nothing_and_shows_the_plan(
+    fresh: pgworld.World, run_playbook: t.Callable[..., t.Any]
+) -> None:
+    world = fresh
+    prod = world.clusters["prod"]
+    before = checksums(prod, "shop")
+    backups_before = sorted(os.listdir(os.path.join(world.state, "backups")))
+    run = run_playbook("playbooks/prod_restore.yml", args=["--check", "--diff"], env={"PGSHIFT_WORLD": world.state})
+    assert run.rc == 0, run.output[-4000:]
+    assert "migrations the release brings: 1700000002000_customer-loyalty" in run.output
+    assert "shop__next" in run.output, "the plan names the database it would build"
+    assert_production_intact(world, before)
+    assert "pgshift" not in databases(prod), "check mode must not even create the journal"
+    assert sorted(os.listdir(os.path.join(world.state, "backups"))) == backups_before

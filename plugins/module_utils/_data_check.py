@@ -5,8 +5,9 @@
 # This module_utils is PRIVATE to the pgshift.ops collection. It may change without notice.
 """Prove that the target holds exactly the source's carried data, and that it is healthy.
 
-Per carried table: ``count(*)`` and ``sum(hashtextextended(ROW(cols)::text, 0))`` over the carried columns, the
-source side computed on its values converted to the target types through the same mapping the copy used. The source
+Per carried table: ``count(*)`` and the sum of a 64-bit hash of every row over the carried columns
+(``hash_record_extended`` of the values for builtin types on PostgreSQL 14+, ``hashtextextended`` of the text form
+otherwise: see _data.HASH_BY_VALUE_OIDS), the source side computed on its values converted to the target types through the same mapping the copy used. The source
 and target queries of a table run at the same time (threads, one connection per thread and side), ``jobs`` tables at a
 time; every source connection reads one exported snapshot. On a mismatch the table is narrowed down by buckets of its
 key (the hash of the target's primary key, or of the whole row when it has none), recursively, and the first
@@ -87,15 +88,15 @@ class Side(t.NamedTuple):
     key: t.List["sql.Composable"]
 
 
-def _sides(tp: _data.TablePlan, key_columns: t.Optional[t.List[str]], source_side: str) -> t.Tuple[Side, Side]:
+def _sides(tp: _data.TablePlan, key_columns: t.Optional[t.List[str]], source_side: str, by_value: bool) -> t.Tuple[Side, Side]:
     by_target = {c.target.name: c for c in tp.carried}
-    src_row = _data.source_row(tp)
-    tgt_row = _data.target_row(tp)
+    src_row = _data.source_row(tp, by_value)
+    tgt_row = _data.target_row(tp, by_value)
     if key_columns and all(k in by_target for k in key_columns):
         src_key = [by_target[k].source_as_target() for k in key_columns]
         tgt_key = [sql.Identifier(k) for k in key_columns]
     else:
-        src_key, tgt_key = src_row, tgt_row
+        src_key, tgt_key = _data.source_row(tp, False), _data.target_row(tp, False)
     assert tp.source is not None
     return (
         Side(source_side, tp.source.from_clause(), src_row, src_key),
@@ -123,7 +124,8 @@ def _both(pool: concurrent.futures.Executor, fn: t.Callable[[Side], t.Any], a: S
 
 
 class Checker:
-    def __init__(self, sides: Sides, plan: _data.Plan, jobs: int, key_by_table: t.Dict[str, t.List[str]]) -> None:
+    def __init__(self, sides: Sides, plan: _data.Plan, jobs: int, key_by_table: t.Dict[str, t.List[str]], by_value: bool) -> None:
+        self.by_value = by_value
         self.sides = sides
         self.plan = plan
         self.jobs = jobs
@@ -139,19 +141,19 @@ class Checker:
             raise db_error(exc, "reading %s on the %s side" % (query.as_string(conn)[:200], side.name)) from None
 
     def checksum(self, side: Side) -> t.Tuple[int, str]:
-        rows = self._run(side, _data.checksum_sql(side.from_item, side.row))
+        rows = self._run(side, _data.checksum_sql(side.from_item, side.row, self.by_value))
         return int(rows[0][0]), str(rows[0][1])
 
     def compare_table(self, pool: concurrent.futures.Executor, tp: _data.TablePlan) -> t.Dict[str, t.Any]:
         source_side = "ledger" if tp.ledger and "ledger" in self.sides.params else "source"
         if tp.source is None:
             # A new table (or a ledger table the ledger database lacks): it must be empty.
-            target = Side("target", tp.target.from_clause(), _data.target_row(tp) or [sql.SQL("1")], [])
+            target = Side("target", tp.target.from_clause(), _data.target_row(tp, self.by_value), [])
             rows, checksum = self.checksum(target) if tp.carried else self._count(target)
             return {"source": None, "source_rows": 0, "target_rows": rows, "source_checksum": "0",
                     "target_checksum": checksum, "match": rows == 0, "seconds": 0.0}
         started = time.monotonic()
-        src, tgt = _sides(tp, self.keys.get(tp.key), source_side)
+        src, tgt = _sides(tp, self.keys.get(tp.key), source_side, self.by_value)
         (s_rows, s_sum), (t_rows, t_sum) = _both(pool, self.checksum, src, tgt)
         return {
             "source": tp.source.key,
@@ -172,15 +174,15 @@ class Checker:
         key = _row_text(side.key)
         query = sql.SQL(
             "SELECT (hashtextextended({key}, {seed}) & {mask})::int, count(*), "
-            "sum(hashtextextended({row}, 0)::numeric)::text FROM {src} AS t WHERE {cond} GROUP BY 1"
-        ).format(key=key, seed=sql.Literal(seed), mask=sql.Literal(BUCKETS - 1), row=_row_text(side.row),
+            "sum({row})::text FROM {src} AS t WHERE {cond} GROUP BY 1"
+        ).format(key=key, seed=sql.Literal(seed), mask=sql.Literal(BUCKETS - 1), row=_data.row_hash(side.row, self.by_value),
                  src=side.from_item, cond=_conditions(path, key))
         return {int(r[0]): (int(r[1]), str(r[2])) for r in self._run(side, query)}
 
     def _rows(self, side: Side, path: t.Sequence[t.Tuple[int, int]]) -> t.Dict[str, t.Counter[int]]:
         key = _row_text(side.key)
-        query = sql.SQL("SELECT {}, hashtextextended({}, 0) FROM {} AS t WHERE {}").format(
-            key, _row_text(side.row), side.from_item, _conditions(path, key)
+        query = sql.SQL("SELECT {}, {} FROM {} AS t WHERE {}").format(
+            key, _data.row_hash(side.row, self.by_value), side.from_item, _conditions(path, key)
         )
         out: t.Dict[str, t.Counter[int]] = collections.defaultdict(collections.Counter)
         for k, h in self._run(side, query):
@@ -190,8 +192,8 @@ class Checker:
     def narrow(self, pool: concurrent.futures.Executor, tp: _data.TablePlan) -> t.Dict[str, t.Any]:
         source_side = "ledger" if tp.ledger and "ledger" in self.sides.params else "source"
         key_cols = self.keys.get(tp.key)
-        src, tgt = _sides(tp, key_cols, source_side)
-        keyed = bool(key_cols) and src.key is not src.row
+        src, tgt = _sides(tp, key_cols, source_side, self.by_value)
+        keyed = bool(key_cols) and all(k in {c.target.name for c in tp.carried} for k in key_cols or [])
         found: t.List[t.Dict[str, str]] = []
 
         def walk(path: t.List[t.Tuple[int, int]], depth: int) -> None:
@@ -339,7 +341,10 @@ def integrity_check(
             params["ledger"] = ledger_from
         sides = Sides(params, used_snapshot)
         stack.callback(sides.close)
-        checker = Checker(sides, plan, jobs, key_by_table)
+        by_value = min(int(src_conn.server_version), int(tgt_conn.server_version)) >= _data.MIN_HASH_BY_VALUE_SERVER
+        if led_conn is not None:
+            by_value = by_value and int(led_conn.server_version) >= _data.MIN_HASH_BY_VALUE_SERVER
+        checker = Checker(sides, plan, jobs, key_by_table, by_value)
         tables: t.Dict[str, t.Dict[str, t.Any]] = {}
         # Two threads per table (source and target side at once), ``jobs`` tables at a time.
         with concurrent.futures.ThreadPoolExecutor(max_workers=2 * jobs) as sides_pool, \
@@ -373,6 +378,7 @@ def integrity_check(
         "ok": ok,
         "changed": health.pop("changed"),
         "snapshot": used_snapshot,
+        "row_hash": "hash_record_extended" if checker.by_value else "hashtextextended",
         "tables": tables,
         "mismatches": mismatches,
         "lost": plan.lost(),

@@ -156,6 +156,13 @@ lost:
   description: Lost tables and columns of the plan.
   returned: always
   type: dict
+row_hash:
+  description:
+    - How rows were hashed - C(hash_record_extended) (values of builtin types, PostgreSQL 14+) or
+      C(hashtextextended) (text form of the row).
+  returned: always
+  type: str
+  sample: hash_record_extended
 snapshot:
   description: The snapshot id the source was read at.
   returned: always

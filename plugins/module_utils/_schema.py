@@ -101,17 +101,36 @@ def _comment(alias: str, catalog: str, oid: str, subid: str = "0") -> str:
     ) % (alias, alias, oid, alias, catalog, alias, subid)
 
 
+def _acl(acl: str, kind: str, owner: str) -> str:
+    """Privileges as sorted text, or NULL when they are the defaults (NULL in the catalog, or spelled out equal).
+
+    Default privileges differ between PostgreSQL versions (17 added MAINTAIN): leaving them out keeps snapshots of
+    the same schema equal across versions.
+    """
+    default = 'pg_catalog.acldefault(%s::"char", %s)' % (kind, owner)
+    template = (
+        "CASE WHEN %(acl)s IS NULL"
+        " OR (SELECT pg_catalog.array_agg(x::text ORDER BY x::text) FROM pg_catalog.unnest(%(acl)s) x)"
+        " = (SELECT pg_catalog.array_agg(x::text ORDER BY x::text) FROM pg_catalog.unnest(%(default)s) x)"
+        " THEN NULL ELSE %(acl)s::text[] END"
+    )
+    return template % {"acl": acl, "default": default}
+
+
 _QNAME = "pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(%s)"
 _TABLE_NAME = _QNAME % "c.relname"
 
 Q_SCHEMAS = """
 SELECT pg_catalog.quote_ident(n.nspname), pg_catalog.pg_get_userbyid(n.nspowner),
-       COALESCE(n.nspacl, pg_catalog.acldefault('n'::"char", n.nspowner))::text[], d.description
+       {acl}, d.description
 FROM pg_catalog.pg_namespace n
 {comment}
 WHERE {ns} AND {member}
 ORDER BY 1""".format(
-    comment=_comment("d", "pg_namespace", "n.oid"), ns=_NS_FILTER, member=_not_extension_member("pg_namespace", "n.oid")
+    acl=_acl("n.nspacl", "'n'", "n.nspowner"),
+    comment=_comment("d", "pg_namespace", "n.oid"),
+    ns=_NS_FILTER,
+    member=_not_extension_member("pg_namespace", "n.oid"),
 )
 
 Q_EXTENSIONS = """
@@ -126,7 +145,7 @@ ORDER BY 1""".format(comment=_comment("d", "pg_extension", "x.oid"))
 
 Q_TYPES = """
 SELECT {qname} AS name, t.typtype, pg_catalog.pg_get_userbyid(t.typowner),
-       COALESCE(t.typacl, pg_catalog.acldefault('T'::"char", t.typowner))::text[], d.description,
+       {acl}, d.description,
        CASE WHEN t.typtype = 'e' THEN (SELECT pg_catalog.array_agg(e.enumlabel::text ORDER BY e.enumsortorder)
                                        FROM pg_catalog.pg_enum e WHERE e.enumtypid = t.oid) END,
        CASE WHEN t.typtype = 'd' THEN pg_catalog.format_type(t.typbasetype, t.typtypmod) END,
@@ -158,6 +177,7 @@ WHERE {ns} AND {member}
        OR (t.typtype = 'b' AND t.typcategory <> 'A'))
 ORDER BY 1""".format(  # noqa: S608
     qname=_QNAME % "t.typname",
+    acl=_acl("t.typacl", "'T'", "t.typowner"),
     comment=_comment("d", "pg_type", "t.oid"),
     ns=_NS_FILTER,
     member=_not_extension_member("pg_type", "t.oid"),
@@ -179,8 +199,7 @@ SELECT c.relkind, {qname} AS name, c.relname, c.relpersistence,
        c.relrowsecurity, c.relforcerowsecurity, c.reloptions::text[],
        CASE WHEN c.relkind IN ('v', 'm') THEN pg_catalog.pg_get_viewdef(c.oid) END,
        pg_catalog.pg_get_userbyid(c.relowner),
-       COALESCE(c.relacl,
-                pg_catalog.acldefault((CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END)::"char", c.relowner))::text[],
+       {acl},
        d.description,
        pg_catalog.format_type(s.seqtypid, NULL), s.seqstart, s.seqincrement, s.seqmin, s.seqmax, s.seqcache,
        s.seqcycle,
@@ -203,6 +222,7 @@ WHERE c.relkind IN ('r', 'p', 'f', 'v', 'm', 'S') AND {ns} AND {member}
   AND NOT (c.relkind IN ('r', 'p') AND c.relname = ANY (%(ledger)s::text[]))
 ORDER BY 2""".format(  # noqa: S608
     qname=_TABLE_NAME,
+    acl=_acl("c.relacl", "(CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END)", "c.relowner"),
     comment=_comment("d", "pg_class", "c.oid"),
     ns=_NS_FILTER,
     member=_not_extension_member("pg_class", "c.oid"),
@@ -222,7 +242,7 @@ SELECT {tname}, pg_catalog.quote_ident(a.attname),
             (SELECT pg_catalog.quote_ident(cn.nspname) || '.' || pg_catalog.quote_ident(co.collname)
              FROM pg_catalog.pg_collation co JOIN pg_catalog.pg_namespace cn ON cn.oid = co.collnamespace
              WHERE co.oid = a.attcollation) END,
-       COALESCE(a.attacl, '{{}}')::text[], d.description
+       a.attacl::text[], d.description
 FROM pg_catalog.pg_attribute a
 JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -274,7 +294,7 @@ SELECT {qname} || '(' || pg_catalog.pg_get_function_identity_arguments(p.oid) ||
              FROM pg_catalog.pg_aggregate g WHERE g.aggfnoid = p.oid) END,
        pg_catalog.pg_get_function_result(p.oid),
        pg_catalog.pg_get_userbyid(p.proowner),
-       COALESCE(p.proacl, pg_catalog.acldefault('f'::"char", p.proowner))::text[],
+       {acl},
        d.description
 FROM pg_catalog.pg_proc p
 JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
@@ -282,6 +302,7 @@ JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
 WHERE {ns} AND {member}
 ORDER BY 1""".format(  # noqa: S608
     qname=_QNAME % "p.proname",
+    acl=_acl("p.proacl", "'f'", "p.proowner"),
     comment=_comment("d", "pg_proc", "p.oid"),
     ns=_NS_FILTER,
     member=_not_extension_member("pg_proc", "p.oid"),
@@ -344,7 +365,7 @@ def _optional(entry: t.Dict[str, t.Any], opts: t.Dict[str, t.Any], owner: t.Any,
     if opts["with_owners"]:
         entry["owner"] = owner
     if opts["with_grants"]:
-        entry["acl"] = sorted(acl or [])
+        entry["acl"] = sorted(acl) if acl is not None else None
     if opts["with_comments"]:
         entry["comment"] = comment
 

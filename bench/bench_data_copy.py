@@ -7,7 +7,8 @@ Not a test: it prints times and ratios. One throwaway cluster (free port, temp f
     .venv/bin/python bench/bench_data_copy.py --scale 50 --jobs 2      # about 750 MB, the reference in the issue
     .venv/bin/python bench/bench_data_copy.py --scale 5                # quick
 
-Rows measured:
+Rows measured (each pgshift measure and its yardstick run alternately, --repeat times, best kept, because the
+machine may be shared):
 - ``COPY <table> TO '/dev/null'`` over every source table, one after the other: the cost of turning every row into
   text once (the yardstick of integrity_check, goal <= 1.2x).
 - pgshift: pre-data restore, data_copy, post-data restore, integrity_check (each step in a fresh Python process
@@ -77,7 +78,8 @@ def step(name: str, cluster: t.Any, source: str, target: str, jobs: int) -> t.Di
 
 
 class Bench:
-    def __init__(self, cluster: t.Any, jobs: int, work: str) -> None:
+    def __init__(self, cluster: t.Any, jobs: int, work: str, repeat: int = 2) -> None:
+        self.repeat = max(1, repeat)
         self.cluster = cluster
         self.jobs = jobs
         self.work = work
@@ -129,16 +131,30 @@ class Bench:
         target = self.new_db("pgshift")
         out: t.Dict[str, t.Any] = {"target": target}
         out["pre_data"] = self.run([self.bin("pg_restore"), "--section=pre-data", "-d", target, dump], target)
-        copy = step("copy", self.cluster, source, target, self.jobs)
-        out["copy"] = copy["seconds"]
+        # data_copy and its peer run alternately, `repeat` times each, so that both see the same machine load; the
+        # best time of each is kept (data_copy truncates and reloads on every run).
+        copies, peers = [], []
+        for _ in range(self.repeat):
+            copy = step("copy", self.cluster, source, target, self.jobs)
+            copies.append(copy["seconds"])
+            peer = self.pgcopydb_table_data(source, dump)
+            if peer is not None:
+                peers.append(peer)
+        out["copy"] = min(copies)
+        out["table_data"] = min(peers) if peers else None
         out["copy_rss_mb"] = copy["maxrss_mb"]
         out["rows"] = copy["rows"]
         out["bytes"] = copy["bytes"]
         out["post_data"] = self.run([self.bin("pg_restore"), "--section=post-data", "-j", str(self.jobs), "-d", target, dump], target)
-        check = step("check", self.cluster, source, target, self.jobs)
-        if not check["ok"]:
-            raise SystemExit("integrity_check found differences after the copy: %s" % check)
-        out["check"] = check["seconds"]
+        checks, devnulls = [], []
+        for _ in range(self.repeat):
+            devnulls.append(self.copy_to_devnull(source))
+            check = step("check", self.cluster, source, target, self.jobs)
+            if not check["ok"]:
+                raise SystemExit("integrity_check found differences after the copy: %s" % check)
+            checks.append(check["seconds"])
+        out["check"] = min(checks)
+        out["devnull"] = min(devnulls)
         out["check_rss_mb"] = check["maxrss_mb"]
         out["dump"] = dump
         return out
@@ -192,15 +208,15 @@ def ratio(a: t.Optional[float], b: t.Optional[float]) -> str:
 def report(bench: Bench, label: str, source: str) -> t.Dict[str, t.Any]:
     print("\n== %s (%s, jobs=%d)" % (label, bench.size(source), bench.jobs), flush=True)
     bench.sql(source, "VACUUM ANALYZE")
-    devnull = min(bench.copy_to_devnull(source) for _ in range(2))
-    print("COPY TO /dev/null, every source table   %7.2f s" % devnull, flush=True)
     mine = bench.pgshift(source)
+    devnull = mine["devnull"]
+    print("COPY TO /dev/null, every source table   %7.2f s" % devnull, flush=True)
     print("pgshift pre-data restore                 %7.2f s" % mine["pre_data"])
     print("pgshift data_copy                        %7.2f s  (%d rows, %.0f MB streamed, peak RSS %.1f MB)"
           % (mine["copy"], mine["rows"], mine["bytes"] / 1e6, mine["copy_rss_mb"]))
     print("pgshift post-data restore (-j %d)         %7.2f s" % (bench.jobs, mine["post_data"]))
     print("pgshift integrity_check                  %7.2f s  (peak RSS %.1f MB)" % (mine["check"], mine["check_rss_mb"]), flush=True)
-    table_data = bench.pgcopydb_table_data(source, mine["dump"])
+    table_data = mine["table_data"]
     bench.drop(mine["target"])
     clone = bench.pgcopydb_clone(source)
     dump_restore = bench.dump_restore(source)
@@ -229,6 +245,7 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=50, help="pgbench scale (50: about 750 MB)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--no-pagila", action="store_true")
+    parser.add_argument("--repeat", type=int, default=2, help="runs of each measure (best kept), interleaved with its peer")
     args = parser.parse_args()
     import pgworld  # noqa: PLC0415
 
@@ -236,7 +253,7 @@ def main() -> None:
     os.chmod(base, 0o755)
     cluster = pgworld.Cluster("bench", os.path.join(base, "pg"), pgworld.free_port(), "bench-" + uuid.uuid4().hex)
     cluster.start()
-    bench = Bench(cluster, args.jobs, base)
+    bench = Bench(cluster, args.jobs, base, args.repeat)
     results = []
     try:
         source = bench.new_db("pgbench")

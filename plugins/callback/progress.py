@@ -412,9 +412,8 @@ class CallbackModule(CallbackBase):
 
     def _start_step(self, task: t.Any, handler: bool) -> None:
         with self._lock:
-            uuid_ = str(getattr(task, "_uuid", id(task)))
             play = self._current_play()
-            key = "%s:%s" % (play["index"] if play else 0, uuid_)
+            key = self._step_key(task)
             if key in self._step_by_uuid:  # free strategy: one start per host
                 return
             if self._steps and not self._steps[-1].get("closed"):
@@ -424,6 +423,7 @@ class CallbackModule(CallbackBase):
                 "index": len(self._steps) + 1,
                 "play": play["name"] if play else "",
                 "play_index": play["index"] if play else 0,
+                "batch": play["batches"] if play else 1,
                 "name": task.get_name().strip(),
                 "action": str(getattr(task, "action", "") or ""),
                 "role": role.get_name() if role is not None else None,
@@ -440,10 +440,14 @@ class CallbackModule(CallbackBase):
             if step["rescue"]:
                 self._rescue_steps.append(step)
 
-    def _step_for(self, task: t.Any) -> t.Optional[t.Dict[str, t.Any]]:
+    def _step_key(self, task: t.Any) -> str:
+        """A task runs once per serial batch of its play: one step each time."""
         play = self._current_play()
-        key = "%s:%s" % (play["index"] if play else 0, getattr(task, "_uuid", id(task)))
-        return self._step_by_uuid.get(key)
+        where = "%s:%s" % (play["index"], play["batches"]) if play else "0:1"
+        return "%s:%s" % (where, getattr(task, "_uuid", id(task)))
+
+    def _step_for(self, task: t.Any) -> t.Optional[t.Dict[str, t.Any]]:
+        return self._step_by_uuid.get(self._step_key(task))
 
     def _record(self, result: t.Any, status: str) -> None:
         task = result.task
@@ -574,11 +578,21 @@ class CallbackModule(CallbackBase):
             self._ticker.start()
 
     def v2_playbook_on_play_start(self, play: t.Any) -> None:
+        """Called once per serial batch: the second and later batches of a play stay in its phase."""
+        play_uuid = str(getattr(play, "_uuid", id(play)))
         with self._lock:
+            current = self._current_play()
+            if current is not None and current["uuid"] == play_uuid and current["finished"] is None:
+                self._close_open_step()
+                current["batches"] += 1
+                self._say("phase %d %r: batch %d" % (current["index"], current["name"], current["batches"]))
+                return
             self._close_play()
             entry: t.Dict[str, t.Any] = {
                 "index": len(self._plays) + 1,
                 "name": (play.get_name() or "").strip(),
+                "uuid": play_uuid,
+                "batches": 1,
                 "started": self._elapsed(),
                 "finished": None,
                 "duration_s": None,
@@ -691,7 +705,7 @@ class CallbackModule(CallbackBase):
             "check_mode": bool(context.CLIARGS.get("check")),
             "totals": rpt.totals(steps),
             "hosts": hosts,
-            "plays": [dict(p) for p in self._plays],
+            "plays": [{k: v for k, v in p.items() if k != "uuid"} for p in self._plays],
             "steps": steps,
             "maintenance_window": rpt.maintenance_window(self._plays, steps),
             "results": self._results,

@@ -1,0 +1,214 @@
+# -*- coding: utf-8 -*-
+# Copyright: pgshift contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+#
+# This module_utils is PRIVATE to the pgshift.ops collection. It may change without notice.
+"""One release run at a time per production database: a session advisory lock held by a small detached process.
+
+A module's process ends with its task, so the lock lives in a holder process started on the database host. Its
+session holds ``pg_advisory_lock(hashtextextended('pgshift-run:<database>', 0))`` in the journal database, so
+whatever kills the run (the holder, its session, the server) releases the lock with it. The holder lets go when:
+the watched controller process is gone (when the controller runs on the database host), the run it guards is no
+longer ``running`` in the journal (finished or rolled back), a release is requested, or its deadline passes.
+The password reaches the holder on its standard input, never in argv or its environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import typing as t
+
+from ansible_collections.pgshift.ops.plugins.module_utils._connection import ConnParams, connect
+from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShiftError
+
+LOCK_PREFIX = "pgshift-run:"
+APP_PREFIX = "pgshift-lock:"
+
+# The holder program: standard library and psycopg2 only, parameters on stdin.
+_HOLDER = r"""
+import json, os, sys, time
+import psycopg2
+cfg = json.loads(sys.stdin.read())
+sys.stdin.close()
+status_path = cfg["status_path"]
+def status(**kw):
+    tmp = status_path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(kw, f)
+    os.replace(tmp, status_path)
+try:
+    conn = psycopg2.connect(**cfg["libpq"])
+    conn.autocommit = True
+    cur = conn.cursor()
+    cur.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0)), pg_backend_pid()", (cfg["key"],))
+    got, backend = cur.fetchone()
+except Exception as exc:
+    status(ok=False, error=type(exc).__name__ + ": " + str(exc).strip().splitlines()[0])
+    sys.exit(1)
+if not got:
+    status(ok=False, error="locked")
+    sys.exit(2)
+status(ok=True, pid=os.getpid(), backend_pid=backend, since=time.time())
+deadline = time.time() + cfg["max_seconds"]
+seen_running = False
+started = time.time()
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+while True:
+    time.sleep(1.0)
+    if cfg.get("watch_pid") and not alive(cfg["watch_pid"]):
+        break
+    if time.time() > deadline or os.path.exists(cfg["release_path"]):
+        break
+    try:
+        cur.execute("SELECT to_regclass('pgshift.runs') IS NOT NULL")
+        if cur.fetchone()[0]:
+            cur.execute(
+                "SELECT count(*) FROM pgshift.runs WHERE database = %s AND status = 'running'", (cfg["database"],)
+            )
+            running = cur.fetchone()[0] > 0
+            if running:
+                seen_running = True
+            elif seen_running or time.time() - started > cfg["grace_seconds"]:
+                break
+    except Exception:
+        break
+conn.close()
+"""
+
+
+def _state_dir(database: str) -> str:
+    base = os.path.join(tempfile.gettempdir(), "pgshift-locks")
+    os.makedirs(base, mode=0o700, exist_ok=True)
+    os.chmod(base, 0o700)
+    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in database)
+    return os.path.join(base, safe)
+
+
+def holders(cur: t.Any, database: str) -> t.List[t.Dict[str, t.Any]]:
+    """Sessions holding the run lock of ``database`` (the holder's application_name carries the database)."""
+    cur.execute(
+        "SELECT a.pid, a.application_name, a.client_addr::text, a.backend_start FROM pg_locks l "
+        "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
+        "AND a.application_name = %s",
+        (APP_PREFIX + database,),
+    )
+    return [
+        {"backend_pid": r[0], "application": r[1], "client": r[2] or "local socket", "since": r[3].isoformat()}
+        for r in cur.fetchall()
+    ]
+
+
+def acquire(
+    journal: ConnParams,
+    database: str,
+    watch_pid: t.Optional[int] = None,
+    max_seconds: int = 6 * 3600,
+    grace_seconds: int = 300,
+    wait: float = 15.0,
+) -> t.Dict[str, t.Any]:
+    """Start the holder; return once it holds the lock, or raise naming the run that holds it."""
+    folder = _state_dir(database)
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    status_path = os.path.join(folder, "status.json")
+    release_path = os.path.join(folder, "release")
+    for path in (status_path, release_path):
+        if os.path.exists(path):
+            os.unlink(path)
+    libpq = journal.libpq_kwargs(application_name=APP_PREFIX + database, pin=False)
+    cfg = {
+        "libpq": libpq,
+        "key": LOCK_PREFIX + database,
+        "database": database,
+        "status_path": status_path,
+        "release_path": release_path,
+        "watch_pid": watch_pid,
+        "max_seconds": max_seconds,
+        "grace_seconds": grace_seconds,
+    }
+    log = open(os.path.join(folder, "holder.log"), "ab")  # noqa: SIM115 - handed to the detached child
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _HOLDER],
+            stdin=subprocess.PIPE,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            close_fds=True,
+            env={k: v for k, v in os.environ.items() if not k.startswith("PG")},
+        )
+        if proc.stdin is None:
+            raise PgShiftError("cannot start the run lock holder")
+        proc.stdin.write(json.dumps(cfg).encode())
+        proc.stdin.close()
+    finally:
+        log.close()
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if os.path.exists(status_path):
+            with open(status_path) as handle:
+                state = json.load(handle)
+            if state.get("ok"):
+                return {"holder_pid": proc.pid, "backend_pid": state["backend_pid"], "state_dir": folder}
+            if state.get("error") == "locked":
+                conn = connect(journal, autocommit=True)
+                try:
+                    with conn.cursor() as cur:
+                        owners = holders(cur, database)
+                finally:
+                    conn.close()
+                who = owners[0] if owners else {}
+                raise PgShiftError(
+                    "another pgshift run on %r is in progress (its lock is held by session %s from %s since %s); "
+                    "wait for it to finish, or if it is dead, end that session"
+                    % (database, who.get("backend_pid", "?"), who.get("client", "?"), who.get("since", "?")),
+                    holders=owners,
+                )
+            raise PgShiftError("the run lock could not be taken: %s" % state.get("error"))
+        if proc.poll() is not None and not os.path.exists(status_path):
+            raise PgShiftError("the run lock holder exited with %s before taking the lock" % proc.returncode)
+        time.sleep(0.1)
+    proc.kill()
+    raise PgShiftError("the run lock holder did not answer within %.0f s" % wait)
+
+
+def release(journal: ConnParams, database: str, wait: float = 15.0) -> bool:
+    """Ask the holder to let go and wait until the lock is free. Returns True when a holder was running."""
+    folder = _state_dir(database)
+    had_holder = False
+    if os.path.isdir(folder):
+        fd = os.open(os.path.join(folder, "release"), os.O_WRONLY | os.O_CREAT, 0o600)
+        os.close(fd)
+    conn = connect(journal, autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            deadline = time.monotonic() + wait
+            while holders(cur, database):
+                had_holder = True
+                if time.monotonic() > deadline:
+                    raise PgShiftError("the run lock of %r was not released within %.0f s" % (database, wait))
+                time.sleep(0.2)
+    finally:
+        conn.close()
+    return had_holder
+
+
+def is_locked(journal: ConnParams, database: str) -> t.List[t.Dict[str, t.Any]]:
+    conn = connect(journal, autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            return holders(cur, database)
+    finally:
+        conn.close()

@@ -15,7 +15,7 @@ PLAYBOOK = """---
   tasks:
     - name: A long step
       ansible.builtin.wait_for:
-        timeout: 3
+        timeout: 4
 """
 
 
@@ -33,12 +33,12 @@ def test_time_left_comes_from_the_previous_run(run_playbook: t.Callable[..., Pla
     assert "A long step still running" in first.output
     assert "left (from the previous run)" not in first.output  # no previous run: no estimate
     previous = json.loads((tmp_path / "runs" / "last-run.json").read_text())
-    assert previous["steps"][0]["duration_s"] >= 3.0
+    assert previous["steps"][0]["duration_s"] >= 4.0
 
     second = run_playbook(str(playbook), inventory="localhost,", extra_vars=extra, env=env)
     assert second.rc == 0, second.output
     lines = [line for line in second.output.splitlines() if "A long step still running" in line]
-    # the first progress line comes 1-2 s into a step that took 3 s last time
+    # the first progress line comes 1-2 s into a step that took 4 s last time
     assert lines and "left (from the previous run)" in lines[0], second.output
     runs = [d for d in os.listdir(tmp_path / "runs") if d != "last-run.json"]
     assert len(runs) == 2

@@ -70,7 +70,10 @@ def step(name: str, cluster: t.Any, source: str, target: str, jobs: int) -> t.Di
     spec = {"step": name, "source": cluster.conn(source), "target": cluster.conn(target), "jobs": jobs}
     proc = subprocess.run(
         [sys.executable, os.path.abspath(__file__), "--run-step"],
-        input=json.dumps(spec), capture_output=True, text=True, check=False,
+        input=json.dumps(spec),
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if proc.returncode != 0:
         raise SystemExit("pgshift %s failed:\n%s" % (name, proc.stderr[-3000:]))
@@ -104,7 +107,7 @@ class Bench:
 
     def new_db(self, prefix: str) -> str:
         name = "%s_%s" % (prefix, uuid.uuid4().hex[:6])
-        self.sql("postgres", 'CREATE DATABASE "%s" TEMPLATE template0 ENCODING \'UTF8\'' % name)
+        self.sql("postgres", "CREATE DATABASE \"%s\" TEMPLATE template0 ENCODING 'UTF8'" % name)
         return name
 
     def drop(self, name: str) -> None:
@@ -116,9 +119,12 @@ class Bench:
 
     # ----------------------------------------------------------------------------------------------- measures
     def copy_to_devnull(self, database: str) -> float:
-        tables = self.sql(database, "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n "
-                                    "ON n.oid = c.relnamespace WHERE c.relkind = 'r' AND n.nspname NOT IN "
-                                    "('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'")
+        tables = self.sql(
+            database,
+            "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n "
+            "ON n.oid = c.relnamespace WHERE c.relkind = 'r' AND n.nspname NOT IN "
+            "('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'",
+        )
         started = time.monotonic()
         with contextlib.closing(self.cluster.connect(database)) as conn, conn.cursor() as cur:
             for (name,) in tables:
@@ -145,7 +151,9 @@ class Bench:
         out["copy_rss_mb"] = copy["maxrss_mb"]
         out["rows"] = copy["rows"]
         out["bytes"] = copy["bytes"]
-        out["post_data"] = self.run([self.bin("pg_restore"), "--section=post-data", "-j", str(self.jobs), "-d", target, dump], target)
+        out["post_data"] = self.run(
+            [self.bin("pg_restore"), "--section=post-data", "-j", str(self.jobs), "-d", target, dump], target
+        )
         checks, devnulls = [], []
         for _ in range(self.repeat):
             devnulls.append(self.copy_to_devnull(source))
@@ -166,8 +174,23 @@ class Bench:
         self.run([self.bin("pg_restore"), "--section=pre-data", "-d", target, dump], target)
         folder = tempfile.mkdtemp(prefix="pgcopydb-", dir=self.work)
         try:
-            return self.run(["pgcopydb", "copy", "table-data", "--source", self.uri(source), "--target", self.uri(target),
-                             "--table-jobs", str(self.jobs), "--dir", folder, "--no-role-passwords"], source)
+            return self.run(
+                [
+                    "pgcopydb",
+                    "copy",
+                    "table-data",
+                    "--source",
+                    self.uri(source),
+                    "--target",
+                    self.uri(target),
+                    "--table-jobs",
+                    str(self.jobs),
+                    "--dir",
+                    folder,
+                    "--no-role-passwords",
+                ],
+                source,
+            )
         finally:
             self.drop(target)
 
@@ -177,9 +200,26 @@ class Bench:
         target = self.new_db("pgcopydb_clone")
         folder = tempfile.mkdtemp(prefix="pgcopydb-", dir=self.work)
         try:
-            return self.run(["pgcopydb", "clone", "--source", self.uri(source), "--target", self.uri(target),
-                             "--table-jobs", str(self.jobs), "--index-jobs", str(self.jobs), "--dir", folder,
-                             "--no-owner", "--no-acl", "--no-role-passwords"], source)
+            return self.run(
+                [
+                    "pgcopydb",
+                    "clone",
+                    "--source",
+                    self.uri(source),
+                    "--target",
+                    self.uri(target),
+                    "--table-jobs",
+                    str(self.jobs),
+                    "--index-jobs",
+                    str(self.jobs),
+                    "--dir",
+                    folder,
+                    "--no-owner",
+                    "--no-acl",
+                    "--no-role-passwords",
+                ],
+                source,
+            )
         finally:
             self.drop(target)
 
@@ -187,7 +227,9 @@ class Bench:
         folder = os.path.join(self.work, "dump-%s" % uuid.uuid4().hex[:6])
         target = self.new_db("pgrestore")
         try:
-            spent = self.run([self.bin("pg_dump"), "-Fd", "-j", str(self.jobs), "-Z1", "-f", folder, "-d", source], source)
+            spent = self.run(
+                [self.bin("pg_dump"), "-Fd", "-j", str(self.jobs), "-Z1", "-f", folder, "-d", source], source
+            )
             spent += self.run([self.bin("pg_restore"), "-j", str(self.jobs), "-d", target, folder], target)
             return spent
         finally:
@@ -212,10 +254,15 @@ def report(bench: Bench, label: str, source: str) -> t.Dict[str, t.Any]:
     devnull = mine["devnull"]
     print("COPY TO /dev/null, every source table   %7.2f s" % devnull, flush=True)
     print("pgshift pre-data restore                 %7.2f s" % mine["pre_data"])
-    print("pgshift data_copy                        %7.2f s  (%d rows, %.0f MB streamed, peak RSS %.1f MB)"
-          % (mine["copy"], mine["rows"], mine["bytes"] / 1e6, mine["copy_rss_mb"]))
+    print(
+        "pgshift data_copy                        %7.2f s  (%d rows, %.0f MB streamed, peak RSS %.1f MB)"
+        % (mine["copy"], mine["rows"], mine["bytes"] / 1e6, mine["copy_rss_mb"])
+    )
     print("pgshift post-data restore (-j %d)         %7.2f s" % (bench.jobs, mine["post_data"]))
-    print("pgshift integrity_check                  %7.2f s  (peak RSS %.1f MB)" % (mine["check"], mine["check_rss_mb"]), flush=True)
+    print(
+        "pgshift integrity_check                  %7.2f s  (peak RSS %.1f MB)" % (mine["check"], mine["check_rss_mb"]),
+        flush=True,
+    )
     table_data = mine["table_data"]
     bench.drop(mine["target"])
     clone = bench.pgcopydb_clone(source)
@@ -233,8 +280,14 @@ def report(bench: Bench, label: str, source: str) -> t.Dict[str, t.Any]:
     print("  pgshift pre+copy+post / pgcopydb clone %s" % ratio(whole, clone))
     print("  pgshift pre+copy+post / dump+restore   %s" % ratio(whole, dump_restore))
     print("  integrity_check / COPY TO /dev/null    %s   (goal <= 1.2)" % ratio(mine["check"], devnull), flush=True)
-    return {"label": label, "devnull": devnull, "pgshift": {k: v for k, v in mine.items() if k not in ("dump", "target")},
-            "pgcopydb_table_data": table_data, "pgcopydb_clone": clone, "dump_restore": dump_restore}
+    return {
+        "label": label,
+        "devnull": devnull,
+        "pgshift": {k: v for k, v in mine.items() if k not in ("dump", "target")},
+        "pgcopydb_table_data": table_data,
+        "pgcopydb_clone": clone,
+        "dump_restore": dump_restore,
+    }
 
 
 def main() -> None:
@@ -245,12 +298,14 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=50, help="pgbench scale (50: about 750 MB)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--no-pagila", action="store_true")
-    parser.add_argument("--repeat", type=int, default=2, help="runs of each measure (best kept), interleaved with its peer")
+    parser.add_argument(
+        "--repeat", type=int, default=2, help="runs of each measure (best kept), interleaved with its peer"
+    )
     args = parser.parse_args()
     import pgworld  # noqa: PLC0415
 
     base = tempfile.mkdtemp(prefix="pgshift-bench-")
-    os.chmod(base, 0o755)
+    os.chmod(base, 0o755)  # noqa: S103 - the server runs as another OS user and must reach its data folder
     cluster = pgworld.Cluster("bench", os.path.join(base, "pg"), pgworld.free_port(), "bench-" + uuid.uuid4().hex)
     cluster.start()
     bench = Bench(cluster, args.jobs, base, args.repeat)
@@ -264,10 +319,29 @@ def main() -> None:
         if not args.no_pagila and os.path.exists(os.path.join(PAGILA, "pagila-schema.sql")):
             pagila = bench.new_db("pagila")
             for part in ("pagila-schema.sql", "pagila-data.sql"):
-                bench.run([bench.bin("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=0", "-d", pagila, "-f", os.path.join(PAGILA, part)], pagila)
+                bench.run(
+                    [
+                        bench.bin("psql"),
+                        "-X",
+                        "-q",
+                        "-v",
+                        "ON_ERROR_STOP=0",
+                        "-d",
+                        pagila,
+                        "-f",
+                        os.path.join(PAGILA, part),
+                    ],
+                    pagila,
+                )
             results.append(report(bench, "Pagila", pagila))
-        print("\ncontroller peak memory (ru_maxrss of the Python process running each pgshift step): "
-              + ", ".join("%s copy %.1f MB / check %.1f MB" % (r["label"], r["pgshift"]["copy_rss_mb"], r["pgshift"]["check_rss_mb"]) for r in results))
+        print(
+            "\ncontroller peak memory (ru_maxrss of the Python process running each pgshift step): "
+            + ", ".join(
+                "%s copy %.1f MB / check %.1f MB"
+                % (r["label"], r["pgshift"]["copy_rss_mb"], r["pgshift"]["check_rss_mb"])
+                for r in results
+            )
+        )
     finally:
         cluster.destroy()
         shutil.rmtree(base, ignore_errors=True)

@@ -39,6 +39,7 @@ try:
 except ImportError:  # pragma: no cover - ansible-core depends on PyYAML
     HAS_YAML = False
 
+T = t.TypeVar("T")
 FIRST_USER_OID = 16384
 DEFAULT_LEDGER_TABLES = ["pgmigrations", "pgshift_migration_meta"]
 SAMPLE_LIMIT = 5
@@ -150,7 +151,9 @@ def read_tables(conn: t.Any) -> t.Dict[str, Table]:
                 cur.execute(_COLUMNS_SQL, (list(tables),))
                 for r in cur.fetchall():
                     tables[r[0]].columns.append(
-                        Column(r[1], r[2], int(r[3]), int(r[4]), bool(r[5]), r[6], bool(r[7]), r[8] or "", r[9], int(r[10]))
+                        Column(
+                            r[1], r[2], int(r[3]), int(r[4]), bool(r[5]), r[6], bool(r[7]), r[8] or "", r[9], int(r[10])
+                        )
                     )
     except psycopg2.Error as exc:
         raise db_error(exc, "reading the table catalog") from None
@@ -275,18 +278,21 @@ def load_mapping(path: t.Optional[str]) -> Mapping:
         raise PgShiftError("mapping_file %s: the top level must be a mapping with keys tables, accept_loss" % path)
     unknown = set(doc) - {"tables", "accept_loss"}
     if unknown:
-        raise PgShiftError("mapping_file %s: unknown top-level keys %s (allowed: tables, accept_loss)" % (path, sorted(unknown)))
+        raise PgShiftError(
+            "mapping_file %s: unknown top-level keys %s (allowed: tables, accept_loss)" % (path, sorted(unknown))
+        )
     tables = doc.get("tables") or {}
     if not isinstance(tables, dict):
         raise PgShiftError("mapping_file %s: tables must be a mapping of table name to settings" % path)
-    for name, spec in tables.items():
-        spec = spec or {}
+    for name, raw in tables.items():
+        spec = raw or {}
         if not isinstance(spec, dict) or set(spec) - {"from", "columns"}:
             raise PgShiftError("mapping_file %s: tables.%s takes only 'from' and 'columns'" % (path, name))
         for col, cspec in (spec.get("columns") or {}).items():
             if not isinstance(cspec, dict) or set(cspec) - {"from", "expression"} or len(cspec) != 1:
                 raise PgShiftError(
-                    "mapping_file %s: tables.%s.columns.%s needs exactly one of 'from' or 'expression'" % (path, name, col)
+                    "mapping_file %s: tables.%s.columns.%s needs exactly one of 'from' or 'expression'"
+                    % (path, name, col)
                 )
         tables[name] = spec
     accept = doc.get("accept_loss") or {}
@@ -300,6 +306,13 @@ def load_mapping(path: t.Optional[str]) -> Mapping:
 
 
 # ------------------------------------------------------------------------------------------------ the plan
+def _need(value: t.Optional[T], what: str) -> T:
+    """The value, or an internal error (a plan entry used where it cannot be)."""
+    if value is None:
+        raise PgShiftError("internal error: %s is missing" % what)
+    return value
+
+
 @dataclasses.dataclass
 class CarriedColumn:
     target: Column
@@ -317,8 +330,7 @@ class CarriedColumn:
         """The value as the source selects it (no cast: the target's input function parses the text form)."""
         if self.expression is not None:
             return sql.SQL("({})").format(sql.SQL(self.expression))
-        assert self.source is not None
-        return sql.Identifier(self.source.name)
+        return sql.Identifier(_need(self.source, "source column").name)
 
     def source_as_target(self) -> "sql.Composable":
         """The source value converted the way the copy converts it: its text form read as the target type."""
@@ -356,15 +368,17 @@ class TablePlan:
 
     @property
     def format(self) -> str:
-        if all(not c.changed and c.target.binary_safe and c.source is not None and c.source.binary_safe for c in self.carried):
+        if all(
+            not c.changed and c.target.binary_safe and c.source is not None and c.source.binary_safe
+            for c in self.carried
+        ):
             return "binary"
         return "text"
 
     def select_sql(self) -> "sql.Composed":
         """The SELECT that feeds COPY: carried columns in target order, straight from the source."""
-        assert self.source is not None
         cols = sql.SQL(", ").join(c.source_value() for c in self.carried)
-        return sql.SQL("SELECT {} FROM {}").format(cols, self.source.from_clause())
+        return sql.SQL("SELECT {} FROM {}").format(cols, _need(self.source, "source table").from_clause())
 
     def target_columns(self) -> "sql.Composed":
         return sql.SQL(", ").join(sql.Identifier(c.target.name) for c in self.carried)
@@ -372,17 +386,19 @@ class TablePlan:
     def mapped_source(self, cast: bool = True) -> "sql.Composed":
         """A subquery over the source that looks like the target table: target column names, target types (source
         types with ``cast=False``, for when a value that does not convert would abort the whole query)."""
-        assert self.source is not None
+        source = _need(self.source, "source table")
         items = [
-            sql.SQL("{} AS {}").format(c.source_as_target() if cast else c.source_value(), sql.Identifier(c.target.name))
+            sql.SQL("{} AS {}").format(
+                c.source_as_target() if cast else c.source_value(), sql.Identifier(c.target.name)
+            )
             for c in self.carried
         ]
         for col in self.defaulted:
-            cast = sql.SQL(col.type) if col.builtin else sql.SQL("text")
-            items.append(sql.SQL("NULL::{} AS {}").format(cast, sql.Identifier(col.name)))
+            null_type = sql.SQL(col.type) if col.builtin else sql.SQL("text")
+            items.append(sql.SQL("NULL::{} AS {}").format(null_type, sql.Identifier(col.name)))
         if not items:
             items = [sql.SQL("1 AS {}").format(sql.Identifier("?pgshift_empty"))]
-        return sql.SQL("(SELECT {} FROM {})").format(sql.SQL(", ").join(items), self.source.from_clause())
+        return sql.SQL("(SELECT {} FROM {})").format(sql.SQL(", ").join(items), source.from_clause())
 
     def describe(self) -> t.Dict[str, t.Any]:
         return {
@@ -465,7 +481,8 @@ def build_plan(
         if source is not None and not (is_ledger and pool is not source_tables):
             if source_key in used_sources:
                 raise PgShiftError(
-                    "source table %r would feed both %r and %r; map it once" % (source_key, used_sources[source_key], key)
+                    "source table %r would feed both %r and %r; map it once"
+                    % (source_key, used_sources[source_key], key)
                 )
             used_sources[source_key] = key
         carried: t.List[CarriedColumn] = []
@@ -481,7 +498,8 @@ def build_plan(
             if source is None:
                 if spec:
                     raise PgShiftError(
-                        "mapping_file: tables.%s.columns.%s has no source table to read from" % (key, col.name), table=key
+                        "mapping_file: tables.%s.columns.%s has no source table to read from" % (key, col.name),
+                        table=key,
                     )
                 defaulted.append(col)
                 continue
@@ -548,7 +566,9 @@ class ProblemFinder:
         self.problems: t.List[t.Dict[str, t.Any]] = []
         self.queries = 0
 
-    def _query(self, query: "sql.Composable", params: t.Sequence[t.Any] = ()) -> t.Tuple[t.Optional[t.List[t.Any]], t.Optional[str]]:
+    def _query(
+        self, query: "sql.Composable", params: t.Sequence[t.Any] = ()
+    ) -> t.Tuple[t.Optional[t.List[t.Any]], t.Optional[str]]:
         self.queries += 1
         with self.src.cursor() as cur:
             cur.execute("SAVEPOINT pgshift_probe")
@@ -562,42 +582,57 @@ class ProblemFinder:
             cur.execute("RELEASE SAVEPOINT pgshift_probe")
             return rows, None
 
-    def add(self, table: str, column: t.Optional[str], kind: str, count: t.Optional[int], sample: t.List[str], message: str) -> None:
+    def add(
+        self, table: str, column: t.Optional[str], kind: str, count: t.Optional[int], sample: t.List[str], message: str
+    ) -> None:
         self.problems.append(
             {"table": table, "column": column, "kind": kind, "count": count, "sample": sample, "message": message}
         )
 
-    def _count_where(self, tp: TablePlan, value: "sql.Composable", condition: "sql.Composable", params: t.Sequence[t.Any] = ()) -> t.Tuple[int, t.List[str], t.Optional[str]]:
-        assert tp.source is not None
-        query = sql.SQL(
-            "SELECT count(*) OVER (), v::text FROM (SELECT {} AS v FROM {}) s WHERE {} LIMIT %s"
-        ).format(value, tp.source.from_clause(), condition)
+    def _count_where(
+        self, tp: TablePlan, value: "sql.Composable", condition: "sql.Composable", params: t.Sequence[t.Any] = ()
+    ) -> t.Tuple[int, t.List[str], t.Optional[str]]:
+        query = sql.SQL("SELECT count(*) OVER (), v::text FROM (SELECT {} AS v FROM {}) s WHERE {} LIMIT %s").format(
+            value, _need(tp.source, "source table").from_clause(), condition
+        )
         rows, err = self._query(query, list(params) + [SAMPLE_LIMIT])
-        if err is not None:
+        if err is not None or rows is None:
             return 0, [], err
-        assert rows is not None
         return (int(rows[0][0]) if rows else 0), _sample(r[1] for r in rows), None
 
     def columns(self, tp: TablePlan) -> None:
-        assert tp.source is not None
+        source = _need(tp.source, "source table")
         has_rows: t.Optional[bool] = None
         for col in tp.defaulted:
             if col.notnull and col.default is None and not col.identity:
                 if has_rows is None:
-                    rows, _ = self._query(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(tp.source.from_clause()))
+                    rows, _ = self._query(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(source.from_clause()))
                     has_rows = bool(rows and rows[0][0])
                 if has_rows:
-                    self.add(tp.key, col.name, "not_null_no_default", None, [],
-                             "column %s.%s is NOT NULL without a default and gets no value from the source; map it "
-                             "(from/expression) or give it a default" % (tp.key, col.name))
+                    self.add(
+                        tp.key,
+                        col.name,
+                        "not_null_no_default",
+                        None,
+                        [],
+                        "column %s.%s is NOT NULL without a default and gets no value from the source; map it "
+                        "(from/expression) or give it a default" % (tp.key, col.name),
+                    )
         for cc in tp.carried:
             tcol = cc.target
             value = cc.source_value()
             if tcol.notnull and not tcol.identity:
                 count, sample, err = self._count_where(tp, value, sql.SQL("v IS NULL"))
                 if count:
-                    self.add(tp.key, tcol.name, "not_null", count, sample,
-                             "%d source rows have NULL for %s.%s, which is NOT NULL in the target" % (count, tp.key, tcol.name))
+                    self.add(
+                        tp.key,
+                        tcol.name,
+                        "not_null",
+                        count,
+                        sample,
+                        "%d source rows have NULL for %s.%s, which is NOT NULL in the target"
+                        % (count, tp.key, tcol.name),
+                    )
             if not cc.changed and tcol.typtype != "e":
                 continue
             found = False
@@ -608,8 +643,14 @@ class ProblemFinder:
                 count, sample, err = self._count_where(tp, value, sql.SQL("length((v)::text) > %s"), [limit])
                 if count:
                     found = True
-                    self.add(tp.key, tcol.name, "too_long", count, sample,
-                             "%d source values of %s.%s are longer than %s" % (count, tp.key, tcol.name, tcol.type))
+                    self.add(
+                        tp.key,
+                        tcol.name,
+                        "too_long",
+                        count,
+                        sample,
+                        "%d source values of %s.%s are longer than %s" % (count, tp.key, tcol.name, tcol.type),
+                    )
             if tcol.type in _INTEGER_RANGES:
                 low, high = _INTEGER_RANGES[tcol.type]
                 cond = sql.SQL(
@@ -618,36 +659,61 @@ class ProblemFinder:
                 count, sample, err = self._count_where(tp, value, cond, [low, high])
                 if count:
                     found = True
-                    self.add(tp.key, tcol.name, "out_of_range", count, sample,
-                             "%d source values of %s.%s are out of range for %s" % (count, tp.key, tcol.name, tcol.type))
+                    self.add(
+                        tp.key,
+                        tcol.name,
+                        "out_of_range",
+                        count,
+                        sample,
+                        "%d source values of %s.%s are out of range for %s" % (count, tp.key, tcol.name, tcol.type),
+                    )
             nmatch = re.match(r"^numeric\((\d+),(\d+)\)$", tcol.type)
             if nmatch:
                 precision, scale = int(nmatch.group(1)), int(nmatch.group(2))
                 cond = sql.SQL(
-                    "(v)::text ~ '^\\s*[-+]?[0-9.]+\\s*$' AND abs(round(((v)::text)::numeric, %s)) >= power(10::numeric, %s)"
+                    "(v)::text ~ '^\\s*[-+]?[0-9.]+\\s*$' "
+                    "AND abs(round(((v)::text)::numeric, %s)) >= power(10::numeric, %s)"
                 )
                 count, sample, err = self._count_where(tp, value, cond, [scale, precision - scale])
                 if count:
                     found = True
-                    self.add(tp.key, tcol.name, "out_of_range", count, sample,
-                             "%d source values of %s.%s do not fit %s" % (count, tp.key, tcol.name, tcol.type))
+                    self.add(
+                        tp.key,
+                        tcol.name,
+                        "out_of_range",
+                        count,
+                        sample,
+                        "%d source values of %s.%s do not fit %s" % (count, tp.key, tcol.name, tcol.type),
+                    )
             if tcol.typtype == "e":
                 labels = enum_labels(self.tgt, tcol.type_oid)
                 count, sample, err = self._count_where(tp, value, sql.SQL("(v)::text <> ALL(%s)"), [labels])
                 if count:
                     found = True
-                    self.add(tp.key, tcol.name, "enum", count, sample,
-                             "%d source values of %s.%s are not labels of enum %s" % (count, tp.key, tcol.name, tcol.type))
+                    self.add(
+                        tp.key,
+                        tcol.name,
+                        "enum",
+                        count,
+                        sample,
+                        "%d source values of %s.%s are not labels of enum %s" % (count, tp.key, tcol.name, tcol.type),
+                    )
                 continue
             if not found and tcol.builtin:
                 # Every other conversion: the text form must parse as the target type (what the copy will do).
                 query = sql.SQL("SELECT count(CAST((v)::text AS {})) FROM (SELECT {} AS v FROM {}) s").format(
-                    sql.SQL(tcol.type), value, tp.source.from_clause()
+                    sql.SQL(tcol.type), value, source.from_clause()
                 )
                 _rows, err = self._query(query)
                 if err is not None:
-                    self.add(tp.key, tcol.name, "cast", None, [],
-                             "source values of %s.%s do not convert to %s: %s" % (tp.key, tcol.name, tcol.type, err))
+                    self.add(
+                        tp.key,
+                        tcol.name,
+                        "cast",
+                        None,
+                        [],
+                        "source values of %s.%s do not convert to %s: %s" % (tp.key, tcol.name, tcol.type, err),
+                    )
 
     def checks(self, tp: TablePlan) -> None:
         for name, expr in check_constraints(self.tgt, tp.target):
@@ -661,12 +727,19 @@ class ProblemFinder:
                     break
             if err is not None:
                 self.plan.warnings.append(
-                    "CHECK %s of %s could not be evaluated on the source (%s); the load will enforce it" % (name, tp.key, err)
+                    "CHECK %s of %s could not be evaluated on the source (%s); the load will enforce it"
+                    % (name, tp.key, err)
                 )
                 continue
             if rows:
-                self.add(tp.key, None, "check", int(rows[0][0]), _sample(r[1] for r in rows),
-                         "%d source rows of %s fail CHECK %s: %s" % (int(rows[0][0]), tp.key, name, expr))
+                self.add(
+                    tp.key,
+                    None,
+                    "check",
+                    int(rows[0][0]),
+                    _sample(r[1] for r in rows),
+                    "%d source rows of %s fail CHECK %s: %s" % (int(rows[0][0]), tp.key, name, expr),
+                )
 
     def keys(self, constraints: t.Sequence[KeyConstraint]) -> None:
         plans = self.plan.by_key()
@@ -676,7 +749,10 @@ class ProblemFinder:
                 continue
             names = {c.target.name for c in tp.carried} | {c.name for c in tp.defaulted}
             if not set(kc.columns) <= names:
-                self.plan.warnings.append("constraint %s on %s names columns the target lacks: %s" % (kc.name or kc.type, kc.table, kc.columns))
+                self.plan.warnings.append(
+                    "constraint %s on %s names columns the target lacks: %s"
+                    % (kc.name or kc.type, kc.table, kc.columns)
+                )
                 continue
             cols = sql.SQL(", ").join(sql.Identifier(c) for c in kc.columns)
             notnull = sql.SQL(" AND ").join(sql.SQL("s.{} IS NOT NULL").format(sql.Identifier(c)) for c in kc.columns)
@@ -691,11 +767,19 @@ class ProblemFinder:
                     if err is None:
                         break
                 if err is not None:
-                    self.plan.warnings.append("%s on %s could not be checked on the source: %s" % (label, kc.table, err))
+                    self.plan.warnings.append(
+                        "%s on %s could not be checked on the source: %s" % (label, kc.table, err)
+                    )
                 elif rows:
-                    self.add(kc.table, ", ".join(kc.columns), "duplicate", int(rows[0][1]), _sample(r[2] for r in rows),
-                             "%d source rows of %s share a key under the new %s (%d distinct keys)"
-                             % (int(rows[0][1]), kc.table, label, int(rows[0][0])))
+                    self.add(
+                        kc.table,
+                        ", ".join(kc.columns),
+                        "duplicate",
+                        int(rows[0][1]),
+                        _sample(r[2] for r in rows),
+                        "%d source rows of %s share a key under the new %s (%d distinct keys)"
+                        % (int(rows[0][1]), kc.table, label, int(rows[0][0])),
+                    )
             else:
                 ref = plans.get(kc.ref_table or "")
                 if ref is None or not kc.ref_columns:
@@ -715,17 +799,30 @@ class ProblemFinder:
                     query = sql.SQL(
                         "SELECT count(*) OVER (), ROW({})::text FROM {} s WHERE {} AND NOT EXISTS "
                         "(SELECT 1 FROM {} p WHERE {}) LIMIT %s"
-                    ).format(sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in kc.columns),
-                             tp.mapped_source(cast), notnull, parent, match)
+                    ).format(
+                        sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in kc.columns),
+                        tp.mapped_source(cast),
+                        notnull,
+                        parent,
+                        match,
+                    )
                     rows, err = self._query(query, [SAMPLE_LIMIT])
                     if err is None:
                         break
                 if err is not None:
-                    self.plan.warnings.append("%s on %s could not be checked on the source: %s" % (label, kc.table, err))
+                    self.plan.warnings.append(
+                        "%s on %s could not be checked on the source: %s" % (label, kc.table, err)
+                    )
                 elif rows:
-                    self.add(kc.table, ", ".join(kc.columns), "orphan", int(rows[0][0]), _sample(r[1] for r in rows),
-                             "%d source rows of %s have no parent in %s(%s) for the new %s"
-                             % (int(rows[0][0]), kc.table, kc.ref_table, ", ".join(kc.ref_columns), label))
+                    self.add(
+                        kc.table,
+                        ", ".join(kc.columns),
+                        "orphan",
+                        int(rows[0][0]),
+                        _sample(r[1] for r in rows),
+                        "%d source rows of %s have no parent in %s(%s) for the new %s"
+                        % (int(rows[0][0]), kc.table, kc.ref_table, ", ".join(kc.ref_columns), label),
+                    )
 
 
 def normalize_constraints(items: t.Sequence[t.Mapping[str, t.Any]]) -> t.List[KeyConstraint]:
@@ -733,12 +830,23 @@ def normalize_constraints(items: t.Sequence[t.Mapping[str, t.Any]]) -> t.List[Ke
     for item in items:
         ctype = str(item.get("type", ""))
         if ctype not in ("u", "p", "f") or not item.get("table") or not item.get("columns"):
-            raise PgShiftError("post_data_constraints: each item needs table, type (u, p or f) and columns: %r" % (dict(item),))
+            raise PgShiftError(
+                "post_data_constraints: each item needs table, type (u, p or f) and columns: %r" % (dict(item),)
+            )
         if ctype == "f" and not (item.get("ref_table") and item.get("ref_columns")):
-            raise PgShiftError("post_data_constraints: a foreign key needs ref_table and ref_columns: %r" % (dict(item),))
-        out.append(KeyConstraint(str(item["table"]), ctype, [str(c) for c in item["columns"]],
-                                 item.get("ref_table"), [str(c) for c in item.get("ref_columns") or []] or None,
-                                 item.get("name")))
+            raise PgShiftError(
+                "post_data_constraints: a foreign key needs ref_table and ref_columns: %r" % (dict(item),)
+            )
+        out.append(
+            KeyConstraint(
+                str(item["table"]),
+                ctype,
+                [str(c) for c in item["columns"]],
+                item.get("ref_table"),
+                [str(c) for c in item.get("ref_columns") or []] or None,
+                item.get("name"),
+            )
+        )
     return out
 
 
@@ -768,10 +876,47 @@ def find_problems(
 # types, whose OIDs differ between databases; numeric and floats, whose hash ignores display scale and the sign of
 # zero; interval, whose equal values print differently; types without a hash function) is hashed through its text
 # form.
-HASH_BY_VALUE_OIDS = frozenset({
-    16, 17, 18, 19, 20, 21, 23, 25, 26, 829, 869, 1042, 1043, 1082, 1083, 1114, 1184, 2950, 3802,
-    1000, 1001, 1002, 1003, 1005, 1007, 1009, 1014, 1015, 1016, 1028, 1041, 1182, 1183, 1185, 1115, 2951, 3807,
-})
+HASH_BY_VALUE_OIDS = frozenset(
+    {
+        16,
+        17,
+        18,
+        19,
+        20,
+        21,
+        23,
+        25,
+        26,
+        829,
+        869,
+        1042,
+        1043,
+        1082,
+        1083,
+        1114,
+        1184,
+        2950,
+        3802,
+        1000,
+        1001,
+        1002,
+        1003,
+        1005,
+        1007,
+        1009,
+        1014,
+        1015,
+        1016,
+        1028,
+        1041,
+        1182,
+        1183,
+        1185,
+        1115,
+        2951,
+        3807,
+    }
+)
 MIN_HASH_BY_VALUE_SERVER = 140000
 
 
@@ -806,9 +951,13 @@ def row_hash(items: t.Sequence["sql.Composable"], by_value: bool = True) -> "sql
     return sql.SQL("hashtextextended({}::text, 0)").format(row)
 
 
-def checksum_sql(from_item: "sql.Composable", row: t.Sequence["sql.Composable"], by_value: bool = True) -> "sql.Composed":
+def checksum_sql(
+    from_item: "sql.Composable", row: t.Sequence["sql.Composable"], by_value: bool = True
+) -> "sql.Composed":
     """count(*) and the sum (numeric, never overflows; duplicates do not cancel) of the rows' 64-bit hashes."""
-    return sql.SQL("SELECT count(*), coalesce(sum({}), 0)::text FROM {} AS t").format(row_hash(row, by_value), from_item)
+    return sql.SQL("SELECT count(*), coalesce(sum({}), 0)::text FROM {} AS t").format(
+        row_hash(row, by_value), from_item
+    )
 
 
 def prepare_plan(

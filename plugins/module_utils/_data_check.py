@@ -7,7 +7,8 @@
 
 Per carried table: ``count(*)`` and the sum of a 64-bit hash of every row over the carried columns
 (``hash_record_extended`` of the values for builtin types on PostgreSQL 14+, ``hashtextextended`` of the text form
-otherwise: see _data.HASH_BY_VALUE_OIDS), the source side computed on its values converted to the target types through the same mapping the copy used. The source
+otherwise: see _data.HASH_BY_VALUE_OIDS), the source side computed on its values converted to the target types
+through the same mapping the copy used. The source
 and target queries of a table run at the same time (threads, one connection per thread and side), ``jobs`` tables at a
 time; every source connection reads one exported snapshot. On a mismatch the table is narrowed down by buckets of its
 key (the hash of the target's primary key, or of the whole row when it has none), recursively, and the first
@@ -20,6 +21,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
+import functools
 import threading
 import time
 import typing as t
@@ -88,16 +90,21 @@ class Side(t.NamedTuple):
     key: t.List["sql.Composable"]
 
 
-def _sides(tp: _data.TablePlan, key_columns: t.Optional[t.List[str]], source_side: str, by_value: bool) -> t.Tuple[Side, Side]:
+def _sides(
+    tp: _data.TablePlan, key_columns: t.Optional[t.List[str]], source_side: str, by_value: bool
+) -> t.Tuple[Side, Side]:
     by_target = {c.target.name: c for c in tp.carried}
     src_row = _data.source_row(tp, by_value)
     tgt_row = _data.target_row(tp, by_value)
+    src_key: t.List["sql.Composable"]
+    tgt_key: t.List["sql.Composable"]
     if key_columns and all(k in by_target for k in key_columns):
         src_key = [by_target[k].source_as_target() for k in key_columns]
         tgt_key = [sql.Identifier(k) for k in key_columns]
     else:
         src_key, tgt_key = _data.source_row(tp, False), _data.target_row(tp, False)
-    assert tp.source is not None
+    if tp.source is None:
+        raise PgShiftError("internal error: table %s has no source to compare with" % tp.key)
     return (
         Side(source_side, tp.source.from_clause(), src_row, src_key),
         Side("target", tp.target.from_clause(), tgt_row, tgt_key),
@@ -112,7 +119,9 @@ def _conditions(path: t.Sequence[t.Tuple[int, int]], key: "sql.Composable") -> "
     if not path:
         return sql.SQL("true")
     return sql.SQL(" AND ").join(
-        sql.SQL("(hashtextextended({}, {}) & {}) = {}").format(key, sql.Literal(seed), sql.Literal(BUCKETS - 1), sql.Literal(bucket))
+        sql.SQL("(hashtextextended({}, {}) & {}) = {}").format(
+            key, sql.Literal(seed), sql.Literal(BUCKETS - 1), sql.Literal(bucket)
+        )
         for seed, bucket in path
     )
 
@@ -124,7 +133,9 @@ def _both(pool: concurrent.futures.Executor, fn: t.Callable[[Side], t.Any], a: S
 
 
 class Checker:
-    def __init__(self, sides: Sides, plan: _data.Plan, jobs: int, key_by_table: t.Dict[str, t.List[str]], by_value: bool) -> None:
+    def __init__(
+        self, sides: Sides, plan: _data.Plan, jobs: int, key_by_table: t.Dict[str, t.List[str]], by_value: bool
+    ) -> None:
         self.by_value = by_value
         self.sides = sides
         self.plan = plan
@@ -150,8 +161,15 @@ class Checker:
             # A new table (or a ledger table the ledger database lacks): it must be empty.
             target = Side("target", tp.target.from_clause(), _data.target_row(tp, self.by_value), [])
             rows, checksum = self.checksum(target) if tp.carried else self._count(target)
-            return {"source": None, "source_rows": 0, "target_rows": rows, "source_checksum": "0",
-                    "target_checksum": checksum, "match": rows == 0, "seconds": 0.0}
+            return {
+                "source": None,
+                "source_rows": 0,
+                "target_rows": rows,
+                "source_checksum": "0",
+                "target_checksum": checksum,
+                "match": rows == 0,
+                "seconds": 0.0,
+            }
         started = time.monotonic()
         src, tgt = _sides(tp, self.keys.get(tp.key), source_side, self.by_value)
         (s_rows, s_sum), (t_rows, t_sum) = _both(pool, self.checksum, src, tgt)
@@ -175,8 +193,14 @@ class Checker:
         query = sql.SQL(
             "SELECT (hashtextextended({key}, {seed}) & {mask})::int, count(*), "
             "sum({row})::text FROM {src} AS t WHERE {cond} GROUP BY 1"
-        ).format(key=key, seed=sql.Literal(seed), mask=sql.Literal(BUCKETS - 1), row=_data.row_hash(side.row, self.by_value),
-                 src=side.from_item, cond=_conditions(path, key))
+        ).format(
+            key=key,
+            seed=sql.Literal(seed),
+            mask=sql.Literal(BUCKETS - 1),
+            row=_data.row_hash(side.row, self.by_value),
+            src=side.from_item,
+            cond=_conditions(path, key),
+        )
         return {int(r[0]): (int(r[1]), str(r[2])) for r in self._run(side, query)}
 
     def _rows(self, side: Side, path: t.Sequence[t.Tuple[int, int]]) -> t.Dict[str, t.Counter[int]]:
@@ -198,7 +222,7 @@ class Checker:
 
         def walk(path: t.List[t.Tuple[int, int]], depth: int) -> None:
             seed = depth + 1
-            a, b = _both(pool, lambda s: self._buckets(s, path, seed), src, tgt)
+            a, b = _both(pool, functools.partial(self._buckets, path=path, seed=seed), src, tgt)
             for bucket in sorted(set(a) | set(b)):
                 if len(found) >= MAX_KEYS:
                     return
@@ -209,7 +233,7 @@ class Checker:
                 if size > ROWS_PER_FETCH and depth + 1 < MAX_DEPTH:
                     walk(here, depth + 1)
                     continue
-                ra, rb = _both(pool, lambda s: self._rows(s, here), src, tgt)
+                ra, rb = _both(pool, functools.partial(self._rows, path=here), src, tgt)
                 for k in sorted(set(ra) | set(rb)):
                     if ra.get(k) == rb.get(k):
                         continue
@@ -250,7 +274,8 @@ def target_health(conn: t.Any, amcheck: bool, check_mode: bool) -> t.Dict[str, t
     system = ("pg_catalog", "information_schema")
     with conn.cursor() as cur:
         cur.execute(
-            "SELECT c.conrelid::regclass::text, c.conname FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace "
+            "SELECT c.conrelid::regclass::text, c.conname FROM pg_constraint c "
+            "JOIN pg_namespace n ON n.oid = c.connamespace "
             "WHERE NOT c.convalidated AND n.nspname <> ALL(%s) ORDER BY 1, 2",
             (list(system),),
         )
@@ -270,7 +295,9 @@ def target_health(conn: t.Any, amcheck: bool, check_mode: bool) -> t.Dict[str, t
         top = column_max(conn, seq.table_schema, seq.table_name, seq.column, seq.increment)
         nxt = next_value(last, called, seq.increment)
         if top is not None and (nxt <= top if seq.increment > 0 else nxt >= top):
-            behind.append({"sequence": seq.key, "table": seq.table, "column": seq.column, "next_value": nxt, "column_max": top})
+            behind.append(
+                {"sequence": seq.key, "table": seq.table, "column": seq.column, "next_value": nxt, "column_max": top}
+            )
     out["sequences_behind"] = behind
     out["amcheck"] = None
     if amcheck:
@@ -291,9 +318,11 @@ def target_health(conn: t.Any, amcheck: bool, check_mode: bool) -> t.Dict[str, t
         checked = 0
         with conn.cursor() as cur:
             cur.execute(
-                "SELECT i.indexrelid, i.indexrelid::regclass::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                "SELECT i.indexrelid, i.indexrelid::regclass::text FROM pg_index i "
+                "JOIN pg_class c ON c.oid = i.indexrelid "
                 "JOIN pg_am am ON am.oid = c.relam JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE am.amname = 'btree' AND c.relkind = 'i' AND i.indisvalid AND c.relpersistence <> 't' AND n.nspname <> ALL(%s) "
+                "WHERE am.amname = 'btree' AND c.relkind = 'i' AND i.indisvalid AND c.relpersistence <> 't' "
+                "AND n.nspname <> ALL(%s) "
                 "AND n.nspname NOT LIKE 'pg\\_toast%%' ORDER BY 2",
                 (list(system),),
             )
@@ -328,7 +357,9 @@ def integrity_check(
         tgt_conn = stack.enter_context(contextlib.closing(connect(target, application_name="pgshift integrity_check")))
         led_conn = None
         if ledger_from is not None:
-            led_conn = stack.enter_context(contextlib.closing(connect(ledger_from, application_name="pgshift integrity_check")))
+            led_conn = stack.enter_context(
+                contextlib.closing(connect(ledger_from, application_name="pgshift integrity_check"))
+            )
         plan = _data.prepare_plan(src_conn, tgt_conn, mapping_file, ledger_tables, led_conn)
         if led_conn is not None:
             led_conn.rollback()
@@ -347,8 +378,9 @@ def integrity_check(
         checker = Checker(sides, plan, jobs, key_by_table, by_value)
         tables: t.Dict[str, t.Dict[str, t.Any]] = {}
         # Two threads per table (source and target side at once), ``jobs`` tables at a time.
-        with concurrent.futures.ThreadPoolExecutor(max_workers=2 * jobs) as sides_pool, \
-                concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as table_pool:
+        with concurrent.futures.ThreadPoolExecutor(
+            max_workers=2 * jobs
+        ) as sides_pool, concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as table_pool:
             futures = {table_pool.submit(checker.compare_table, sides_pool, tp): tp for tp in plan.tables}
             for fut in concurrent.futures.as_completed(futures):
                 tables[futures[fut].key] = fut.result()
@@ -372,8 +404,14 @@ def integrity_check(
         with contextlib.suppress(psycopg2.Error):
             src_conn.rollback()
     amcheck_errors = (health["amcheck"] or {}).get("errors") or []
-    ok = not (mismatches or health["invalid_indexes"] or health["unvalidated_constraints"] or health["sequences_behind"]
-              or amcheck_errors or plan.unaccepted)
+    ok = not (
+        mismatches
+        or health["invalid_indexes"]
+        or health["unvalidated_constraints"]
+        or health["sequences_behind"]
+        or amcheck_errors
+        or plan.unaccepted
+    )
     return {
         "ok": ok,
         "changed": health.pop("changed"),
@@ -391,14 +429,19 @@ def summary(result: t.Dict[str, t.Any]) -> str:
     parts = []
     for m in result["mismatches"]:
         keys = ", ".join("%s %s" % (k["key"], k["difference"]) for k in m.get("first_differing_keys", [])[:5])
-        parts.append("table %s differs (source %d rows, target %d rows)%s" % (
-            m["table"], m["source_rows"], m["target_rows"], (": " + keys) if keys else ""))
+        parts.append(
+            "table %s differs (source %d rows, target %d rows)%s"
+            % (m["table"], m["source_rows"], m["target_rows"], (": " + keys) if keys else "")
+        )
     if result["invalid_indexes"]:
         parts.append("invalid indexes: %s" % ", ".join(result["invalid_indexes"]))
     if result["unvalidated_constraints"]:
         parts.append("constraints not validated: %s" % ", ".join(result["unvalidated_constraints"]))
     for s in result["sequences_behind"]:
-        parts.append("sequence %s would return %d, not past max(%s.%s) = %d" % (s["sequence"], s["next_value"], s["table"], s["column"], s["column_max"]))
+        parts.append(
+            "sequence %s would return %d, not past max(%s.%s) = %d"
+            % (s["sequence"], s["next_value"], s["table"], s["column"], s["column_max"])
+        )
     for e in (result.get("amcheck") or {}).get("errors") or []:
         parts.append("amcheck: %s" % e)
     if result["lost"]["tables"] or result["lost"]["columns"]:

@@ -89,11 +89,15 @@ class CopyJob(t.NamedTuple):
     target_sql: t.List[str]
 
 
-def _statements(tp: _data.TablePlan, snapshot: t.Optional[str], src_conn: t.Any, tgt_conn: t.Any) -> t.Tuple[t.List[str], t.List[str]]:
+def _statements(
+    tp: _data.TablePlan, snapshot: t.Optional[str], src_conn: t.Any, tgt_conn: t.Any
+) -> t.Tuple[t.List[str], t.List[str]]:
     fmt = sql.SQL(tp.format)
     source = ["BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"]
     if snapshot:
-        source.append(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(check_snapshot_id(snapshot))).as_string(src_conn))
+        source.append(
+            sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(check_snapshot_id(snapshot))).as_string(src_conn)
+        )
     source.append(sql.SQL("COPY ({}) TO STDOUT (FORMAT {})").format(tp.select_sql(), fmt).as_string(src_conn))
     source.append("COMMIT")
     if tp.target.partitioned:
@@ -104,7 +108,9 @@ def _statements(tp: _data.TablePlan, snapshot: t.Optional[str], src_conn: t.Any,
         options = sql.SQL("FORMAT {}, FREEZE").format(fmt)
     target = [
         truncate.as_string(tgt_conn),
-        sql.SQL("COPY {} ({}) FROM STDIN ({})").format(tp.target.ident, tp.target_columns(), options).as_string(tgt_conn),
+        sql.SQL("COPY {} ({}) FROM STDIN ({})")
+        .format(tp.target.ident, tp.target_columns(), options)
+        .as_string(tgt_conn),
     ]
     return source, target
 
@@ -166,9 +172,13 @@ def run_pipeline(
         tgt = stack.enter_context(contextlib.closing(connect(target, application_name="pgshift data_copy target")))
         src_proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
             _psql_argv(psql_source, job.source_sql, quiet=True),
-            env=src_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=src_err,
+            env=src_env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=src_err,
         )
-        assert src_proc.stdout is not None
+        if src_proc.stdout is None:  # pragma: no cover - stdout=PIPE always gives one
+            raise PgShiftError("internal error: no pipe from psql")
         reader = _Reader(src_proc.stdout.fileno(), stop)
         rows = -1
         failure: t.Optional[str] = None
@@ -178,10 +188,14 @@ def run_pipeline(
                 cur.copy_expert(job.target_sql[1], reader, size=CHUNK)
                 rows = cur.rowcount
         except (psycopg2.Error, PgShiftError) as exc:
-            failure = str(getattr(exc, "msg", None) or str(exc)).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            diag = getattr(exc, "diag", None)
-            if getattr(diag, "message_primary", None):
-                failure = diag.message_primary
+            failure = (
+                str(getattr(exc, "msg", None) or str(exc)).strip().splitlines()[0]
+                if str(exc).strip()
+                else type(exc).__name__
+            )
+            primary = getattr(getattr(exc, "diag", None), "message_primary", None)
+            if primary:
+                failure = str(primary)
             src_proc.kill()
         src_rc = src_proc.wait()
         src_proc.stdout.close()
@@ -269,7 +283,9 @@ def sequence_state(conn: t.Any, schema: str, name: str) -> t.Tuple[int, bool]:
 def column_max(conn: t.Any, schema: str, table: str, column: str, increment: int) -> t.Optional[int]:
     agg = sql.SQL("max") if increment > 0 else sql.SQL("min")
     with conn.cursor() as cur:
-        cur.execute(sql.SQL("SELECT {}({})::bigint FROM {}").format(agg, sql.Identifier(column), sql.Identifier(schema, table)))
+        cur.execute(
+            sql.SQL("SELECT {}({})::bigint FROM {}").format(agg, sql.Identifier(column), sql.Identifier(schema, table))
+        )
         value = cur.fetchone()[0]
         return None if value is None else int(value)
 
@@ -285,9 +301,13 @@ def set_sequences(
     plans = plan.by_key()
     src_seqs = read_sequences(src_conn)
     led_seqs = read_sequences(ledger_conn) if ledger_conn is not None else []
-    by_owner = {(s.table, s.column): s for s in src_seqs if s.table}
+    by_owner: t.Dict[t.Tuple[t.Optional[str], t.Optional[str]], SequenceInfo] = {
+        (s.table, s.column): s for s in src_seqs if s.table
+    }
     by_name = {s.key: s for s in src_seqs}
-    led_owner = {(s.table, s.column): s for s in led_seqs if s.table}
+    led_owner: t.Dict[t.Tuple[t.Optional[str], t.Optional[str]], SequenceInfo] = {
+        (s.table, s.column): s for s in led_seqs if s.table
+    }
     results: t.List[t.Dict[str, t.Any]] = []
     for seq in read_sequences(tgt_conn):
         entry: t.Dict[str, t.Any] = {"sequence": seq.key, "table": seq.table, "column": seq.column}
@@ -299,7 +319,14 @@ def set_sequences(
                 origin = led_owner.get((seq.table, seq.column))
                 origin_conn = ledger_conn
             elif tp.source is not None:
-                carried = next((c for c in tp.carried if c.target.name == seq.column and c.source is not None and c.expression is None), None)
+                carried = next(
+                    (
+                        c
+                        for c in tp.carried
+                        if c.target.name == seq.column and c.source is not None and c.expression is None
+                    ),
+                    None,
+                )
                 if carried is not None and carried.source is not None:
                     origin = by_owner.get((tp.source.key, carried.source.name))
         elif seq.table is None:
@@ -315,15 +342,21 @@ def set_sequences(
             statements.append("setval(%s, %d, %s)" % (seq.key, last, called))
             if not check_mode:
                 with tgt_conn.cursor() as cur:
-                    cur.execute("SELECT setval(%s::regclass, %s, %s)", (sql.Identifier(seq.schema, seq.name).as_string(cur), last, called))
+                    cur.execute(
+                        "SELECT setval(%s::regclass, %s, %s)",
+                        (sql.Identifier(seq.schema, seq.name).as_string(cur), last, called),
+                    )
         if seq.table_schema and seq.table_name and seq.column and not check_mode:
             top = column_max(tgt_conn, seq.table_schema, seq.table_name, seq.column, seq.increment)
             entry["column_max"] = top
             nxt = next_value(last, called, seq.increment)
             behind = top is not None and (nxt <= top if seq.increment > 0 else nxt >= top)
-            if behind:
+            if behind and top is not None:
                 with tgt_conn.cursor() as cur:
-                    cur.execute("SELECT setval(%s::regclass, %s, true)", (sql.Identifier(seq.schema, seq.name).as_string(cur), top))
+                    cur.execute(
+                        "SELECT setval(%s::regclass, %s, true)",
+                        (sql.Identifier(seq.schema, seq.name).as_string(cur), top),
+                    )
                 statements.append("setval(%s, %d, true)" % (seq.key, top))
                 entry.update({"last_value": top, "is_called": True, "advanced_to_column_max": True})
             else:
@@ -350,10 +383,14 @@ def copy_data(
     jobs = max(1, int(jobs))
     with contextlib.ExitStack() as stack:
         src_conn = stack.enter_context(contextlib.closing(connect(source, application_name="pgshift data_copy")))
-        tgt_conn = stack.enter_context(contextlib.closing(connect(target, autocommit=True, application_name="pgshift data_copy")))
+        tgt_conn = stack.enter_context(
+            contextlib.closing(connect(target, autocommit=True, application_name="pgshift data_copy"))
+        )
         led_conn = None
         if ledger_from is not None:
-            led_conn = stack.enter_context(contextlib.closing(connect(ledger_from, autocommit=True, application_name="pgshift data_copy")))
+            led_conn = stack.enter_context(
+                contextlib.closing(connect(ledger_from, autocommit=True, application_name="pgshift data_copy"))
+            )
         plan = _data.prepare_plan(src_conn, tgt_conn, mapping_file, ledger_tables, led_conn)
         if plan.unaccepted:
             raise _data.loss_error(plan)
@@ -367,7 +404,9 @@ def copy_data(
         skipped: t.Dict[str, str] = {}
         for tp in plan.tables:
             if tp.source is None:
-                skipped[tp.key] = "new table (no source rows)" if not tp.ledger else "ledger table absent in ledger_from"
+                skipped[tp.key] = (
+                    "new table (no source rows)" if not tp.ledger else "ledger table absent in ledger_from"
+                )
                 continue
             if not tp.carried:
                 skipped[tp.key] = "no carried column"
@@ -410,7 +449,10 @@ def copy_data(
                     stop.set()
                     continue
                 result["tables"][job.plan.key] = info
-                say("data_copy: %s: %d rows, %d bytes, %.2f s (%s)" % (job.plan.key, info["rows"], info["bytes"], info["seconds"], info["format"]))
+                say(
+                    "data_copy: %s: %d rows, %d bytes, %.2f s (%s)"
+                    % (job.plan.key, info["rows"], info["bytes"], info["seconds"], info["format"])
+                )
         if errors:
             first = errors[0]
             first.details.setdefault("tables_done", sorted(result["tables"]))

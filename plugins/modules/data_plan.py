@@ -201,7 +201,11 @@ def run(params):
         plan = _data.prepare_plan(src, tgt, params["mapping_file"], params["ledger_tables"])
         constraints = _data.read_key_constraints(tgt)
         if params["schema_source"]:
-            dev = stack.enter_context(contextlib.closing(connect(ConnParams.from_params(params["schema_source"]), application_name="pgshift data_plan")))
+            dev = stack.enter_context(
+                contextlib.closing(
+                    connect(ConnParams.from_params(params["schema_source"]), application_name="pgshift data_plan")
+                )
+            )
             constraints += _data.read_key_constraints(dev)
         constraints += _data.normalize_constraints(params["post_data_constraints"] or [])
         problems = _data.find_problems(src, tgt, plan, constraints)

@@ -40,7 +40,9 @@ def drop_db(cluster: pgworld.Cluster, name: str) -> None:
         cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def execute(cluster: pgworld.Cluster, database: str, statement: str, params: t.Sequence[t.Any] = ()) -> t.List[t.Tuple[t.Any, ...]]:
+def execute(
+    cluster: pgworld.Cluster, database: str, statement: str, params: t.Sequence[t.Any] = ()
+) -> t.List[t.Tuple[t.Any, ...]]:
     with contextlib.closing(cluster.connect(database)) as conn, conn.cursor() as cur:
         cur.execute(statement, params)
         return cur.fetchall() if cur.description else []
@@ -49,7 +51,11 @@ def execute(cluster: pgworld.Cluster, database: str, statement: str, params: t.S
 def run_sql(cluster: pgworld.Cluster, database: str, text: str) -> None:
     subprocess.run(
         [bin_for(cluster, "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", database],
-        input=text, text=True, check=True, env=_env(cluster), capture_output=True,
+        input=text,
+        text=True,
+        check=True,
+        env=_env(cluster),
+        capture_output=True,
     )
 
 
@@ -62,13 +68,22 @@ def shop(cluster: pgworld.Cluster, migrations: t.Optional[int], scale: float) ->
 
 
 def schema_dump(cluster: pgworld.Cluster, database: str, path: str) -> None:
-    subprocess.run([bin_for(cluster, "pg_dump"), "-Fc", "--schema-only", "-f", path, "-d", database],
-                   check=True, env=_env(cluster), capture_output=True)
+    subprocess.run(
+        [bin_for(cluster, "pg_dump"), "-Fc", "--schema-only", "-f", path, "-d", database],
+        check=True,
+        env=_env(cluster),
+        capture_output=True,
+    )
 
 
 def restore_section(cluster: pgworld.Cluster, dump: str, database: str, section: str) -> None:
-    proc = subprocess.run([bin_for(cluster, "pg_restore"), "--section=" + section, "--no-owner", "-d", database, dump],
-                          env=_env(cluster), capture_output=True, text=True)
+    proc = subprocess.run(
+        [bin_for(cluster, "pg_restore"), "--section=" + section, "--no-owner", "-d", database, dump],
+        check=False,
+        env=_env(cluster),
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         raise RuntimeError("pg_restore --section=%s failed: %s" % (section, proc.stderr))
 

@@ -7,12 +7,11 @@ from __future__ import annotations
 import os
 import typing as t
 
-import pytest
-
 import data_support as ds
+import pytest
 from conftest import require_pagila
 
-DEV_CHANGES = r'''
+DEV_CHANGES = r"""
 ALTER TABLE customer RENAME COLUMN email TO email_address;
 ALTER TABLE film ALTER COLUMN rental_duration TYPE integer;
 ALTER TABLE film ALTER COLUMN replacement_cost TYPE numeric(4,2);
@@ -22,7 +21,7 @@ ALTER TABLE customer DROP COLUMN active;
 ALTER TABLE staff DROP COLUMN picture;
 CREATE TABLE film_review (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
   film_id integer NOT NULL REFERENCES film (film_id), stars smallint NOT NULL CHECK (stars BETWEEN 1 AND 5));
-'''
+"""
 
 MAPPING = """
 tables:
@@ -57,7 +56,11 @@ def test_pagila_carry_over(pg: t.Any, run_module: t.Callable[..., t.Any], tmp_pa
         ds.run_sql(pg, dev, DEV_CHANGES)
         carry = ds.prepare(pg, source, dev, str(tmp_path))
         mappings = {}
-        for name, fix, accept in (("strict", "", ""), ("unfixed", "", ", customer.active"), ("good", FIX_LANGUAGE, ", customer.active")):
+        for name, fix, accept in (
+            ("strict", "", ""),
+            ("unfixed", "", ", customer.active"),
+            ("good", FIX_LANGUAGE, ", customer.active"),
+        ):
             mappings[name] = str(tmp_path / (name + ".yml"))
             with open(mappings[name], "w") as handle:
                 handle.write(MAPPING % (fix, accept))
@@ -67,7 +70,9 @@ def test_pagila_carry_over(pg: t.Any, run_module: t.Callable[..., t.Any], tmp_pa
 
         unfixed = run_module("data_plan", dict(carry.common_args(mappings["unfixed"]), schema_source=carry.conn("dev")))
         assert unfixed.failed
-        assert [(p["table"], p["column"], p["kind"]) for p in unfixed.result["problems"]] == [("language", "name", "too_long")]
+        assert [(p["table"], p["column"], p["kind"]) for p in unfixed.result["problems"]] == [
+            ("language", "name", "too_long")
+        ]
         assert unfixed.result["problems"][0]["count"] == 6
 
         good = run_module("data_plan", dict(carry.common_args(mappings["good"]), schema_source=carry.conn("dev")))
@@ -81,15 +86,25 @@ def test_pagila_carry_over(pg: t.Any, run_module: t.Callable[..., t.Any], tmp_pa
 
         copy = run_module("data_copy", dict(carry.common_args(mappings["good"]), jobs=2))
         assert not copy.failed, copy.output
-        source_counts = ds.execute(pg, source, "SELECT (SELECT count(*) FROM payment), (SELECT count(*) FROM rental), (SELECT count(*) FROM film)")[0]
-        assert (copy.result["tables"]["payment"]["rows"], copy.result["tables"]["rental"]["rows"], copy.result["tables"]["film"]["rows"]) == source_counts
+        source_counts = ds.execute(
+            pg,
+            source,
+            "SELECT (SELECT count(*) FROM payment), (SELECT count(*) FROM rental), (SELECT count(*) FROM film)",
+        )[0]
+        assert (
+            copy.result["tables"]["payment"]["rows"],
+            copy.result["tables"]["rental"]["rows"],
+            copy.result["tables"]["film"]["rows"],
+        ) == source_counts
         assert ds.execute(pg, carry.target, "SELECT name FROM language ORDER BY language_id LIMIT 1") == [("Engli",)]
         carry.post_data()
         proof = run_module("integrity_check", dict(carry.common_args(mappings["good"]), jobs=2, amcheck=True))
         assert not proof.failed, proof.output
         assert proof.result["ok"] and proof.result["tables"]["payment"]["source_rows"] == source_counts[0]
         assert proof.result["amcheck"]["errors"] == []
-        assert ds.execute(pg, carry.target, "SELECT nextval('payment_payment_id_seq') > (SELECT max(payment_id) FROM payment)") == [(True,)]
+        assert ds.execute(
+            pg, carry.target, "SELECT nextval('payment_payment_id_seq') > (SELECT max(payment_id) FROM payment)"
+        ) == [(True,)]
     finally:
         for name in ([carry.target] if carry else []) + [source, dev]:
             ds.drop_db(pg, name)

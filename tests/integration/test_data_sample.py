@@ -6,13 +6,14 @@ undo it, so that the order of the tests does not matter.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import typing as t
 
-import pytest
-
 import data_support as ds
+import pytest
+from psycopg2 import sql
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,10 @@ def _args(carry: ds.Carry, **extra: t.Any) -> t.Dict[str, t.Any]:
 
 
 def _count(carry: ds.Carry, table: str) -> int:
-    return int(ds.execute(carry.cluster, carry.target, 'SELECT count(*) FROM "%s"' % table)[0][0])
+    query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))
+    with contextlib.closing(carry.cluster.connect(carry.target)) as conn, conn.cursor() as cur:
+        cur.execute(query)
+        return int(cur.fetchone()[0])
 
 
 def test_plan_copy_and_prove(shop: ds.Carry, run_module: t.Callable[..., t.Any]) -> None:
@@ -42,7 +46,13 @@ def test_plan_copy_and_prove(shop: ds.Carry, run_module: t.Callable[..., t.Any])
     assert res["problems"] == [] and res["lost"]["tables"] == [] and res["lost"]["columns"] == []
     by_table = {p["table"]: p for p in res["plan"]}
     customers = by_table["customers"]
-    assert {"name": "display_name", "from": "full_name", "source_type": "text", "target_type": "text", "cast": False} in customers["columns"]
+    assert {
+        "name": "display_name",
+        "from": "full_name",
+        "source_type": "text",
+        "target_type": "text",
+        "cast": False,
+    } in customers["columns"]
     assert customers["defaulted"] == ["marketing_opt_in", "loyalty_points"]
     assert by_table["product_reviews"]["new"] is True and by_table["product_reviews"]["source"] is None
     assert by_table["order_events"]["partitioned"] is True
@@ -58,7 +68,9 @@ def test_plan_copy_and_prove(shop: ds.Carry, run_module: t.Callable[..., t.Any])
     done = run_module("data_copy", _args(shop, ledger_from=shop.conn("dev"), jobs=2))
     assert not done.failed, done.output
     tables = done.result["tables"]
-    source_rows = ds.execute(shop.cluster, shop.source, "SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM order_events)")[0]
+    source_rows = ds.execute(
+        shop.cluster, shop.source, "SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM order_events)"
+    )[0]
     assert tables["orders"]["rows"] == source_rows[0] and tables["order_events"]["rows"] == source_rows[1]
     assert tables["orders"]["format"] == "binary"
     assert "product_reviews" in done.result["not_copied"]
@@ -66,9 +78,14 @@ def test_plan_copy_and_prove(shop: ds.Carry, run_module: t.Callable[..., t.Any])
     assert _count(shop, "pgmigrations") == 6
     # identity (GENERATED ALWAYS) and serial sequences continue after the copied rows
     seqs = {s["sequence"]: s for s in done.result["sequences"]}
-    assert seqs["products_id_seq"]["last_value"] == ds.execute(shop.cluster, shop.source, "SELECT max(id) FROM products")[0][0]
+    assert (
+        seqs["products_id_seq"]["last_value"]
+        == ds.execute(shop.cluster, shop.source, "SELECT max(id) FROM products")[0][0]
+    )
     shop.post_data()
-    ds.execute(shop.cluster, shop.target, "INSERT INTO products (sku, name, price_cents) VALUES ('NEW-1', 'n', 1) RETURNING id")
+    ds.execute(
+        shop.cluster, shop.target, "INSERT INTO products (sku, name, price_cents) VALUES ('NEW-1', 'n', 1) RETURNING id"
+    )
 
     proof = run_module("integrity_check", _args(shop, ledger_from=shop.conn("dev"), amcheck=True))
     assert proof.failed, "the product inserted above is a difference that must be found"
@@ -77,7 +94,11 @@ def test_plan_copy_and_prove(shop: ds.Carry, run_module: t.Callable[..., t.Any])
     ds.execute(shop.cluster, shop.target, "DELETE FROM products WHERE sku = 'NEW-1'")
     proof = run_module("integrity_check", _args(shop, ledger_from=shop.conn("dev"), amcheck=True))
     assert not proof.failed, proof.output
-    assert proof.result["ok"] is True and proof.result["amcheck"]["checked"] > 5 and proof.result["amcheck"]["errors"] == []
+    assert (
+        proof.result["ok"] is True
+        and proof.result["amcheck"]["checked"] > 5
+        and proof.result["amcheck"]["errors"] == []
+    )
     assert all(v["match"] for v in proof.result["tables"].values())
     assert proof.result["tables"]["customers"]["source_rows"] == 100
 
@@ -85,13 +106,24 @@ def test_plan_copy_and_prove(shop: ds.Carry, run_module: t.Callable[..., t.Any])
 @pytest.mark.parametrize(
     "fault,undo,table,difference",
     [
-        ("UPDATE orders SET note = 'tampered' WHERE id = 42", "UPDATE orders t SET note = NULL WHERE id = 42", "orders", "changed"),
-        ("DELETE FROM order_lines WHERE order_id = 7 AND line_no = 1",
-         "INSERT INTO order_lines SELECT * FROM tmp_saved", "order_lines", "missing in target"),
+        (
+            "UPDATE orders SET note = 'tampered' WHERE id = 42",
+            "UPDATE orders t SET note = NULL WHERE id = 42",
+            "orders",
+            "changed",
+        ),
+        (
+            "DELETE FROM order_lines WHERE order_id = 7 AND line_no = 1",
+            "INSERT INTO order_lines SELECT * FROM tmp_saved",
+            "order_lines",
+            "missing in target",
+        ),
     ],
     ids=["value-changed", "row-deleted"],
 )
-def test_fault_caught_and_named(shop: ds.Carry, run_module: t.Callable[..., t.Any], fault: str, undo: str, table: str, difference: str) -> None:
+def test_fault_caught_and_named(
+    shop: ds.Carry, run_module: t.Callable[..., t.Any], fault: str, undo: str, table: str, difference: str
+) -> None:
     if _count(shop, "orders") == 0:
         test_plan_copy_and_prove(shop, run_module)
     cluster, target = shop.cluster, shop.target
@@ -130,7 +162,12 @@ def test_duplicate_row_caught(shop: ds.Carry, run_module: t.Callable[..., t.Any]
         assert mismatch["first_differing_keys"][0]["difference"].startswith("duplicated in target")
         assert mismatch["first_differing_keys"][0]["key"].startswith("(9,1,")
     finally:
-        ds.execute(cluster, target, "DELETE FROM order_lines WHERE ctid IN (SELECT max(ctid) FROM order_lines WHERE order_id = 9 AND line_no = 1)")
+        ds.execute(
+            cluster,
+            target,
+            "DELETE FROM order_lines WHERE ctid IN "
+            "(SELECT max(ctid) FROM order_lines WHERE order_id = 9 AND line_no = 1)",
+        )
         ds.execute(cluster, target, "ALTER TABLE order_lines ADD PRIMARY KEY (order_id, line_no)")
 
 
@@ -151,7 +188,9 @@ def test_sequence_behind_and_unvalidated_constraint_caught(shop: ds.Carry, run_m
         ds.execute(cluster, target, "SELECT setval('orders_id_seq', (SELECT max(id) FROM orders))")
 
 
-def test_orphan_for_new_foreign_key_reported_before_copy(pg: t.Any, run_module: t.Callable[..., t.Any], tmp_path: t.Any) -> None:
+def test_orphan_for_new_foreign_key_reported_before_copy(
+    pg: t.Any, run_module: t.Callable[..., t.Any], tmp_path: t.Any
+) -> None:
     """Production lacks the FK dev has: an orphan row is found by data_plan, before anything is copied."""
     source = ds.shop(pg, 2, 0.1)
     dev = ds.shop(pg, None, 0)
@@ -162,14 +201,33 @@ def test_orphan_for_new_foreign_key_reported_before_copy(pg: t.Any, run_module: 
         res = run_module("data_plan", _args(carry, schema_source=carry.conn("dev")))
         assert res.failed
         orphans = [p for p in res.result["problems"] if p["kind"] == "orphan"]
-        assert orphans == [{
-            "table": "orders", "column": "customer_id", "kind": "orphan", "count": 1, "sample": ["(99999)"],
-            "message": orphans[0]["message"],
-        }]
+        assert orphans == [
+            {
+                "table": "orders",
+                "column": "customer_id",
+                "kind": "orphan",
+                "count": 1,
+                "sample": ["(99999)"],
+                "message": orphans[0]["message"],
+            }
+        ]
         assert "customers(id)" in orphans[0]["message"] and "orders" in res.result["msg"]
         # the same, with the constraints given as a list instead of a dev connection
-        res = run_module("data_plan", _args(carry, post_data_constraints=[
-            {"table": "orders", "type": "f", "columns": ["customer_id"], "ref_table": "customers", "ref_columns": ["id"]}]))
+        res = run_module(
+            "data_plan",
+            _args(
+                carry,
+                post_data_constraints=[
+                    {
+                        "table": "orders",
+                        "type": "f",
+                        "columns": ["customer_id"],
+                        "ref_table": "customers",
+                        "ref_columns": ["id"],
+                    }
+                ],
+            ),
+        )
         assert res.failed and [p["kind"] for p in res.result["problems"]] == ["orphan"]
         assert _count(carry, "orders") == 0
     finally:
@@ -185,21 +243,28 @@ def test_worker_killed_half_way(pg: t.Any, run_module: t.Callable[..., t.Any], t
     carry = ds.prepare(pg, source, dev, str(tmp_path))
     try:
         # a CHECK that sleeps on one row of order_lines: the COPY is provably half way when it is killed
-        ds.run_sql(pg, carry.target, """
+        ds.run_sql(
+            pg,
+            carry.target,
+            """
             CREATE FUNCTION pgshift_slow(bigint) RETURNS boolean LANGUAGE plpgsql AS
               $$ BEGIN IF $1 = 300 THEN PERFORM pg_sleep(60); END IF; RETURN true; END $$;
             ALTER TABLE order_lines ADD CONSTRAINT slow CHECK (pgshift_slow(order_id));
-        """)
+        """,
+        )
         outcome: t.Dict[str, t.Any] = {}
         worker = threading.Thread(target=lambda: outcome.update(run=run_module("data_copy", _args(carry, jobs=2))))
         worker.start()
-        killed = []
+        killed: t.List[t.Tuple[t.Any, ...]] = []
         deadline = time.monotonic() + 60
         while not killed and time.monotonic() < deadline:
-            killed = ds.execute(pg, "postgres",
-                                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
-                                "AND wait_event = 'PgSleep' AND application_name = 'pgshift data_copy target'",
-                                [carry.target])
+            killed = ds.execute(
+                pg,
+                "postgres",
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
+                "AND wait_event = 'PgSleep' AND application_name = 'pgshift data_copy target'",
+                [carry.target],
+            )
             time.sleep(0.1)
         worker.join(120)
         assert killed, "the copy never reached the sleeping row"

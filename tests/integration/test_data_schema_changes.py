@@ -7,11 +7,10 @@ from __future__ import annotations
 import os
 import typing as t
 
+import data_support as ds
 import pytest
 
-import data_support as ds
-
-PROD = r'''
+PROD = r"""
 CREATE TABLE people (
   id integer PRIMARY KEY, name text, nick varchar(30), age integer, legacy_fax text, secret_note text,
   born timestamptz, score numeric(12,3), kind text
@@ -21,15 +20,17 @@ CREATE SCHEMA "a.b";
 CREATE TABLE "a.b"."select" (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, v double precision);
 CREATE TABLE log (at timestamptz, msg text);
 CREATE TABLE old_stuff (x integer);
-INSERT INTO people SELECT i, 'Person ' || i, 'n' || i, 20 + i % 50, 'fax' || i, 'secret', timestamptz '2024-03-01 10:00+00' + i * interval '7 hours',
-  i / 7.0, (ARRAY['a','b'])[1 + i % 2] FROM generate_series(1, 300) i;
+INSERT INTO people SELECT i, 'Person ' || i, 'n' || i, 20 + i % 50, 'fax' || i, 'secret',
+  timestamptz '2024-03-01 10:00+00' + i * interval '7 hours', i / 7.0, (ARRAY['a','b'])[1 + i % 2]
+  FROM generate_series(1, 300) i;
 INSERT INTO "we""ird" SELECT i, 'space ' || i, 'ü' || i || E' \\ "q" ''s', 1 + i % 300 FROM generate_series(1, 200) i;
 INSERT INTO "a.b"."select" (v) SELECT i / 3.0 FROM generate_series(1, 150) i;
-INSERT INTO log SELECT timestamptz '2024-01-01 00:00+00' + i * interval '1 minute', 'line ' || (i % 20) FROM generate_series(1, 400) i;
+INSERT INTO log SELECT timestamptz '2024-01-01 00:00+00' + i * interval '1 minute', 'line ' || (i % 20)
+  FROM generate_series(1, 400) i;
 INSERT INTO old_stuff SELECT generate_series(1, 10);
-'''
+"""
 
-DEV = r'''
+DEV = r"""
 CREATE TYPE person_kind AS ENUM ('a', 'b', 'c');
 CREATE TABLE people (
   id integer PRIMARY KEY, full_name text NOT NULL, nick varchar(10), age bigint, born timestamp,
@@ -42,7 +43,7 @@ CREATE TABLE "a.b"."select" (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
   doubled double precision GENERATED ALWAYS AS (v * 2) STORED);
 CREATE TABLE log (at timestamptz, msg text);
 CREATE TABLE badges (id serial PRIMARY KEY, person_id integer NOT NULL REFERENCES people (id), label text);
-'''
+"""
 
 MAPPING = """
 tables:
@@ -64,8 +65,8 @@ def world(pg: t.Any, tmp_path_factory: t.Any) -> t.Iterator[t.Tuple[ds.Carry, st
     ds.run_sql(pg, dev, DEV)
     carry = ds.prepare(pg, source, dev, tmp)
     # Servers that disagree about TimeZone and float output: the pinned sessions must hide it.
-    ds.execute(pg, "postgres", 'ALTER DATABASE "%s" SET TimeZone = \'America/New_York\'' % source)
-    ds.execute(pg, "postgres", 'ALTER DATABASE "%s" SET TimeZone = \'Asia/Kolkata\'' % carry.target)
+    ds.execute(pg, "postgres", "ALTER DATABASE \"%s\" SET TimeZone = 'America/New_York'" % source)
+    ds.execute(pg, "postgres", "ALTER DATABASE \"%s\" SET TimeZone = 'Asia/Kolkata'" % carry.target)
     ds.execute(pg, "postgres", 'ALTER DATABASE "%s" SET extra_float_digits = 0' % carry.target)
     accepted = os.path.join(tmp, "accepted.yml")
     strict = os.path.join(tmp, "strict.yml")
@@ -100,15 +101,21 @@ def test_problems_reported_before_copy(world: t.Any, run_module: t.Callable[...,
         "UPDATE people SET score = 150 WHERE id = 7",
         "UPDATE people SET score = 1234567.125 WHERE id = 8",
         "UPDATE people SET kind = 'zzz' WHERE id = 9",
-        "UPDATE \"we\"\"ird\" SET \"select\" = 4242 WHERE \"a.b\" = 10",
+        'UPDATE "we""ird" SET "select" = 4242 WHERE "a.b" = 10',
         "INSERT INTO people VALUES (301, 'Person 1', 'd', 1, NULL, NULL, NULL, 1, 'a')",
     ]
     saved = ds.execute(cluster, source, "SELECT * FROM people WHERE id BETWEEN 5 AND 9 ORDER BY id")
     for statement in bad:
         ds.execute(cluster, source, statement)
     try:
-        res = run_module("data_plan", dict(carry.common_args(accepted), schema_source=carry.conn("dev"),
-                                           post_data_constraints=[{"table": "people", "type": "u", "columns": ["full_name"]}]))
+        res = run_module(
+            "data_plan",
+            dict(
+                carry.common_args(accepted),
+                schema_source=carry.conn("dev"),
+                post_data_constraints=[{"table": "people", "type": "u", "columns": ["full_name"]}],
+            ),
+        )
         assert res.failed
         found = {(p["table"], p["column"], p["kind"]) for p in res.result["problems"]}
         assert ("people", "nick", "too_long") in found
@@ -129,8 +136,12 @@ def test_problems_reported_before_copy(world: t.Any, run_module: t.Callable[...,
     finally:
         ds.execute(cluster, source, "DELETE FROM people WHERE id = 301")
         for row in saved:
-            ds.execute(cluster, source, "UPDATE people SET name = %s, nick = %s, score = %s, kind = %s WHERE id = %s",
-                       [row[1], row[2], row[7], row[8], row[0]])
+            ds.execute(
+                cluster,
+                source,
+                "UPDATE people SET name = %s, nick = %s, score = %s, kind = %s WHERE id = %s",
+                [row[1], row[2], row[7], row[8], row[0]],
+            )
         ds.execute(cluster, source, 'UPDATE "we""ird" SET "select" = 11 WHERE "a.b" = 10')
 
 
@@ -141,14 +152,24 @@ def test_copy_and_prove_with_changed_schema(world: t.Any, run_module: t.Callable
     by_table = {p["table"]: p for p in plan.result["plan"]}
     people = {c["name"]: c for c in by_table["people"]["columns"]}
     assert people["full_name"]["from"] == "name" and people["full_name"]["cast"] is False
-    assert people["age"] == {"name": "age", "from": "age", "source_type": "integer", "target_type": "bigint", "cast": True}
+    assert people["age"] == {
+        "name": "age",
+        "from": "age",
+        "source_type": "integer",
+        "target_type": "bigint",
+        "cast": True,
+    }
     assert people["nick"]["target_type"] == "character varying(10)" and people["nick"]["cast"] is True
     assert by_table["people"]["defaulted"] == ["status"] and by_table["people"]["format"] == "text"
     assert by_table["badges"]["new"] is True
     assert by_table['we"ird']["format"] == "binary"
     assert by_table["a.b.select"]["generated"] == ["doubled"]
-    assert plan.result["lost"] == {"tables": [], "columns": [], "accepted_tables": ["old_stuff"],
-                                   "accepted_columns": ["people.legacy_fax", "people.secret_note"]}
+    assert plan.result["lost"] == {
+        "tables": [],
+        "columns": [],
+        "accepted_tables": ["old_stuff"],
+        "accepted_columns": ["people.legacy_fax", "people.secret_note"],
+    }
 
     copy = run_module("data_copy", dict(carry.common_args(accepted), jobs=3))
     assert not copy.failed, copy.output
@@ -156,8 +177,9 @@ def test_copy_and_prove_with_changed_schema(world: t.Any, run_module: t.Callable
     assert copy.result["tables"]['we"ird']["rows"] == 200
     assert copy.result["tables"]["a.b.select"]["rows"] == 150
     cluster, target = carry.cluster, carry.target
-    assert ds.execute(cluster, target, 'SELECT "Ünïcode", doubled FROM "we""ird", "a.b"."select" WHERE "a.b" = 3 AND id = 3') == [
-        ("ü3 \\ \"q\" 's", 2.0)]
+    assert ds.execute(
+        cluster, target, 'SELECT "Ünïcode", doubled FROM "we""ird", "a.b"."select" WHERE "a.b" = 3 AND id = 3'
+    ) == [('ü3 \\ "q" \'s', 2.0)]
     # born: timestamptz -> timestamp converted in UTC whatever the servers' TimeZone
     assert str(ds.execute(cluster, target, "SELECT born FROM people WHERE id = 1")[0][0]) == "2024-03-01 17:00:00"
     carry.post_data()

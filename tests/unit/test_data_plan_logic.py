@@ -11,7 +11,9 @@ from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShift
 
 
 def col(name: str, typ: str = "integer", oid: int = 23, **kw: t.Any) -> _data.Column:
-    base = dict(typmod=-1, notnull=False, default=None, generated=False, identity="", typtype="b", base_oid=oid)
+    base: t.Dict[str, t.Any] = dict(
+        typmod=-1, notnull=False, default=None, generated=False, identity="", typtype="b", base_oid=oid
+    )
     base.update(kw)
     return _data.Column(name, typ, oid, **base)
 

@@ -9,8 +9,9 @@ Static checks (naming, order, parse, dangerous operations) always run. With a cl
 applied from empty in a throwaway database that is created and dropped here, and every migration with a down is run
 up -> down -> up, comparing catalog snapshots (not text) after each step.
 
-The catalog snapshot is pgshift's own small one (``catalog_snapshot``): definitions as the server prints them
-(``pg_get_*def``, ``format_type``), keyed by name, so that OIDs and creation order do not matter.
+Schemas are compared as catalog snapshots: the schema area's ``_schema.take_snapshot``/``diff_snapshots`` when that
+module is present, else the small ``catalog_snapshot`` here (definitions as the server prints them, ``pg_get_*def``,
+``format_type``, keyed by name, so that OIDs and creation order do not matter).
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ import os
 import time
 import typing as t
 import uuid
-
-from psycopg2 import sql
 
 from ansible_collections.pgshift.ops.plugins.module_utils import _migrations, _migrations_lint
 from ansible_collections.pgshift.ops.plugins.module_utils._connection import ConnParams, connect, db_error
@@ -35,8 +34,16 @@ from ansible_collections.pgshift.ops.plugins.module_utils._migration_files impor
 
 try:
     import psycopg2
-except ImportError:  # pragma: no cover
+    from psycopg2 import sql
+except ImportError:  # pragma: no cover - connect() reports it
     psycopg2 = None  # type: ignore[assignment]
+
+try:  # the project's catalog snapshot (schema area); the small one below is the fallback
+    from ansible_collections.pgshift.ops.plugins.module_utils._schema import diff_snapshots, take_snapshot
+
+    HAS_SCHEMA_SNAPSHOT = True
+except ImportError:  # pragma: no cover - only when _schema.py is absent
+    HAS_SCHEMA_SNAPSHOT = False
 
 LEDGER_TABLES = (
     LEDGER_TABLE,
@@ -169,10 +176,36 @@ def catalog_snapshot(cur: t.Any) -> t.Dict[str, t.Dict[str, str]]:
     return snapshot
 
 
-def compare_snapshots(
+def schema_snapshot(conn: t.Any) -> t.Dict[str, t.Any]:
+    """The schema of the database behind ``conn``, ledger tables left out: ``_schema.take_snapshot`` when present."""
+    if HAS_SCHEMA_SNAPSHOT:
+        return dict(take_snapshot(conn))
+    try:
+        with conn.cursor() as cur:
+            return {"objects": catalog_snapshot(cur)}
+    finally:
+        conn.rollback()
+
+
+def compare_snapshots(before: t.Dict[str, t.Any], after: t.Dict[str, t.Any], limit: int = 20) -> t.List[str]:
+    """Readable differences between two ``schema_snapshot`` results (empty when equal)."""
+    if HAS_SCHEMA_SNAPSHOT and "format" in before and "format" in after:
+        out = []
+        for d in diff_snapshots(before, after):
+            what = "%s %s: %s" % (d["kind"], d["name"], d["change"])
+            if d.get("attribute"):
+                what += " %s %s -> %s" % (d["attribute"], str(d.get("before"))[:120], str(d.get("after"))[:120])
+            out.append(what)
+            if len(out) >= limit:
+                out.append("... more differences left out")
+                break
+        return out
+    return _compare_catalogs(before["objects"], after["objects"], limit)
+
+
+def _compare_catalogs(
     before: t.Dict[str, t.Dict[str, str]], after: t.Dict[str, t.Dict[str, str]], limit: int = 20
 ) -> t.List[str]:
-    """Readable differences between two snapshots (empty when equal)."""
     out: t.List[str] = []
     for category in sorted(set(before) | set(after)):
         a, b = before.get(category, {}), after.get(category, {})
@@ -337,13 +370,10 @@ def _database_exists(params: ConnParams, name: str) -> bool:
         conn.close()
 
 
-def _snapshot(params: ConnParams) -> t.Dict[str, t.Dict[str, str]]:
+def _snapshot(params: ConnParams) -> t.Dict[str, t.Any]:
     conn = connect(params)
     try:
-        with conn.cursor() as cur:
-            snap = catalog_snapshot(cur)
-        conn.rollback()
-        return snap
+        return schema_snapshot(conn)
     finally:
         conn.close()
 
@@ -433,7 +463,7 @@ def dynamic_checks(
             current = after_up
         else:
             result["up_from_empty"] = True
-        result["final_schema"] = {k: len(v) for k, v in current.items()}
+        result["final_schema"] = {k: len(v or {}) for k, v in current["objects"].items()}
         result["seconds"] = round(time.monotonic() - started, 2)
     return result, findings
 

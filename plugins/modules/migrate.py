@@ -96,12 +96,12 @@ options:
     default: 3600
 notes:
   - node-postgres treats C(sslmode=prefer) and C(require) as C(verify-full) against the system CAs plus
-    O(sslrootcert) (given as E(NODE_EXTRA_CA_CERTS)): never weaker than libpq, possibly stricter.
+    O(sslrootcert) (given to the CLI as E(NODE_EXTRA_CA_CERTS)), so it is never weaker than libpq, possibly stricter.
 seealso:
   - module: pgshift.ops.migrations_info
   - module: pgshift.ops.migrations_validate
 author:
-  - pgshift contributors
+  - pgshift contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""

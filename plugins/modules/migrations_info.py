@@ -16,7 +16,7 @@ description:
     sha256 of every file.
   - Modified detection uses pgshift's own table C(pgshift_migration_meta) beside the ledger; migrations applied by
     another tool are listed in RV(unrecorded) until M(pgshift.ops.migrate) adopts them.
-  - Read-only: runs in a read-only transaction that is rolled back.
+  - Read-only, in a read-only transaction that is rolled back.
 extends_documentation_fragment:
   - pgshift.ops.connection
 attributes:
@@ -46,7 +46,7 @@ seealso:
   - module: pgshift.ops.migrate
   - module: pgshift.ops.migrations_validate
 author:
-  - pgshift contributors
+  - pgshift contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""

@@ -30,6 +30,9 @@ attributes:
   check_mode:
     support: partial
     description: In check mode only the static checks run (no throwaway database is created).
+    details: >-
+      Naming, order, parse, dangerous operations and the comparison with O(compare_database) run; up from empty and
+      the up -> down -> up round trips need the throwaway database and are skipped (said in RV(notes)).
   diff_mode:
     support: none
     description: Nothing changes.
@@ -81,7 +84,7 @@ seealso:
   - module: pgshift.ops.migrate
   - module: pgshift.ops.migrations_info
 author:
-  - pgshift contributors
+  - pgshift contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""

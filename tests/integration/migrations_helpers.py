@@ -52,7 +52,15 @@ def ledger(cluster: t.Any, database: str) -> t.List[t.Tuple[int, str]]:
     ]
 
 
-def snapshot(cluster: t.Any, database: str) -> t.Dict[str, t.Dict[str, str]]:
+def snapshot(cluster: t.Any, database: str) -> t.Dict[str, t.Any]:
+    from ansible_collections.pgshift.ops.plugins.module_utils._migrations_validate import schema_snapshot
+
+    with contextlib.closing(cluster.connect(database, autocommit=False)) as conn:
+        return schema_snapshot(conn)
+
+
+def catalogs(cluster: t.Any, database: str) -> t.Dict[str, t.Dict[str, str]]:
+    """The small fallback catalog snapshot of _migrations_validate (used when _schema.py is absent)."""
     from ansible_collections.pgshift.ops.plugins.module_utils._migrations_validate import catalog_snapshot
 
     with contextlib.closing(cluster.connect(database)) as conn, conn.cursor() as cur:

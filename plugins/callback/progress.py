@@ -262,6 +262,7 @@ class CallbackModule(CallbackBase):
         self._seq = 0
         self._configured = False
         self._finished = False
+        self._interrupted = False
         self._report_files: t.Dict[str, str] = {}
         self._stop = threading.Event()
         self._ticker: t.Optional[threading.Thread] = None
@@ -370,8 +371,8 @@ class CallbackModule(CallbackBase):
             end = self._elapsed()
         step["duration_s"] = round(max(end - step["started"], 0.0), 3)
         step["status"] = rpt.step_status(step["hosts"].values())
-        if step["status"] == "ignored" and not step["hosts"]:
-            step["status"] = "skipped"
+        if self._interrupted and not step["hosts"]:
+            step["status"] = "interrupted"  # still running when the run was stopped
         line = "  %s %s (%s)" % (step["name"], step["status"], rpt.format_duration(step["duration_s"]))
         if step.get("rows") is not None:
             rate = step["rows"] / step["duration_s"] if step["duration_s"] > 0 else 0.0
@@ -395,6 +396,8 @@ class CallbackModule(CallbackBase):
         mine = [s for s in self._steps if s["play_index"] == play["index"]]
         bad = [s for s in mine if s["status"] in ("failed", "unreachable")]
         play["status"] = "failed" if bad else ("rescued" if any(s["status"] == "rescued" for s in mine) else "ok")
+        if self._interrupted and play["status"] == "ok":
+            play["status"] = "interrupted"
         play["steps"] = len(mine)
         self._say(
             "phase %d %r %s in %s"
@@ -650,6 +653,7 @@ class CallbackModule(CallbackBase):
             if self._finished:
                 return
             self._finished = True
+            self._interrupted = interrupted
             self._close_play()
         hosts: t.Dict[str, t.Dict[str, int]] = {}
         if stats is not None:

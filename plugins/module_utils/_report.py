@@ -39,7 +39,7 @@ SWAP_KEYS = ANY_PGSHIFT_KEYS + ("previous", "actions", "run_id")
 REPORT_KEY = "pgshift_report"
 HTTP_ACTIONS = ("ansible.builtin.uri", "uri", "ansible.legacy.uri")
 
-STATUS_ORDER = ("failed", "unreachable", "rescued", "ignored", "changed", "ok", "skipped")
+STATUS_ORDER = ("failed", "unreachable", "interrupted", "rescued", "ignored", "changed", "ok", "skipped")
 STATUS_COLOURS = {
     "ok": "#2e7d32",
     "changed": "#c77700",
@@ -48,6 +48,7 @@ STATUS_COLOURS = {
     "skipped": "#9e9e9e",
     "ignored": "#ad5d5d",
     "rescued": "#1565c0",
+    "interrupted": "#37474f",
     "running": "#607d8b",
 }
 

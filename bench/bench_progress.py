@@ -67,7 +67,7 @@ def main() -> int:
             PGSHIFT_PROGRESS_JSONL=os.path.join(tmp, "events.jsonl"),
         )
         plain_runs, progress_runs = [], []
-        for _ in range(args.repeat):  # interleaved, so that a load change hits both sides
+        for _round in range(args.repeat):  # interleaved, so that a load change hits both sides
             plain_runs.append(run(path, base))
             progress_runs.append(run(path, with_cb))
         report = os.path.join(tmp, "runs", "last-run.json")

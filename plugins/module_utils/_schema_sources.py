@@ -189,3 +189,50 @@ def load(
     if not os.path.isdir(spec.migrations_dir):
         raise PgShiftError("migrations folder %s does not exist" % spec.migrations_dir, path=spec.migrations_dir)
     return snapshot_migrations(spec.migrations_dir, scratch, options, ledger_names)
+
+
+def _unquote(part: str) -> str:
+    if len(part) >= 2 and part.startswith('"') and part.endswith('"'):
+        return part[1:-1].replace('""', '"')
+    return part
+
+
+def _raw_index(snapshot: Snapshot, plural: str) -> t.Dict[t.Tuple[str, ...], str]:
+    from ansible_collections.pgshift.ops.plugins.module_utils._schema_ddl import split_name
+
+    objects = snapshot.get("objects", {}).get(plural, {}) or {}
+    return {tuple(_unquote(p) for p in split_name(name)): name for name in objects}
+
+
+def renames_from_mapping(path: str, source: Snapshot, target: Snapshot) -> t.Dict[str, str]:
+    """Renames declared by a data mapping file (``tables.<new>.from``, ``tables.<t>.columns.<new>.from``).
+
+    The file names objects unquoted (``customers`` or ``schema.table``; no schema means ``public``); they are matched
+    against the snapshots' names, so quoting never gets in the way. A declared rename that neither snapshot shows
+    is left out (the data mapping may describe an older release).
+    """
+    from ansible_collections.pgshift.ops.plugins.module_utils._data import load_mapping
+
+    mapping = load_mapping(path)
+    source_tables, target_tables = _raw_index(source, "tables"), _raw_index(target, "tables")
+    source_columns, target_columns = _raw_index(source, "columns"), _raw_index(target, "columns")
+
+    def table_parts(name: str) -> t.Tuple[str, ...]:
+        schema, sep, table = str(name).rpartition(".")
+        return (schema if sep else "public", table)
+
+    renames: t.Dict[str, str] = {}
+    for new_name, spec in mapping.tables.items():
+        new_table = table_parts(new_name)
+        old_table = table_parts(spec["from"]) if spec.get("from") else new_table
+        if old_table != new_table and old_table in source_tables and new_table in target_tables:
+            renames[source_tables[old_table]] = target_tables[new_table]
+        for column, cspec in (spec.get("columns") or {}).items():
+            old_column = cspec.get("from")
+            if not old_column:
+                continue
+            old_key = old_table + (str(old_column),)
+            new_key = new_table + (str(column),)
+            if old_key != new_key and old_key in source_columns and new_key in target_columns:
+                renames[source_columns[old_key]] = target_columns[new_key]
+    return renames

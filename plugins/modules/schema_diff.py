@@ -160,6 +160,12 @@ options:
         carries its columns, constraints, triggers and policies along.
     type: dict
     default: {}
+  mapping_file:
+    description:
+      - A data mapping file (the format of C(sample_app/mapping.yml), see C(docs/data.md)) whose C(from) entries
+        declare table and column renames from the source (production) to the target (dev); they are added to
+        O(renames). Names in the file are unquoted; a declared rename that the two schemas do not show is ignored.
+    type: path
   source_name:
     description:
       - Label of the source in the report and in file names.
@@ -268,6 +274,11 @@ ddl:
   type: list
   elements: str
   sample: ["ALTER TABLE public.customers ADD COLUMN loyalty_points integer DEFAULT 0 NOT NULL;"]
+renames:
+  description: The renames applied (from O(renames) and O(mapping_file)), source name to target name.
+  returned: always
+  type: dict
+  sample: {"public.customers.full_name": "public.customers.display_name"}
 files:
   description: Files written in O(output_dir) (or that would be, in check mode).
   returned: always
@@ -296,7 +307,11 @@ from ansible_collections.pgshift.ops.plugins.module_utils._schema import (  # no
     write_private_file,
 )
 from ansible_collections.pgshift.ops.plugins.module_utils._schema_ddl import propose_ddl  # noqa: E402
-from ansible_collections.pgshift.ops.plugins.module_utils._schema_sources import SourceSpec, load  # noqa: E402
+from ansible_collections.pgshift.ops.plugins.module_utils._schema_sources import (  # noqa: E402
+    SourceSpec,
+    load,
+    renames_from_mapping,
+)
 
 
 def _spec(p: dict, side: str) -> SourceSpec:
@@ -331,6 +346,7 @@ def main() -> None:
         ignore_comments=dict(type="bool", default=False),
         ignore_objects=dict(type="list", elements="str", default=[]),
         renames=dict(type="dict", default={}),
+        mapping_file=dict(type="path"),
         source_name=dict(type="str", default="source"),
         target_name=dict(type="str", default="target"),
         propose_ddl=dict(type="bool", default=False),
@@ -382,8 +398,14 @@ def main() -> None:
             if specs[side].kind == "migrations" and p["migrations_from_ledger"]:
                 ledger_names = loaded[other].snapshot.get("meta", {}).get("ledger") or []
             loaded[side] = load(specs[side], options, scratch, ledger_names)
+        renames: dict = {}
+        if p["mapping_file"]:
+            renames.update(
+                renames_from_mapping(p["mapping_file"], loaded["source"].snapshot, loaded["target"].snapshot)
+            )
+        renames.update(p["renames"])
         differences = diff_snapshots(
-            loaded["source"].snapshot, loaded["target"].snapshot, ignore=ignore, renames=p["renames"]
+            loaded["source"].snapshot, loaded["target"].snapshot, ignore=ignore, renames=renames
         )
         report = render_report(differences, p["source_name"], p["target_name"])
         files = []
@@ -423,6 +445,7 @@ def main() -> None:
         migrations_applied={side: loaded[side].migrations_applied for side in ("source", "target")},
         scratch_databases={side: loaded[side].scratch_database for side in ("source", "target")},
         files=files,
+        renames=renames,
     )
     if p["propose_ddl"]:
         result["ddl"] = propose_ddl(differences)

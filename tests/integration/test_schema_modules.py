@@ -188,3 +188,18 @@ def test_diff_detects_a_tampered_snapshot(
     path.write_text(json.dumps(document))
     run = run_module("schema_diff", dict(source_snapshot=str(path), target=pg.conn(prod)))
     assert run.failed and "changed after it was written" in run.result["msg"]
+
+
+def test_diff_takes_renames_from_the_data_mapping(
+    pg: pgworld.Cluster, shop_pair: t.Tuple[str, str], run_module: t.Any
+) -> None:
+    prod, dev = shop_pair
+    run = run_module(
+        "schema_diff",
+        dict(source=pg.conn(prod), target=pg.conn(dev), mapping_file=os.path.join(ROOT, "sample_app", "mapping.yml")),
+    )
+    assert not run.failed, run.output
+    assert run.result["renames"] == {"public.customers.full_name": "public.customers.display_name"}
+    changes = {(d["name"], d["change"]) for d in run.result["differences"] if d["kind"] == "column"}
+    assert ("public.customers.display_name", "renamed") in changes
+    assert ("public.customers.full_name", "removed") not in changes

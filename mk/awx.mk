@@ -1,0 +1,54 @@
+# Execution environment, AWX / Automation Platform definitions, and the GitHub deploy workflow (area: awx).
+# See docs/awx.md.
+#   make ee-context        the collection tarball (from the files git knows) and the ansible-builder build context in
+#                          .build/ee/context (no container engine needed; part of test-deps, checked by the tests)
+#   make ee-build          build the image from that context with podman or docker (EE_TAG, EE_RUNTIME)
+#   make awx-import        load awx/pgshift.json into AWX/AAP with `awx import` (CONTROLLER_HOST, CONTROLLER_USERNAME,
+#                          CONTROLLER_PASSWORD or CONTROLLER_OAUTH_TOKEN in the environment)
+#   make rehearsal-artifacts / deploy-secrets-file   used by .github/workflows/deploy.yml
+EE_DIR := $(ROOT)/.build/ee
+EE_SRC := $(EE_DIR)/src/ansible_collections/pgshift/ops
+EE_TARBALL := $(EE_DIR)/collections/pgshift-ops.tar.gz
+EE_CONTEXT := $(EE_DIR)/context
+EE_TAG ?= pgshift-ee:latest
+EE_RUNTIME ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || echo docker)
+# awxkit (the `awx` CLI) and what it imports, pinned: the tests read its export format, `make awx-import` runs it.
+AWXKIT_PINS := awxkit==24.6.1 requests==2.34.2 urllib3==2.8.0 idna==3.20 certifi==2026.10.19.post1 \
+  charset-normalizer==3.5.3
+# Left out of the tarball: what npm installs inside the tree (galaxy.yml's build_ignore matches top-level paths only).
+EE_EXCLUDE := (^|/)node_modules/
+
+$(BIN)/awx: | $(STAMP)
+	$(BIN)/pip install --quiet --disable-pip-version-check $(AWXKIT_PINS)
+
+.PHONY: awxkit
+awxkit: $(BIN)/awx ## the awx CLI (awxkit 24.6.1, pinned) in .venv
+
+TEST_DEPS += awxkit
+
+.PHONY: ee-collection
+ee-collection: venv ## build the pgshift.ops tarball for the execution environment from the files git knows
+	rm -rf $(EE_DIR)/src $(dir $(EE_TARBALL))
+	mkdir -p $(EE_SRC) $(dir $(EE_TARBALL))
+	cd $(ROOT) && git ls-files -co --exclude-standard -z \
+	  | tr '\0' '\n' | grep -Ev '$(EE_EXCLUDE)' | while IFS= read -r f; do [ -e "$$f" ] && printf '%s\0' "$$f"; done \
+	  | tar --null --no-recursion -T - -cf - | tar -xf - -C $(EE_SRC)
+	$(BIN)/ansible-galaxy collection build --force --output-path $(EE_DIR)/src $(EE_SRC) >/dev/null
+	mv $(EE_DIR)/src/pgshift-ops-*.tar.gz $(EE_TARBALL)
+
+.PHONY: ee-context
+ee-context: ee-collection ## ansible-builder create: the image's build context in .build/ee/context (no container engine)
+	rm -rf $(EE_CONTEXT)
+	$(BIN)/ansible-builder create -f execution-environment.yml -c $(EE_CONTEXT) --output-filename Containerfile
+
+TEST_DEPS += ee-context
+
+.PHONY: ee-build
+ee-build: ee-context ## build the execution environment image (EE_TAG, EE_RUNTIME=podman|docker)
+	$(BIN)/ansible-builder build -f execution-environment.yml -c $(EE_CONTEXT) --container-runtime $(EE_RUNTIME) \
+	  -t $(EE_TAG)
+
+.PHONY: awx-import
+awx-import: awxkit ## load the job templates and the release workflow into AWX/AAP (awx import < awx/pgshift.json)
+	@test -n "$$CONTROLLER_HOST" || { echo "set CONTROLLER_HOST (and CONTROLLER_USERNAME/CONTROLLER_PASSWORD or CONTROLLER_OAUTH_TOKEN)"; exit 1; }
+	$(BIN)/awx import --conf.format json < awx/pgshift.json

@@ -1,0 +1,249 @@
+"""prod_restore.yml and rollback.yml run unchanged under ansible-runner, the engine AWX runs jobs with.
+
+Each job gets a private data dir laid out as AWX lays it out:
+
+- ``project/``: the project checkout (the files git knows, as AWX's project update clones them);
+- ``inventory/``: the inventory (here the local one: hosts.yml and group_vars/);
+- ``env/envvars``: the job's environment (the world, the collection path of the execution environment, the progress
+  callback enabled through ``ANSIBLE_CALLBACKS_ENABLED``);
+- ``env/extravars``: the extra variables, with the survey's answer (``pgshift_confirm``) as AWX passes it.
+
+The collection is not taken from the repository: it is built into a tarball and installed with ansible-galaxy into a
+collections folder of its own, as the execution environment's build does (execution-environment.yml), so the test
+also proves that the built collection is complete. Real clusters, real ansible-playbook (through ansible-runner).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import typing as t
+
+import ansible_runner  # type: ignore[import-untyped]
+import pgworld
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+VENV_BIN = os.path.join(ROOT, ".venv", "bin")
+
+
+def tracked_files() -> t.List[str]:
+    """The files of a checkout: tracked and untracked-but-not-ignored, without what npm installs in the tree."""
+    out = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True, check=True
+    ).stdout.decode()
+    return [f for f in out.split("\0") if f and "node_modules/" not in f and os.path.isfile(os.path.join(ROOT, f))]
+
+
+def copy_files(files: t.Sequence[str], dest: str) -> None:
+    for rel in files:
+        target = os.path.join(dest, rel)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        shutil.copy2(os.path.join(ROOT, rel), target)
+
+
+@pytest.fixture(scope="module")
+def awx_base(tmp_path_factory: pytest.TempPathFactory) -> t.Dict[str, str]:
+    """The project checkout and the collection installed as the execution environment installs it."""
+    base = tmp_path_factory.mktemp("awx")
+    files = tracked_files()
+    project = str(base / "project")
+    copy_files(files, project)
+    source = str(base / "src" / "ansible_collections" / "pgshift" / "ops")
+    copy_files(files, source)
+    env = dict(os.environ, ANSIBLE_HOME=str(base / "ansible-home"), PATH=VENV_BIN + os.pathsep + os.environ["PATH"])
+    env.pop("ANSIBLE_CONFIG", None)
+    build = subprocess.run(
+        [os.path.join(VENV_BIN, "ansible-galaxy"), "collection", "build", "--output-path", str(base), source],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=str(base),
+        check=False,
+    )
+    assert build.returncode == 0, build.stdout + build.stderr
+    tarball = [str(base / f) for f in os.listdir(base) if f.startswith("pgshift-ops-") and f.endswith(".tar.gz")]
+    collections = str(base / "ee-collections")
+    install = subprocess.run(
+        [os.path.join(VENV_BIN, "ansible-galaxy"), "collection", "install", "--offline", "-p", collections, tarball[0]],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=str(base),
+        check=False,
+    )
+    assert install.returncode == 0, install.stdout + install.stderr
+    installed = os.path.join(collections, "ansible_collections", "pgshift", "ops")
+    assert os.path.isfile(os.path.join(installed, "MANIFEST.json"))
+    assert not os.path.islink(installed), "the collection must be a real install, not the repository"
+    return {"base": str(base), "project": project, "collections": collections}
+
+
+def private_data_dir(
+    awx: t.Dict[str, str], name: str, world: pgworld.World, extravars: t.Dict[str, t.Any]
+) -> t.Tuple[str, str]:
+    """One job's private data dir, as AWX writes it; returns (dir, folder of the progress output)."""
+    pdd = os.path.join(awx["base"], name)
+    os.makedirs(os.path.join(pdd, "env"), mode=0o700)
+    os.symlink(awx["project"], os.path.join(pdd, "project"))
+    shutil.copytree(os.path.join(ROOT, "inventories", "local"), os.path.join(pdd, "inventory"))
+    progress = os.path.join(pdd, "progress")
+    os.makedirs(progress, mode=0o700)
+    envvars = {
+        "PGSHIFT_WORLD": world.state,
+        # the execution environment's collections folder; AWX puts its own paths after the project's
+        "ANSIBLE_COLLECTIONS_PATH": awx["collections"],
+        "ANSIBLE_CONFIG": os.path.join(pdd, "project", "ansible.cfg"),
+        "ANSIBLE_HOME": os.path.join(pdd, "ansible-home"),
+        "ANSIBLE_LOCAL_TEMP": os.path.join(pdd, "ansible-home", "tmp"),
+        "ANSIBLE_CALLBACKS_ENABLED": "pgshift.ops.progress",
+        "PGSHIFT_REPORT_DIR": os.path.join(progress, "runs"),
+        "PGSHIFT_PROGRESS_JSONL": os.path.join(progress, "events.jsonl"),
+        "PGSHIFT_PROGRESS_INTERVAL": "0",
+        "PATH": VENV_BIN + os.pathsep + os.environ["PATH"],
+    }
+    for file_name, content in (("envvars", envvars), ("extravars", extravars)):
+        fd = os.open(os.path.join(pdd, "env", file_name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            yaml.safe_dump(content, handle)
+    return pdd, progress
+
+
+def run_job(pdd: str, playbook: str) -> t.Tuple[t.Any, t.List[t.Dict[str, t.Any]], str]:
+    runner = ansible_runner.run(private_data_dir=pdd, playbook=playbook, quiet=True, timeout=600)
+    events = list(runner.events)
+    stdout = runner.stdout.read()
+    return runner, events, stdout
+
+
+def columns(cluster: pgworld.Cluster, table: str) -> t.List[str]:
+    with contextlib.closing(cluster.connect("shop")) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'public' AND table_name = %s",
+            (table,),
+        )
+        return [r[0] for r in cur.fetchall()]
+
+
+def journal(cluster: pgworld.Cluster) -> t.List[t.Tuple[str, str]]:
+    with contextlib.closing(cluster.connect("pgshift")) as conn, conn.cursor() as cur:
+        cur.execute("SELECT run_id, status FROM pgshift.runs ORDER BY started_at")
+        return [(r[0], r[1]) for r in cur.fetchall()]
+
+
+def progress_events(folder: str) -> t.List[t.Dict[str, t.Any]]:
+    with open(os.path.join(folder, "events.jsonl")) as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def real_failures(events: t.Sequence[t.Dict[str, t.Any]]) -> t.List[t.Dict[str, t.Any]]:
+    return [
+        e
+        for e in events
+        if e["event"] in ("runner_on_failed", "runner_on_unreachable")
+        and not e.get("event_data", {}).get("ignore_errors")
+    ]
+
+
+def ok_results(events: t.Sequence[t.Dict[str, t.Any]], action: str) -> t.List[t.Dict[str, t.Any]]:
+    return [
+        e["event_data"]["res"]
+        for e in events
+        if e["event"] == "runner_on_ok"
+        and e["event_data"].get("resolved_action", e["event_data"]["task_action"]) == action
+    ]
+
+
+def stats_of(events: t.Sequence[t.Dict[str, t.Any]]) -> t.Dict[str, t.Any]:
+    return next(e["event_data"] for e in events if e["event"] == "playbook_on_stats")
+
+
+def test_prod_restore_then_rollback_under_ansible_runner(world: pgworld.World, awx_base: t.Dict[str, str]) -> None:
+    prod = world.clusters["prod"]
+    assert "display_name" not in columns(prod, "customers"), "the world starts with production's old schema"
+    artifacts = os.path.join(awx_base["base"], "artifacts")
+
+    # the prod restore job template: a production-like run, confirmed by the survey's answer
+    survey = {"pgshift_environment": "production", "pgshift_confirm": "shop", "pgshift_artifacts_dir": artifacts}
+    pdd, progress = private_data_dir(awx_base, "job-prod-restore", world, survey)
+    runner, events, stdout = run_job(pdd, "playbooks/prod_restore.yml")
+    assert runner.status == "successful" and runner.rc == 0, stdout[-4000:]
+
+    # production got dev's schema, with the renamed column carried over, and the journal closed the run
+    assert "display_name" in columns(prod, "customers") and "full_name" not in columns(prod, "customers")
+    assert columns(prod, "customers") == columns(world.clusters["dev"], "customers")
+    assert journal(prod)[-1][1] == "succeeded"
+
+    # the events ansible-runner emits, as AWX stores them for the job
+    names = [e["event"] for e in events]
+    for expected in ("playbook_on_start", "playbook_on_play_start", "playbook_on_task_start", "runner_on_ok"):
+        assert expected in names, expected
+    assert names.count("playbook_on_stats") == 1
+    assert real_failures(events) == []
+    assert all(e["event_data"].get("playbook") == "playbooks/prod_restore.yml" for e in events if "event_data" in e)
+    swaps = ok_results(events, "pgshift.ops.swap")
+    assert swaps and all(r["changed"] for r in swaps), "the swap ran and changed production"
+    copies = ok_results(events, "pgshift.ops.data_copy")
+    assert copies and copies[0]["total_rows"] > 0
+    plays = [e["event_data"]["play"] for e in events if e["event"] == "playbook_on_play_start"]
+    assert plays[0] == "Preflight" and "Backup" in plays
+    stats = stats_of(events)
+    assert not stats["failures"] and not stats["dark"] and stats["changed"]
+    # no secret in anything the job recorded
+    password = world.meta["password"]
+    assert password not in stdout
+    assert not [e for e in events if password in json.dumps(e)]
+    # the run summary went where the job said
+    assert os.path.exists(os.path.join(artifacts, "last-summary.json"))
+
+    # the progress callback, enabled by the job's environment, ran inside the runner job
+    assert "[pgshift]" in stdout
+    pevents = progress_events(progress)
+    kinds = [e["event"] for e in pevents]
+    assert kinds[0] == "run_started" and kinds[-1] == "run_finished"
+    assert "phase_started" in kinds and "phase_finished" in kinds and "step_failed" not in kinds
+    assert pevents[-1]["status"] == "ok" and pevents[-1]["playbook"] == "prod_restore"
+    assert [e["seq"] for e in pevents] == list(range(1, len(pevents) + 1))
+    with open(os.path.join(progress, "runs", "last-run.json")) as handle:
+        report = json.load(handle)
+    assert report["status"] == "ok" and report["run_id"] == pevents[0]["run_id"]
+    assert report["maintenance_window"] and report["maintenance_window"]["open"] is False
+    assert not [p for p in pevents if password in json.dumps(p)]
+
+    # the rollback job template afterwards: nothing unfinished, so it runs clean and production stays released
+    pdd, progress = private_data_dir(
+        awx_base, "job-rollback", world, {"pgshift_environment": "production", "pgshift_confirm": "shop"}
+    )
+    runner, events, stdout = run_job(pdd, "playbooks/rollback.yml")
+    assert runner.status == "successful" and runner.rc == 0, stdout[-4000:]
+    assert real_failures(events) == []
+    assert not stats_of(events)["failures"]
+    assert "display_name" in columns(prod, "customers"), "a clean rollback leaves the finished release alone"
+    assert journal(prod)[-1][1] == "succeeded"
+    pevents = progress_events(progress)
+    assert pevents[-1]["event"] == "run_finished" and pevents[-1]["status"] == "ok"
+    assert pevents[-1]["playbook"] == "rollback"
+
+
+def test_prod_restore_without_the_survey_answer_changes_nothing(
+    world: pgworld.World, awx_base: t.Dict[str, str]
+) -> None:
+    """A production job launched without the confirmation stops in preflight: the job fails, nothing changes."""
+    prod = world.clusters["prod"]
+    before = journal(prod)
+    pdd, progress = private_data_dir(awx_base, "job-unconfirmed", world, {"pgshift_environment": "production"})
+    runner, events, stdout = run_job(pdd, "playbooks/prod_restore.yml")
+    assert runner.status == "failed" and runner.rc != 0
+    failed = real_failures(events)
+    assert failed and "pgshift_confirm" in failed[0]["event_data"]["res"]["msg"]
+    assert failed[0]["event_data"]["play"] == "Preflight"
+    assert journal(prod) == before, "no run was started"
+    pevents = progress_events(progress)
+    assert pevents[-1]["event"] == "run_finished" and pevents[-1]["status"] == "failed"
+    assert "step_failed" in [e["event"] for e in pevents]

@@ -40,3 +40,7 @@ lint-workflows: venv ## zizmor (offline audits) on the GitHub Actions workflows
 	$(BIN)/zizmor --offline --no-progress .github/workflows
 
 LINT_TARGETS += lint-workflows
+
+.PHONY: bench-migrations
+bench-migrations: venv node-deps ## pgshift's migrate engines side by side with the node-pg-migrate CLI (Pagila + 40 migrations)
+	$(PY) bench/bench_migrations.py

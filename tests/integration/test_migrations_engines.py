@@ -259,3 +259,48 @@ def test_node_engine_never_sees_the_password_in_argv_or_environment(pg, new_db, 
     assert "PGPASSWORD" not in seen and "DATABASE_URL" not in seen
     assert "PGHOST=127.0.0.1" in seen and "PGDATABASE=%s" % db in seen
     assert not table_exists(pg, db, "public.customers")
+
+
+def test_js_migrations_run_with_the_node_engine_and_are_refused_by_the_sql_engine(pg, new_db, tmp_path):
+    node = require_node()
+    folder = write_folder(
+        str(tmp_path / "m"),
+        {
+            "1000_base.sql": "-- Up Migration\nCREATE TABLE base (id int);\n-- Down Migration\nDROP TABLE base;\n",
+            "2000_js-table.js": (
+                "exports.up = (pgm) => { pgm.createTable('js_table', { id: 'id', note: { type: 'text' } }); };\n"
+                "exports.down = (pgm) => { pgm.dropTable('js_table'); };\n"
+            ),
+        },
+    )
+    db = new_db()
+    p = params(pg, db)
+    with pytest.raises(PgShiftError, match="2000_js-table is a .js file: the sql engine runs .sql migrations only"):
+        migrate(p, folder, engine="sql")
+    assert ledger(pg, db) == []  # refused before anything was applied
+    done = migrate(p, folder, engine="node-pg-migrate", node_pg_migrate=node)
+    assert [m["name"] for m in done["applied"]] == ["1000_base", "2000_js-table"]
+    assert table_exists(pg, db, "public.js_table")
+    status = migrations_info(p, folder)
+    js = next(m for m in status["migrations"] if m["name"] == "2000_js-table")
+    assert js["kind"] == "js" and js["has_down"] is None and js["applied_sha256"] == js["sha256"]
+    back = migrate(p, folder, engine="node-pg-migrate", node_pg_migrate=node, direction="down")
+    assert [m["name"] for m in back["reverted"]] == ["2000_js-table"]
+    assert not table_exists(pg, db, "public.js_table")
+    assert [r[0] for r in query(pg, db, "SELECT name FROM pgshift_migration_meta")] == ["1000_base"]
+
+
+def test_hostile_ledger_schema_name(pg, new_db, tmp_path):
+    """The ledger schema goes through sql.Identifier everywhere (quotes, spaces, non-ASCII)."""
+    db = new_db()
+    hostile = 'Ünïcode "we""ird" schema'
+    query(pg, db, 'CREATE SCHEMA "Ünïcode ""we""""ird"" schema"')
+    folder = write_folder(str(tmp_path / "m"), BROKEN)
+    p = params(pg, db)
+    done = migrate(p, folder, schema=hostile, count=2)
+    assert [m["name"] for m in done["applied"]] == ["1000_one", "2000_two"]
+    status = migrations_info(p, folder, schema=hostile)
+    assert status["applied"] == ["1000_one", "2000_two"] and status["ledger"] == hostile + ".pgmigrations"
+    assert not table_exists(pg, db, "public.pgmigrations")
+    back = migrate(p, folder, schema=hostile, direction="down", count=2)
+    assert [m["name"] for m in back["reverted"]] == ["2000_two", "1000_one"]

@@ -642,6 +642,17 @@ def serialize(snapshot: Snapshot, fmt: str = "json") -> bytes:
     return (json.dumps(document, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
+def file_differs(path: str, data: bytes) -> bool:
+    """Whether writing ``data`` to ``path`` would change it (a missing file differs)."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read() != data
+    except FileNotFoundError:
+        return True
+    except OSError as exc:
+        raise PgShiftError("cannot read %s: %s" % (path, exc.strerror)) from None
+
+
 def write_private_file(path: str, data: bytes) -> bool:
     """Write ``data`` atomically (temp file in the same folder, 0600, os.replace); False when already identical.
 

@@ -300,6 +300,7 @@ from ansible_collections.pgshift.ops.plugins.module_utils._connection import (  
 from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShiftError, fail_from  # noqa: E402
 from ansible_collections.pgshift.ops.plugins.module_utils._schema import (  # noqa: E402
     diff_snapshots,
+    file_differs,
     render_report,
     serialize,
     snapshot_hash,
@@ -424,11 +425,7 @@ def main() -> None:
             for path, data in outputs.items():
                 files.append(path)
                 if module.check_mode:
-                    try:
-                        with open(path, "rb") as handle:
-                            changed = changed or handle.read() != data
-                    except OSError:
-                        changed = True
+                    changed = file_differs(path, data) or changed
                 else:
                     changed = write_private_file(path, data) or changed
     except PgShiftError as exc:

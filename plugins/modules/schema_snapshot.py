@@ -162,6 +162,7 @@ from ansible_collections.pgshift.ops.plugins.module_utils._connection import (  
 from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShiftError, fail_from  # noqa: E402
 from ansible_collections.pgshift.ops.plugins.module_utils._schema import (  # noqa: E402
     counts,
+    file_differs,
     guess_format,
     read_snapshot_file,
     serialize,
@@ -207,15 +208,12 @@ def main() -> None:
             conn.close()
         data = serialize(snapshot, fmt)
         previous = None
-        if os.path.exists(path):
+        if os.path.isfile(path):
             try:
                 previous = snapshot_hash(read_snapshot_file(path))
             except PgShiftError:
                 previous = None
-            with open(path, "rb") as handle:
-                changed = handle.read() != data
-        else:
-            changed = True
+        changed = file_differs(path, data)
         if changed and not module.check_mode:
             write_private_file(path, data)
     except PgShiftError as exc:

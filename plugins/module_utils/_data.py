@@ -41,7 +41,7 @@ except ImportError:  # pragma: no cover - ansible-core depends on PyYAML
 
 T = t.TypeVar("T")
 FIRST_USER_OID = 16384
-DEFAULT_LEDGER_TABLES = ["pgmigrations", "pgshift_migration_meta"]
+DEFAULT_LEDGER_TABLES = ("pgmigrations", "pgshift_migration_meta")
 SAMPLE_LIMIT = 5
 _INTEGER_RANGES = {
     "smallint": (-32768, 32767),
@@ -606,7 +606,7 @@ class ProblemFinder:
         for col in tp.defaulted:
             if col.notnull and col.default is None and not col.identity:
                 if has_rows is None:
-                    rows, _ = self._query(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(source.from_clause()))
+                    rows = self._query(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(source.from_clause()))[0]
                     has_rows = bool(rows and rows[0][0])
                 if has_rows:
                     self.add(

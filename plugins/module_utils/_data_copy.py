@@ -429,7 +429,7 @@ def copy_data(
         if check_mode:
             result["sequences"] = set_sequences(plan, src_conn, tgt_conn, led_conn, check_mode=True)
             return result
-        psql_src, _ = find_client("psql", server_major(src_conn))
+        psql_src = find_client("psql", server_major(src_conn))[0]
         stop = threading.Event()
         errors: t.List[PgShiftError] = []
         started = time.monotonic()

@@ -21,7 +21,8 @@ description:
     exactly dev's migrations.
   - Fails without copying anything when production data would be lost without being accepted in the mapping file.
 version_added: 0.1.0
-author: pgshift contributors
+author:
+  - pgshift contributors (!UNKNOWN)
 extends_documentation_fragment:
   - pgshift.ops.connection.endpoints
 options:
@@ -92,6 +93,7 @@ attributes:
     description: Returns the plan and the statements; nothing is written.
   diff_mode:
     support: none
+    description: Nothing is changed that a diff could show; the result holds the details.
 seealso:
   - module: pgshift.ops.data_plan
   - module: pgshift.ops.integrity_check

@@ -15,7 +15,8 @@ description:
   - Runs read-only queries on the source to find every way its data would not fit the target before any row is
     copied, and fails when it finds one. See docs/data.md.
 version_added: 0.1.0
-author: pgshift contributors
+author:
+  - pgshift contributors (!UNKNOWN)
 extends_documentation_fragment:
   - pgshift.ops.connection.endpoints
 options:
@@ -111,6 +112,7 @@ attributes:
     description: The module only reads; it runs the same way in check mode.
   diff_mode:
     support: none
+    description: Nothing is changed that a diff could show; the result holds the details.
 seealso:
   - module: pgshift.ops.data_copy
   - module: pgshift.ops.integrity_check

@@ -19,7 +19,8 @@ description:
   - Fails on any finding. Session settings are pinned on every connection, so a differing C(TimeZone) or float output
     setting between the two servers does not cause a false alarm.
 version_added: 0.1.0
-author: pgshift contributors
+author:
+  - pgshift contributors (!UNKNOWN)
 extends_documentation_fragment:
   - pgshift.ops.connection.endpoints
 options:
@@ -94,6 +95,7 @@ attributes:
     description: Runs the same read-only comparison; only the creation of the amcheck extension is skipped.
   diff_mode:
     support: none
+    description: Nothing is changed that a diff could show; the result holds the details.
 seealso:
   - module: pgshift.ops.data_copy
 """

@@ -1,6 +1,7 @@
 # Migrations (area: migrations). See docs/migrations.md.
 #   make node-deps              node-pg-migrate + pg for the tests and the node-pg-migrate engine (npm ci, pinned)
-#   make validate-migrations    validate MIGRATIONS (default sample_app/migrations) on the dev cluster of INVENTORY
+#   make validate-migrations    validate MIGRATIONS (default sample_app/migrations) on the dev cluster of INVENTORY;
+#                               SCHEMA_SNAPSHOT=file: the migrations must build exactly that committed snapshot
 #   make migrate ENV=dev|staging|prod ENGINE=sql|node-pg-migrate
 #   make lint-workflows         zizmor (offline) on .github/workflows
 # On the local inventory the world is started first (local-up); with VALIDATE_FROM_ENV=1 (CI) the connection comes
@@ -11,6 +12,7 @@ ENGINE ?= sql
 MIGRATIONS ?=
 VALIDATE_FROM_ENV ?=
 VALIDATE_REPORT ?=
+SCHEMA_SNAPSHOT ?=
 MIGRATIONS_LOCAL_UP := $(if $(VALIDATE_FROM_ENV),,$(if $(filter inventories/local inventories/local/,$(INVENTORY)),local-up))
 
 $(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
@@ -28,7 +30,8 @@ validate-migrations: venv node-deps $(MIGRATIONS_LOCAL_UP) ## validate MIGRATION
 	$(BIN)/ansible-playbook playbooks/validate_migrations.yml -i $(INVENTORY) \
 	  $(if $(MIGRATIONS),-e pgshift_validate_migrations_dir=$(abspath $(MIGRATIONS))) \
 	  $(if $(VALIDATE_FROM_ENV),-e pgshift_validate_from_env=true) \
-	  $(if $(VALIDATE_REPORT),-e pgshift_validate_report_file=$(abspath $(VALIDATE_REPORT))) $(ANSIBLE_ARGS)
+	  $(if $(VALIDATE_REPORT),-e pgshift_validate_report_file=$(abspath $(VALIDATE_REPORT))) \
+	  $(if $(SCHEMA_SNAPSHOT),-e pgshift_validate_schema_snapshot=$(abspath $(SCHEMA_SNAPSHOT))) $(ANSIBLE_ARGS)
 
 .PHONY: migrate
 migrate: venv node-deps $(MIGRATIONS_LOCAL_UP) ## apply pending migrations to ENV (dev|staging|prod) with ENGINE (sql|node-pg-migrate)

@@ -39,7 +39,11 @@ except ImportError:  # pragma: no cover - connect() reports it
     psycopg2 = None  # type: ignore[assignment]
 
 try:  # the project's catalog snapshot (schema area); the small one below is the fallback
-    from ansible_collections.pgshift.ops.plugins.module_utils._schema import diff_snapshots, take_snapshot
+    from ansible_collections.pgshift.ops.plugins.module_utils._schema import (
+        diff_snapshots,
+        read_snapshot_file,
+        take_snapshot,
+    )
 
     HAS_SCHEMA_SNAPSHOT = True
 except ImportError:  # pragma: no cover - only when _schema.py is absent
@@ -387,8 +391,10 @@ def dynamic_checks(
     ignore_pattern: str,
     node_pg_migrate: t.Optional[str],
     round_trip: bool,
+    expected: t.Optional[t.Dict[str, t.Any]] = None,
 ) -> t.Tuple[t.Dict[str, t.Any], t.List[t.Dict[str, t.Any]]]:
-    """Up from empty, one migration at a time, with up -> down -> up for each migration that has a down."""
+    """Up from empty, one migration at a time, with up -> down -> up for each migration that has a down; then the
+    final schema against ``expected`` (a committed schema snapshot) when given."""
     findings: t.List[t.Dict[str, t.Any]] = []
     steps: t.List[t.Dict[str, t.Any]] = []
     started = time.monotonic()
@@ -464,8 +470,39 @@ def dynamic_checks(
         else:
             result["up_from_empty"] = True
         result["final_schema"] = {k: len(v or {}) for k, v in current["objects"].items()}
+        if expected is not None and result["up_from_empty"]:
+            differences = _against_committed(db, expected)
+            result["matches_schema_snapshot"] = not differences
+            if differences:
+                findings.append(
+                    _finding(
+                        _migrations_lint.ERROR,
+                        "final-schema-differs",
+                        files[-1],
+                        "the schema the migrations build differs from the committed schema snapshot: "
+                        + "; ".join(differences[:8]),
+                    )
+                )
         result["seconds"] = round(time.monotonic() - started, 2)
     return result, findings
+
+
+def _against_committed(db: ConnParams, expected: t.Dict[str, t.Any]) -> t.List[str]:
+    """Differences from a committed snapshot to the throwaway database, taken with the snapshot's own filters."""
+    filters = expected.get("filters") or {}
+    conn = connect(db)
+    try:
+        actual = take_snapshot(
+            conn,
+            include_schemas=filters.get("include_schemas"),
+            exclude_schemas=filters.get("exclude_schemas"),
+            with_owners=bool(filters.get("with_owners")),
+            with_grants=bool(filters.get("with_grants")),
+            with_comments=bool(filters.get("with_comments", True)),
+        )
+    finally:
+        conn.close()
+    return compare_snapshots(expected, actual)
 
 
 def validate(
@@ -481,12 +518,18 @@ def validate(
     squawk_path: t.Optional[str] = None,
     node_pg_migrate: t.Optional[str] = None,
     compare_missing_ok: bool = False,
+    schema_snapshot: t.Optional[str] = None,
     check_mode: bool = False,
 ) -> t.Dict[str, t.Any]:
     if engine not in _migrations.ENGINES:
         raise PgShiftError(
             "unknown engine %r: choose one of %s" % (engine, ", ".join(_migrations.ENGINES)), engine=engine
         )
+    expected = None
+    if schema_snapshot:
+        if not HAS_SCHEMA_SNAPSHOT:
+            raise PgShiftError("schema_snapshot needs the schema snapshot helpers (_schema.py), absent here")
+        expected = read_snapshot_file(schema_snapshot)
     files, findings, notes = static_checks(folder, ignore_pattern, squawk=squawk, squawk_path=squawk_path)
     result: t.Dict[str, t.Any] = {
         "folder": os.path.abspath(folder),
@@ -523,6 +566,7 @@ def validate(
                 ignore_pattern=ignore_pattern,
                 node_pg_migrate=node_pg_migrate,
                 round_trip=round_trip,
+                expected=expected,
             )
         except psycopg2.Error as exc:
             raise db_error(exc, "validating in a throwaway database on %s" % params.describe()) from None
@@ -559,6 +603,8 @@ def report_lines(result: t.Dict[str, t.Any]) -> t.List[str]:
         trips = [s for s in run["round_trips"] if s.get("has_down")]
         bad = [s["migration"] for s in trips if not (s.get("down_restores") and s.get("up_again_same"))]
         lines.append("up -> down -> up: %d migration(s) with a down, %d not restoring" % (len(trips), len(bad)))
+        if "matches_schema_snapshot" in run:
+            lines.append("committed schema snapshot: %s" % ("same" if run["matches_schema_snapshot"] else "DIFFERS"))
     for f in result["findings"]:
         where = f["file"] or f["migration"] or ""
         if f["line"]:

@@ -66,6 +66,12 @@ options:
     description: Files whose name matches this regular expression are not migrations.
     type: str
     default: '^\..*'
+  schema_snapshot:
+    description:
+      - A committed schema snapshot file (JSON or YAML, written by M(pgshift.ops.schema_snapshot) or
+        C(make snapshot)); the schema the migrations build from empty must equal it (taken with the file's own
+        filters), else the error C(final-schema-differs) lists the differences.
+    type: path
   round_trip:
     description: Run up -> down -> up for every migration that has a down.
     type: bool
@@ -179,6 +185,7 @@ def main() -> None:
         engine=dict(type="str", choices=["sql", "node-pg-migrate"], default="sql"),
         compare_database=dict(type="str"),
         compare_missing_ok=dict(type="bool", default=False),
+        schema_snapshot=dict(type="path"),
         schema=dict(type="str", default="public"),
         ignore_pattern=dict(type="str", default=r"^\..*"),
         round_trip=dict(type="bool", default=True),
@@ -195,6 +202,7 @@ def main() -> None:
             engine=p["engine"],
             compare_database=p["compare_database"],
             compare_missing_ok=p["compare_missing_ok"],
+            schema_snapshot=p["schema_snapshot"],
             schema=p["schema"],
             ignore_pattern=p["ignore_pattern"],
             round_trip=p["round_trip"],

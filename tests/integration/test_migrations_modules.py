@@ -249,3 +249,28 @@ def test_pagila_as_first_migration_validates(pg, run_module, tmp_path):
     rules = {(f["rule"], f["migration"]) for f in run.result["findings"]}
     assert ("index-without-concurrently", "1700000003000_rental-index") in rules
     assert not any(r == "missing-lock-timeout" for r, _ in rules)
+
+
+def test_validate_against_a_committed_schema_snapshot(pg, new_db, run_module, tmp_path):
+    db = new_db()
+    folder = copy_sample(str(tmp_path / "migrations"))
+    assert not run_module("migrate", dict(pg.conn(db), migrations_dir=folder)).failed
+    committed = str(tmp_path / "schema" / "dev.json")
+    snap = run_module("schema_snapshot", dict(pg.conn(db), path=committed))
+    assert not snap.failed, snap.output
+    same = run_module(
+        "migrations_validate",
+        dict(pg.conn("postgres"), migrations_dir=folder, schema_snapshot=committed, round_trip=False, squawk=False),
+    )
+    assert not same.failed, same.output
+    assert same.result["run"]["matches_schema_snapshot"] is True
+    assert "committed schema snapshot: same" in same.result["report"]
+
+    write_folder(folder, {"1700000009000_extra.sql": "-- Up Migration\nCREATE TABLE extra (id int);\n"})
+    drift = run_module(
+        "migrations_validate",
+        dict(pg.conn("postgres"), migrations_dir=folder, schema_snapshot=committed, round_trip=False, squawk=False),
+    )
+    assert drift.failed
+    bad = [f for f in drift.result["findings"] if f["rule"] == "final-schema-differs"]
+    assert len(bad) == 1 and "table public.extra: added" in bad[0]["message"]

@@ -52,3 +52,34 @@ ee-build: ee-context ## build the execution environment image (EE_TAG, EE_RUNTIM
 awx-import: awxkit ## load the job templates and the release workflow into AWX/AAP (awx import < awx/pgshift.json)
 	@test -n "$$CONTROLLER_HOST" || { echo "set CONTROLLER_HOST (and CONTROLLER_USERNAME/CONTROLLER_PASSWORD or CONTROLLER_OAUTH_TOKEN)"; exit 1; }
 	$(BIN)/awx import --conf.format json < awx/pgshift.json
+
+# ---- GitHub deploy workflow (.github/workflows/deploy.yml): every command it runs is one of these or a Makefile
+# target. Inputs arrive as environment variables (DEPLOY_INVENTORY, DEPLOY_CONFIRMATION, DEPLOY_MIGRATIONS) and are
+# checked before any of them is used on a command line; secrets (PGSHIFT_SECRET_*) go only into the 0600 vars file.
+PGSHIFT_VARS_FILE ?= $(ROOT)/.cache/deploy/vars.json
+
+.PHONY: deploy-check-inputs
+deploy-check-inputs: venv ## validate the deploy inputs given in DEPLOY_INVENTORY / DEPLOY_CONFIRMATION / DEPLOY_MIGRATIONS
+	$(PY) tools/deploy_ci.py check-inputs
+
+.PHONY: deploy-vars-file
+deploy-vars-file: venv ## secrets (PGSHIFT_SECRET_*) and the confirmation into the 0600 vars file PGSHIFT_VARS_FILE
+	$(PY) tools/deploy_ci.py vars-file "$(PGSHIFT_VARS_FILE)"
+
+.PHONY: deploy-forget-vars
+deploy-forget-vars: ## remove the vars file PGSHIFT_VARS_FILE
+	rm -f "$(PGSHIFT_VARS_FILE)"
+
+# the progress callback's report folder (PGSHIFT_REPORT_DIR when the environment sets it) and where manifests go
+DEPLOY_RUNS ?= $(or $(PGSHIFT_REPORT_DIR),$(ROOT)/artifacts/runs)
+DEPLOY_MANIFESTS ?= $(ROOT)/artifacts/backup-manifests
+
+.PHONY: deploy-manifests
+deploy-manifests: venv ## copy the backup manifests named in the run reports (DEPLOY_RUNS) into DEPLOY_MANIFESTS
+	$(PY) tools/deploy_ci.py manifests --runs "$(DEPLOY_RUNS)" --dest "$(DEPLOY_MANIFESTS)"
+
+CI_SUMMARY_TITLE ?= Report
+CI_SUMMARY_FILE ?=
+.PHONY: ci-summary
+ci-summary: venv ## append CI_SUMMARY_FILE under CI_SUMMARY_TITLE to the GitHub job summary (stdout outside GitHub)
+	$(PY) tools/deploy_ci.py summary --title "$(CI_SUMMARY_TITLE)" "$(CI_SUMMARY_FILE)"

@@ -119,6 +119,7 @@ def test_containerfile(context: t.Dict[str, str]) -> None:
     # the builder stage reads the requirements of every installed collection (see the introspection test)
     assert "introspect.py introspect --write-bindep=/tmp/src/bindep.txt --write-pip=/tmp/src/requirements.txt" in text
     assert "COPY _build/node /opt/pgshift/node" in final
+    assert "ENV ANSIBLE_CALLBACKS_ENABLED=pgshift.ops.progress" in final
     assert "npm ci --omit=dev" in final and "/usr/local/bin/node-pg-migrate" in final
     assert "ansible-galaxy collection install $ANSIBLE_GALAXY_CLI_COLLECTION_OPTS -r requirements.yml" in text
     assert 'ANSIBLE_GALAXY_CLI_COLLECTION_OPTS="--offline"' in text

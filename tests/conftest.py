@@ -28,6 +28,9 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 import pgworld  # noqa: E402
 
+# Faults tried by tests/integration/test_faults.py, printed as a table at the end of the run.
+FAULT_RESULTS: t.List[t.Dict[str, str]] = []
+
 SHARED = os.path.abspath(os.path.join(ROOT, "..", "shared"))
 PAGILA = os.path.join(SHARED, "data", "pagila")
 VENV_BIN = os.path.join(ROOT, ".venv", "bin")
@@ -105,12 +108,17 @@ def ansible_env(extra: t.Optional[t.Dict[str, str]] = None) -> t.Dict[str, str]:
             "ANSIBLE_COLLECTIONS_PATH": os.path.join(ROOT, ".build", "collections"),
             "ANSIBLE_NOCOLOR": "1",
             "ANSIBLE_FORCE_COLOR": "0",
+            # test runs keep their reports away from the last-run.json that `make demo` reads
+            "PGSHIFT_REPORT_DIR": os.path.join(ROOT, ".cache", "test-runs"),
             "PATH": VENV_BIN + os.pathsep + env.get("PATH", ""),
         }
     )
     env.pop("PGPASSWORD", None)
     if extra:
         env.update(extra)
+    if "PGSHIFT_WORLD" in env and "PGSHIFT_ARTIFACTS" not in env:
+        # each throwaway world keeps its own run summary, plan and reports
+        env["PGSHIFT_ARTIFACTS"] = os.path.join(os.path.dirname(env["PGSHIFT_WORLD"]), "artifacts")
     return env
 
 
@@ -222,3 +230,15 @@ def run_module(tmp_path: t.Any) -> t.Callable[..., ModuleRun]:
         return ModuleRun(proc.returncode, result, proc.stdout + proc.stderr)
 
     return runner
+
+
+def pytest_terminal_summary(terminalreporter: t.Any) -> None:
+    if not FAULT_RESULTS:
+        return
+    terminalreporter.section("faults tried and survived")
+    terminalreporter.write_line("%-45s %-18s %-10s %s" % ("fault", "step", "outcome", "detail"))
+    for row in FAULT_RESULTS:
+        terminalreporter.write_line("%-45s %-18s %-10s %s" % (row["fault"], row["step"], row["outcome"], row["detail"]))
+    terminalreporter.write_line(
+        "%d faults injected; production intact or released as intended after every one" % len(FAULT_RESULTS)
+    )

@@ -374,14 +374,6 @@ def _database_exists(params: ConnParams, name: str) -> bool:
         conn.close()
 
 
-def _snapshot(params: ConnParams) -> t.Dict[str, t.Any]:
-    conn = connect(params)
-    try:
-        return schema_snapshot(conn)
-    finally:
-        conn.close()
-
-
 def dynamic_checks(
     params: ConnParams,
     folder: str,
@@ -411,9 +403,9 @@ def dynamic_checks(
             lock_timeout=10,
         )
 
-    with throwaway_database(params) as db:
+    with throwaway_database(params) as db, contextlib.closing(connect(db)) as snap_conn:
         result: t.Dict[str, t.Any] = {"database": db.database, "up_from_empty": False, "round_trips": steps}
-        current = _snapshot(db)
+        current = schema_snapshot(snap_conn)
         for m in files:
             try:
                 run(db, "up")
@@ -421,13 +413,13 @@ def dynamic_checks(
                 findings.append(_finding(_migrations_lint.ERROR, "up-failed", m, "up from empty failed: %s" % exc.msg))
                 result["failed_at"] = m.name
                 break
-            after_up = _snapshot(db)
+            after_up = schema_snapshot(snap_conn)
             down = _migrations.has_down(m)
             step: t.Dict[str, t.Any] = {"migration": m.name, "has_down": down}
             if round_trip and down:
                 try:
                     run(db, "down")
-                    after_down = _snapshot(db)
+                    after_down = schema_snapshot(snap_conn)
                     diff = compare_snapshots(current, after_down)
                     step["down_restores"] = not diff
                     if diff:
@@ -441,7 +433,7 @@ def dynamic_checks(
                             )
                         )
                     run(db, "up")
-                    again = _snapshot(db)
+                    again = schema_snapshot(snap_conn)
                     diff2 = compare_snapshots(after_up, again)
                     step["up_again_same"] = not diff2
                     if diff2:

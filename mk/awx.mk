@@ -3,7 +3,7 @@
 #   make ee-context        the collection tarball (from the files git knows) and the ansible-builder build context in
 #                          .build/ee/context (no container engine needed; part of test-deps, checked by the tests)
 #   make ee-build          build the image from that context with podman or docker (EE_TAG, EE_RUNTIME)
-#   make awx-import        load awx/pgshift.json into AWX/AAP with `awx import` (CONTROLLER_HOST, CONTROLLER_USERNAME,
+#   make awx-import        load awx/pgshift.yml into AWX/AAP with `awx import` (CONTROLLER_HOST, CONTROLLER_USERNAME,
 #                          CONTROLLER_PASSWORD or CONTROLLER_OAUTH_TOKEN in the environment)
 #   make rehearsal-artifacts / deploy-secrets-file   used by .github/workflows/deploy.yml
 EE_DIR := $(ROOT)/.build/ee
@@ -49,9 +49,9 @@ ee-build: ee-context ## build the execution environment image (EE_TAG, EE_RUNTIM
 	  -t $(EE_TAG)
 
 .PHONY: awx-import
-awx-import: awxkit ## load the job templates and the release workflow into AWX/AAP (awx import < awx/pgshift.json)
+awx-import: awxkit ## load the job templates and the release workflow into AWX/AAP (awx import -f yaml < awx/pgshift.yml)
 	@test -n "$$CONTROLLER_HOST" || { echo "set CONTROLLER_HOST (and CONTROLLER_USERNAME/CONTROLLER_PASSWORD or CONTROLLER_OAUTH_TOKEN)"; exit 1; }
-	$(BIN)/awx import --conf.format json < awx/pgshift.json
+	$(BIN)/awx import -f yaml < awx/pgshift.yml
 
 # ---- GitHub deploy workflow (.github/workflows/deploy.yml): every command it runs is one of these or a Makefile
 # target. Inputs arrive as environment variables (DEPLOY_INVENTORY, DEPLOY_CONFIRMATION, DEPLOY_MIGRATIONS) and are

@@ -41,7 +41,7 @@ SECTIONS = {
     "job_templates": (pages.JobTemplate, "job_template"),
     "workflow_job_templates": (pages.WorkflowJobTemplate, "workflow_job_template"),
 }
-RESOURCE_TYPES = {type_name for _, type_name in SECTIONS.values()} | {"workflow_job_template_node"}
+RESOURCE_TYPES = {entry[1] for entry in SECTIONS.values()} | {"workflow_job_template_node"}
 NODE_KEY = pages.WorkflowJobTemplateNode.NATURAL_KEY
 TEMPLATES = {
     "pgshift: validate migrations": "playbooks/validate_migrations.yml",

@@ -86,7 +86,7 @@ def requirement_pins(path: str) -> t.Dict[str, str]:
     for raw in read(path).splitlines():
         line = raw.split("#", 1)[0].strip()
         if line:
-            name, _, version = line.partition("==")
+            name, _sep, version = line.partition("==")
             pins[name.lower()] = version
     return pins
 

@@ -237,6 +237,7 @@ def test_release_job_sequence_on_a_local_world(world: pgworld.World, tmp_path: t
             "PGSHIFT_SECRET_PROD_PASSWORD": world.meta["password"],
             "ANSIBLE_CALLBACKS_ENABLED": "pgshift.ops.progress",
             "PGSHIFT_REPORT_DIR": reports,
+            "PGSHIFT_ARTIFACTS": str(tmp_path / "artifacts"),
             "PGSHIFT_SUMMARY": str(tmp_path / "no-summary.json"),
         }
     )
@@ -246,7 +247,7 @@ def test_release_job_sequence_on_a_local_world(world: pgworld.World, tmp_path: t
         [
             "prod-restore-from-dev",
             "INVENTORY=inventories/local",
-            "ANSIBLE_ARGS=-e @%s -e @%s -e pgshift_artifacts_dir=%s" % (vars_file, bad_checks, tmp_path / "artifacts"),
+            "ANSIBLE_ARGS=-e @%s -e @%s" % (vars_file, bad_checks),
         ],
         env,
     )

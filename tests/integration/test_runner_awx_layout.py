@@ -104,6 +104,7 @@ def private_data_dir(
         "ANSIBLE_LOCAL_TEMP": os.path.join(pdd, "ansible-home", "tmp"),
         "ANSIBLE_CALLBACKS_ENABLED": "pgshift.ops.progress",
         "PGSHIFT_REPORT_DIR": os.path.join(progress, "runs"),
+        "PGSHIFT_ARTIFACTS": os.path.join(pdd, "artifacts"),
         "PGSHIFT_PROGRESS_JSONL": os.path.join(progress, "events.jsonl"),
         "PGSHIFT_PROGRESS_INTERVAL": "0",
         "PATH": VENV_BIN + os.pathsep + os.environ["PATH"],

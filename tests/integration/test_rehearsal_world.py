@@ -1,0 +1,219 @@
+"""The staging rehearsal on a throwaway local world: `make rehearsal` for real (both playbooks), the record, the
+forecast, the gate, and the forecast at two scales against the window measured by real production releases."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import os
+import shutil
+import stat
+import subprocess
+import typing as t
+
+import pgworld
+import pytest
+from conftest import ROOT, ansible_env
+
+pytestmark = pytest.mark.slow
+
+
+class Rehearsal(t.NamedTuple):
+    rc: int
+    output: str
+    record: t.Optional[t.Dict[str, t.Any]]
+    record_path: t.Optional[str]
+    rehearsals_dir: str
+
+
+def make_rehearsal(world: pgworld.World, base: str, *extra: str) -> Rehearsal:
+    """`make rehearsal` as a user runs it, with the rehearsals and run reports kept in ``base``."""
+    rehearsals = os.path.join(base, "rehearsals")
+    args = ["-e pgshift_rehearsals_dir=" + rehearsals, "-e pgshift_rehearsal_fresh_backup=true", *extra]
+    proc = subprocess.run(
+        ["make", "-s", "rehearsal", "REHEARSAL_REPORTS=" + os.path.join(base, "runs"), "REHEARSAL_ARGS=" + " ".join(args)],
+        cwd=ROOT,
+        env=ansible_env({"PGSHIFT_WORLD": world.state}),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    records = sorted(glob.glob(os.path.join(rehearsals, "*", "rehearsal.json")))
+    record = json.loads(open(records[-1]).read()) if records else None
+    return Rehearsal(proc.returncode, proc.stdout + proc.stderr, record, records[-1] if records else None, rehearsals)
+
+
+def columns(cluster: pgworld.Cluster, database: str, table: str) -> t.List[str]:
+    with contextlib.closing(cluster.connect(database)) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'public' AND table_name = %s",
+            (table,),
+        )
+        return [r[0] for r in cur.fetchall()]
+
+
+def databases(cluster: pgworld.Cluster) -> t.List[str]:
+    with contextlib.closing(cluster.connect()) as conn, conn.cursor() as cur:
+        cur.execute("SELECT datname FROM pg_database")
+        return [r[0] for r in cur.fetchall()]
+
+
+@pytest.fixture(scope="module")
+def rehearsed(world: pgworld.World, tmp_path_factory: t.Any) -> Rehearsal:
+    base = str(tmp_path_factory.mktemp("rehearsal"))
+    return make_rehearsal(world, base)
+
+
+def gate_args(world: pgworld.World, rehearsals_dir: str, **extra: t.Any) -> t.Dict[str, t.Any]:
+    args = dict(
+        world.clusters["prod"].conn("postgres"),
+        action="gate",
+        rehearsals_dir=rehearsals_dir,
+        production_database="shop",
+        schema_source=world.clusters["dev"].conn("shop"),
+        migrations_dir=os.path.join(ROOT, "sample_app", "migrations"),
+        mapping_file=os.path.join(ROOT, "sample_app", "mapping.yml"),
+    )
+    args.update(extra)
+    return args
+
+
+def test_rehearsal_writes_a_record_and_prints_a_forecast(
+    rehearsed: Rehearsal, world: pgworld.World, run_module: t.Callable[..., t.Any]
+) -> None:
+    assert rehearsed.rc == 0, rehearsed.output[-5000:]
+    assert "forecast of production's maintenance window" in rehearsed.output
+    assert world.meta["password"] not in rehearsed.output
+    record, path = rehearsed.record, rehearsed.record_path
+    assert record is not None and path is not None
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o700
+    assert world.meta["password"] not in open(path).read()
+    assert record["passed"] is True and record["problems"] == []
+
+    # the inputs' hashes are the release's own (pgshift.ops.release_inputs)
+    inputs = run_module(
+        "release_inputs",
+        dict(
+            world.clusters["dev"].conn("shop"),
+            migrations_dir=os.path.join(ROOT, "sample_app", "migrations"),
+            mapping_file=os.path.join(ROOT, "sample_app", "mapping.yml"),
+        ),
+    )
+    assert not inputs.failed, inputs.output[-2000:]
+    assert record["inputs_hash"] == inputs.result["inputs_hash"]
+    assert set(record["inputs"]["inputs"]["migrations"]) == {
+        os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "sample_app", "migrations", "*.sql"))
+    }
+
+    # durations of every step, rows and bytes carried, checks passed, performance before and after
+    steps = {s["step"]: s["seconds"] for s in record["journal_steps"]}
+    assert all(steps[name] and steps[name] > 0 for name in ("backup", "block_access", "build", "swap")), steps
+    assert record["window"]["seconds"] > 0 and record["tasks"]
+    assert record["tables"]["customers"]["rows"] == 100 and record["tables"]["order_lines"]["rows"] == 1250
+    assert record["total_bytes"] > 0
+    assert any("prove the data identical" in c for c in record["checks_passed"])
+    assert record["perf"]["after"]["ok"] is True and len(record["perf"]["after"]["queries"]) == 5
+    fc = record["forecast"]
+    assert fc["seconds"] > fc["database_seconds"] > 0 and fc["size_ratio"] >= 1.0
+    print("\nrehearsal at scale 0.5:", fc["text"])
+
+    # staging got the release; production was only read
+    assert "display_name" in columns(world.clusters["staging"], "shop", "customers")
+    prod = world.clusters["prod"]
+    assert "full_name" in columns(prod, "shop", "customers")
+    assert not [d for d in databases(prod) if d.startswith("shop__") or d == "pgshift"]
+
+
+def test_gate_refuses_without_a_matching_rehearsal_and_accepts_with_one(
+    rehearsed: Rehearsal, world: pgworld.World, run_module: t.Callable[..., t.Any], tmp_path: t.Any
+) -> None:
+    assert rehearsed.record is not None
+    empty = str(tmp_path / "none")
+    refused = run_module("rehearsal", gate_args(world, empty))
+    assert refused.failed and "make rehearsal" in refused.result["msg"]
+
+    accepted = run_module("rehearsal", gate_args(world, rehearsed.rehearsals_dir))
+    assert not accepted.failed, accepted.output[-3000:]
+    assert accepted.result["ok"] and accepted.result["rehearsal_id"] == rehearsed.record["rehearsal_id"]
+    assert accepted.result["forecast"]["seconds"] > 0 and not accepted.result["overridden"]
+
+    # another mapping file: other inputs, so the rehearsal does not count
+    mapping = tmp_path / "mapping.yml"
+    shutil.copy(os.path.join(ROOT, "sample_app", "mapping.yml"), mapping)
+    with open(mapping, "a") as handle:
+        handle.write("# edited after the rehearsal\n")
+    changed = run_module("rehearsal", gate_args(world, rehearsed.rehearsals_dir, mapping_file=str(mapping)))
+    assert changed.failed and "the mapping file changed" in changed.result["msg"]
+
+    old = run_module("rehearsal", gate_args(world, rehearsed.rehearsals_dir, max_age_hours=0.00001))
+    assert old.failed and "h old" in old.result["msg"]
+
+    other = run_module("rehearsal", gate_args(world, rehearsed.rehearsals_dir, production_database="other"))
+    assert other.failed and "it rehearsed production database 'shop'" in other.result["msg"]
+
+    # an explicit override goes on, and is logged
+    overridden = run_module(
+        "rehearsal", gate_args(world, empty, override_reason="hotfix INC-42, approved by the DBA on call")
+    )
+    assert not overridden.failed and overridden.result["overridden"] is True
+    log = os.path.join(empty, "overrides.jsonl")
+    assert stat.S_IMODE(os.stat(log).st_mode) == 0o600
+    entry = json.loads(open(log).read().splitlines()[-1])
+    assert entry["reason"].startswith("hotfix INC-42") and entry["production"]["database"] == "shop"
+    assert "override" in overridden.output and world.meta["password"] not in overridden.output
+
+    # not required (the local inventory): reports only, logs nothing
+    lenient = run_module("rehearsal", gate_args(world, str(tmp_path / "none2"), required=False))
+    assert not lenient.failed and lenient.result["ok"] and not os.path.exists(str(tmp_path / "none2"))
+
+
+def _release(world: pgworld.World, run_playbook: t.Callable[..., t.Any], reports: str) -> float:
+    run = run_playbook(
+        "playbooks/prod_restore.yml",
+        env={"PGSHIFT_WORLD": world.state, "ANSIBLE_CALLBACKS_ENABLED": "pgshift.ops.progress",
+             "PGSHIFT_REPORT_DIR": reports},
+    )
+    assert run.rc == 0, run.output[-4000:]
+    report = json.loads(open(os.path.join(reports, "last-run.json")).read())
+    return float(report["maintenance_window"]["duration_s"])
+
+
+def test_forecast_at_two_scales_against_the_measured_window(
+    rehearsed: Rehearsal,
+    world: pgworld.World,
+    run_module: t.Callable[..., t.Any],
+    run_playbook: t.Callable[..., t.Any],
+    tmp_path: t.Any,
+) -> None:
+    """Scale 0.5: the rehearsal's forecast against a real release. Scale 1: production has grown since the rehearsal;
+    the gate's forecast (rescaled to production's size now) against a real release at that size.
+
+    Stated error bound: the forecast is within a factor of 2 of the measured window (0.5 <= forecast/measured <= 2).
+    Generous on purpose: at these sizes the window is mostly fixed per-task overhead, and the machine is shared.
+    """
+    assert rehearsed.record is not None and rehearsed.record["forecast"]
+    figures = []
+    forecast_small = float(rehearsed.record["forecast"]["seconds"])
+    measured_small = _release(world, run_playbook, str(tmp_path / "runs-small"))
+    figures.append(("0.5", forecast_small, measured_small, rehearsed.record["forecast"]["size_ratio"]))
+
+    world.reset(scale=1.0)
+    gate = run_module("rehearsal", gate_args(world, rehearsed.rehearsals_dir))
+    assert not gate.failed, gate.output[-3000:]
+    forecast_large = float(gate.result["forecast"]["seconds"])
+    assert gate.result["forecast"]["size_ratio"] > 1.0, "production grew, the data part is scaled"
+    measured_large = _release(world, run_playbook, str(tmp_path / "runs-large"))
+    figures.append(("1.0", forecast_large, measured_large, gate.result["forecast"]["size_ratio"]))
+
+    print("\nscale  forecast_s  measured_s  forecast/measured  size_ratio")
+    for scale, forecast, measured, ratio in figures:
+        print("%5s  %10.1f  %10.1f  %17.2f  %10.2f" % (scale, forecast, measured, forecast / measured, ratio))
+    for scale, forecast, measured, _ratio in figures:
+        assert 0.5 <= forecast / measured <= 2.0, "scale %s: forecast %.1f s, measured %.1f s" % (
+            scale,
+            forecast,
+            measured,
+        )

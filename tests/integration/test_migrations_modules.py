@@ -139,6 +139,7 @@ def test_validate_reports_dangerous_operations_with_line_and_statement(pg, run_m
     assert _databases(pg) == before  # the throwaway database is gone
 
 
+@pytest.mark.slow
 def test_validate_sample_app_is_valid_with_warnings(pg, run_module):
     node = require_node()
     before = _databases(pg)

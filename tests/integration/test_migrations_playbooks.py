@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from migrations_helpers import copy_sample, ledger, require_node, table_exists, write_folder
 
 
@@ -39,6 +40,7 @@ def test_validate_playbook_prints_the_report_and_fails_on_errors(pg, new_db, run
     assert pg.password not in bad.output
 
 
+@pytest.mark.slow
 def test_migrate_playbook_check_then_apply(pg, new_db, run_playbook, tmp_path):
     require_node()
     db = new_db()

@@ -278,3 +278,47 @@ def test_worker_killed_half_way(pg: t.Any, run_module: t.Callable[..., t.Any], t
     finally:
         for name in (carry.target, source, dev):
             ds.drop_db(pg, name)
+
+
+def test_source_backend_killed(pg: t.Any, run_module: t.Callable[..., t.Any], tmp_path: t.Any) -> None:
+    """pg_terminate_backend of a copy's source backend half way (a mapping expression sleeps on one row): the
+    target transaction is rolled back, the module fails naming the table and the side that failed."""
+    source = ds.shop(pg, 2, 0.2)
+    dev = ds.shop(pg, None, 0)
+    carry = ds.prepare(pg, source, dev, str(tmp_path))
+    mapping = tmp_path / "slow.yml"
+    with open(ds.MAPPING) as handle:
+        text = handle.read()
+    mapping.write_text(
+        text.replace(
+            "tables:\n",
+            "tables:\n  orders:\n    columns:\n      note:\n        expression: >-\n"
+            "          (SELECT note FROM pg_sleep(CASE WHEN id = 100 THEN 60 ELSE 0 END))\n",
+            1,
+        )
+    )
+    try:
+        outcome: t.Dict[str, t.Any] = {}
+        args = dict(carry.common_args(str(mapping)), jobs=2)
+        worker = threading.Thread(target=lambda: outcome.update(run=run_module("data_copy", args)))
+        worker.start()
+        killed: t.List[t.Tuple[t.Any, ...]] = []
+        deadline = time.monotonic() + 60
+        while not killed and time.monotonic() < deadline:
+            killed = ds.execute(
+                pg,
+                "postgres",
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
+                "AND wait_event = 'PgSleep' AND application_name = 'pgshift data_copy source'",
+                [source],
+            )
+            time.sleep(0.1)
+        worker.join(120)
+        assert killed, "the source COPY never reached the sleeping row"
+        run = outcome["run"]
+        assert run.failed and run.result["table"] == "orders"
+        assert "reading the source" in run.result["msg"] and "rolled back" in run.result["msg"]
+        assert _count(carry, "orders") == 0
+    finally:
+        for name in (carry.target, source, dev):
+            ds.drop_db(pg, name)

@@ -20,6 +20,8 @@ CREATE SCHEMA "a.b";
 CREATE TABLE "a.b"."select" (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, v double precision);
 CREATE TABLE log (at timestamptz, msg text);
 CREATE TABLE old_stuff (x integer);
+CREATE TABLE "With a space" ("Ünïcode" text PRIMARY KEY, n integer);
+INSERT INTO "With a space" SELECT 'k' || i, i FROM generate_series(1, 50) i;
 INSERT INTO people SELECT i, 'Person ' || i, 'n' || i, 20 + i % 50, 'fax' || i, 'secret',
   timestamptz '2024-03-01 10:00+00' + i * interval '7 hours', i / 7.0, (ARRAY['a','b'])[1 + i % 2]
   FROM generate_series(1, 300) i;
@@ -42,11 +44,13 @@ CREATE SCHEMA "a.b";
 CREATE TABLE "a.b"."select" (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, v double precision,
   doubled double precision GENERATED ALWAYS AS (v * 2) STORED);
 CREATE TABLE log (at timestamptz, msg text);
+CREATE TABLE "Ünïcode" ("Ünïcode" text PRIMARY KEY, n integer);
 CREATE TABLE badges (id serial PRIMARY KEY, person_id integer NOT NULL REFERENCES people (id), label text);
 """
 
 MAPPING = """
 tables:
+  Ünïcode: {from: With a space}
   people:
     columns:
       full_name: {from: name}
@@ -70,9 +74,9 @@ def world(pg: t.Any, tmp_path_factory: t.Any) -> t.Iterator[t.Tuple[ds.Carry, st
     ds.execute(pg, "postgres", 'ALTER DATABASE "%s" SET extra_float_digits = 0' % carry.target)
     accepted = os.path.join(tmp, "accepted.yml")
     strict = os.path.join(tmp, "strict.yml")
-    with open(accepted, "w") as handle:
+    with open(accepted, "w", encoding="utf-8") as handle:
         handle.write(MAPPING % ", people.secret_note")
-    with open(strict, "w") as handle:
+    with open(strict, "w", encoding="utf-8") as handle:
         handle.write(MAPPING % "")
     yield carry, accepted, strict
     for name in (carry.target, source, dev):
@@ -185,7 +189,9 @@ def test_copy_and_prove_with_changed_schema(world: t.Any, run_module: t.Callable
     carry.post_data()
     proof = run_module("integrity_check", dict(carry.common_args(accepted), jobs=2))
     assert not proof.failed, proof.output
-    assert set(proof.result["tables"]) == {"people", 'we"ird', "a.b.select", "log", "badges"}
+    assert set(proof.result["tables"]) == {"people", 'we"ird', "a.b.select", "log", "badges", "Ünïcode"}
+    assert proof.result["tables"]["Ünïcode"]["source"] == "With a space"
+    assert proof.result["tables"]["Ünïcode"]["target_rows"] == 50
     assert all(v["match"] for v in proof.result["tables"].values())
     identity = ds.execute(cluster, target, 'INSERT INTO "a.b"."select" (v) VALUES (1) RETURNING id')[0][0]
     assert identity == 151

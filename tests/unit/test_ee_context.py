@@ -129,7 +129,8 @@ def test_collection_in_the_context(context: t.Dict[str, str]) -> None:
     build = os.path.join(context["context"], "_build")
     with open(os.path.join(build, "requirements.yml")) as handle:
         galaxy = yaml.safe_load(handle)
-    assert galaxy["collections"] == [{"name": "/build/collections/pgshift-ops.tar.gz", "type": "file"}]
+    # relative to WORKDIR /build, where the galaxy stage copies _build/
+    assert galaxy["collections"] == [{"name": "collections/pgshift-ops.tar.gz", "type": "file"}]
     tarball = os.path.join(build, "collections", "pgshift-ops.tar.gz")
     with tarfile.open(tarball) as archive:
         names = archive.getnames()
@@ -158,21 +159,24 @@ def test_collection_in_the_context(context: t.Dict[str, str]) -> None:
 
 
 def test_introspection_finds_what_the_collection_needs(context: t.Dict[str, str]) -> None:
-    """ansible-builder's introspect script (run in the image build) on the collection installed from the tarball."""
+    """The galaxy stage's install command and ansible-builder's introspect script, as the image build runs them."""
     build = os.path.join(context["context"], "_build")
     collections = os.path.join(context["base"], "installed")
+    # the galaxy stage: in /build (the context's _build/), offline, from requirements.yml
     run(
         [
             os.path.join(VENV_BIN, "ansible-galaxy"),
             "collection",
             "install",
             "--offline",
-            "-p",
+            "-r",
+            "requirements.yml",
+            "--collections-path",
             collections,
-            os.path.join(build, "collections", "pgshift-ops.tar.gz"),
         ],
-        context["base"],
+        build,
     )
+    assert os.path.isfile(os.path.join(collections, "ansible_collections", "pgshift", "ops", "MANIFEST.json"))
     pip_out = os.path.join(context["base"], "pip.txt")
     bindep_out = os.path.join(context["base"], "bindep.txt")
     run(

@@ -71,7 +71,11 @@ def load_queries(path: str, only: t.Optional[t.Sequence[str]] = None) -> t.List[
     queries: t.List[Query] = []
     seen: t.Set[str] = set()
     for index, entry in enumerate(entries, 1):
-        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not isinstance(entry.get("sql"), str):
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("name"), str)
+            or not isinstance(entry.get("sql"), str)
+        ):
             raise PgShiftError("query #%d of %r needs a 'name' and an 'sql' (strings)" % (index, path))
         name = entry["name"]
         if name in seen:
@@ -172,8 +176,9 @@ def not_analyzed(stats: t.Sequence[t.Mapping[str, t.Any]], since: t.Optional[str
 
 def invalid_indexes(cur: t.Any) -> t.List[str]:
     cur.execute(
-        "SELECT n.nspname || '.' || c.relname FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid "
-        "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE NOT i.indisvalid OR NOT i.indisready ORDER BY 1"
+        "SELECT n.nspname || '.' || c.relname FROM pg_catalog.pg_index i"
+        " JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE NOT i.indisvalid OR NOT i.indisready ORDER BY 1"
     )
     return [r[0] for r in cur.fetchall()]
 
@@ -404,9 +409,7 @@ def run_check(conn: t.Any, opts: Options, check_mode: bool = False) -> t.Dict[st
         conn.rollback()
     notes: t.List[str] = []
     if baseline is not None:
-        compared, notes = compare(
-            results, baseline["queries"], opts.warn_ratio, opts.fail_ratio, opts.noise_floor_ms
-        )
+        compared, notes = compare(results, baseline["queries"], opts.warn_ratio, opts.fail_ratio, opts.noise_floor_ms)
         findings.extend(compared)
     errors = [f for f in findings if f["severity"] == "error"]
     taken = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -430,8 +433,19 @@ def run_check(conn: t.Any, opts: Options, check_mode: bool = False) -> t.Dict[st
     }
     files = []
     if opts.baseline_out:
-        files.append((opts.baseline_out, {"format": BASELINE_FORMAT, "database": database, "server_version": version,
-                                          "taken_at": taken, "runs": opts.runs, "queries": results}))
+        files.append(
+            (
+                opts.baseline_out,
+                {
+                    "format": BASELINE_FORMAT,
+                    "database": database,
+                    "server_version": version,
+                    "taken_at": taken,
+                    "runs": opts.runs,
+                    "queries": results,
+                },
+            )
+        )
     if opts.output_file:
         files.append((opts.output_file, dict(out, format="pgshift.perf-result/1")))
     for path, data in files:

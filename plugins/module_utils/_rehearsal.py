@@ -291,7 +291,11 @@ def report_breakdown(report: t.Mapping[str, t.Any], window_play: str = "rebuild"
         if short == "data_copy" and isinstance(data.get("tables"), dict):
             for table, info in data["tables"].items():
                 if isinstance(info, dict):
-                    tables[table] = {"rows": info.get("rows"), "bytes": info.get("bytes"), "seconds": info.get("seconds")}
+                    tables[table] = {
+                        "rows": info.get("rows"),
+                        "bytes": info.get("bytes"),
+                        "seconds": info.get("seconds"),
+                    }
         if short == "integrity_check" and "ok" in data:
             integrity = bool(data["ok"])
     failures = [
@@ -396,7 +400,9 @@ def build_record(
     problems: t.List[str] = []
     warnings: t.List[str] = []
     checks: t.List[str] = []
-    timings = journal_timings(run) if run else {"steps": [], "window": {"from": None, "to": None, "seconds": None}}
+    timings: t.Dict[str, t.Any] = (
+        journal_timings(run) if run else {"steps": [], "window": {"from": None, "to": None, "seconds": None}}
+    )
     if run is None:
         problems.append("no release run was found in the staging cluster's journal: the release did not start")
     elif run.get("status") != "succeeded":
@@ -422,7 +428,9 @@ def build_record(
             (problems if finding.get("severity") == "error" else warnings).append(text)
     if perf_after is not None:
         if perf_after.get("ok"):
-            checks.append("perf_check after the release: %d queries, no error finding" % len(perf_after.get("queries", {})))
+            checks.append(
+                "perf_check after the release: %d queries, no error finding" % len(perf_after.get("queries", {}))
+            )
     elif run is not None and run.get("status") == "succeeded":
         problems.append("perf_check did not run after the release")
     window = timings["window"]

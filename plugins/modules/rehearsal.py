@@ -44,7 +44,8 @@ options:
     description: Folder of the rehearsal records (one sub-folder per rehearsal).
     type: path
   rehearsal_id:
-    description: The rehearsal, for O(action=begin) (default a new id) and O(action=record) (default the newest open one).
+    description: The rehearsal, for O(action=begin) (default a new id) and O(action=record) (default the newest open
+      one).
     type: str
   production_database:
     description: Name of the production database the release replaces.
@@ -307,7 +308,9 @@ def main() -> None:
     try:
         if p["action"] in ("begin", "gate") and not p["inputs"]:
             if not p["schema_source"]:
-                raise PgShiftError("schema_source (the dev database) or inputs is required to hash the release's inputs")
+                raise PgShiftError(
+                    "schema_source (the dev database) or inputs is required to hash the release's inputs"
+                )
         computed = p["inputs"] or (
             release_inputs.compute(ConnParams.from_params(p["schema_source"]), p["migrations_dir"], p["mapping_file"])
             if p["action"] in ("begin", "gate")
@@ -330,7 +333,7 @@ def main() -> None:
                 staging = ConnParams.from_params(p["staging"])
                 opened = rehearsal.begin(
                     p["rehearsals_dir"],
-                    t.cast(t.Dict[str, t.Any], inputs),
+                    inputs,
                     dict(_identity(production), database=prod_db, size_bytes=size_now),
                     _identity(staging),
                     backup,
@@ -370,7 +373,11 @@ def main() -> None:
                 )
         else:
             found = rehearsal.gate(
-                p["rehearsals_dir"], t.cast(t.Dict[str, t.Any], inputs), prod_db, p["max_age_hours"], size_now,
+                p["rehearsals_dir"],
+                inputs,
+                prod_db,
+                p["max_age_hours"],
+                size_now,
                 p["app_tier_seconds"],
             )
             result.update(found, inputs=inputs, required=p["required"], overridden=False)
@@ -380,7 +387,10 @@ def main() -> None:
                     identity = dict(_identity(production), database=prod_db)
                     if not module.check_mode:
                         result["override_log"] = rehearsal.log_override(
-                            p["rehearsals_dir"], p["override_reason"], identity, inputs.get("inputs_hash"),
+                            p["rehearsals_dir"],
+                            p["override_reason"],
+                            identity,
+                            inputs.get("inputs_hash"),
                             found["rejected"],
                         )
                         result["changed"] = True

@@ -32,7 +32,13 @@ def make_rehearsal(world: pgworld.World, base: str, *extra: str) -> Rehearsal:
     rehearsals = os.path.join(base, "rehearsals")
     args = ["-e pgshift_rehearsals_dir=" + rehearsals, "-e pgshift_rehearsal_fresh_backup=true", *extra]
     proc = subprocess.run(
-        ["make", "-s", "rehearsal", "REHEARSAL_REPORTS=" + os.path.join(base, "runs"), "REHEARSAL_ARGS=" + " ".join(args)],
+        [
+            "make",
+            "-s",
+            "rehearsal",
+            "REHEARSAL_REPORTS=" + os.path.join(base, "runs"),
+            "REHEARSAL_ARGS=" + " ".join(args),
+        ],
         cwd=ROOT,
         env=ansible_env({"PGSHIFT_WORLD": world.state}),
         capture_output=True,
@@ -173,8 +179,11 @@ def test_gate_refuses_without_a_matching_rehearsal_and_accepts_with_one(
 def _release(world: pgworld.World, run_playbook: t.Callable[..., t.Any], reports: str) -> float:
     run = run_playbook(
         "playbooks/prod_restore.yml",
-        env={"PGSHIFT_WORLD": world.state, "ANSIBLE_CALLBACKS_ENABLED": "pgshift.ops.progress",
-             "PGSHIFT_REPORT_DIR": reports},
+        env={
+            "PGSHIFT_WORLD": world.state,
+            "ANSIBLE_CALLBACKS_ENABLED": "pgshift.ops.progress",
+            "PGSHIFT_REPORT_DIR": reports,
+        },
     )
     assert run.rc == 0, run.output[-4000:]
     report = json.loads(open(os.path.join(reports, "last-run.json")).read())

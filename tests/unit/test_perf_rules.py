@@ -7,6 +7,7 @@ import os
 import typing as t
 
 import pytest
+
 from ansible_collections.pgshift.ops.plugins.module_utils import _perf as perf
 from ansible_collections.pgshift.ops.plugins.module_utils import _rehearsal as rehearsal
 from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShiftError
@@ -62,15 +63,36 @@ def test_compare_warns_fails_and_names_lost_indexes() -> None:
 
 
 def test_not_analyzed_rules() -> None:
-    stats = [
-        {"table": "public.never", "last_analyzed": None, "live_rows": 10, "modified_since_analyze": 10, "reltuples": -1},
+    stats: t.List[t.Dict[str, t.Any]] = [
+        {
+            "table": "public.never",
+            "last_analyzed": None,
+            "live_rows": 10,
+            "modified_since_analyze": 10,
+            "reltuples": -1,
+        },
         {"table": "public.empty", "last_analyzed": None, "live_rows": 0, "modified_since_analyze": 0, "reltuples": -1},
-        {"table": "public.fresh", "last_analyzed": "2026-01-02T00:00:00+00:00", "live_rows": 1000,
-         "modified_since_analyze": 20, "reltuples": 1000},
-        {"table": "public.stale", "last_analyzed": "2026-01-02T00:00:00+00:00", "live_rows": 1000,
-         "modified_since_analyze": 900, "reltuples": 1000},
-        {"table": "public.early", "last_analyzed": "2025-12-31T00:00:00+00:00", "live_rows": 5,
-         "modified_since_analyze": 0, "reltuples": 5},
+        {
+            "table": "public.fresh",
+            "last_analyzed": "2026-01-02T00:00:00+00:00",
+            "live_rows": 1000,
+            "modified_since_analyze": 20,
+            "reltuples": 1000,
+        },
+        {
+            "table": "public.stale",
+            "last_analyzed": "2026-01-02T00:00:00+00:00",
+            "live_rows": 1000,
+            "modified_since_analyze": 900,
+            "reltuples": 1000,
+        },
+        {
+            "table": "public.early",
+            "last_analyzed": "2025-12-31T00:00:00+00:00",
+            "live_rows": 5,
+            "modified_since_analyze": 0,
+            "reltuples": 5,
+        },
     ]
     assert perf.not_analyzed(stats) == ["public.never", "public.stale"]
     assert perf.not_analyzed(stats, since="2026-01-01T00:00:00Z") == ["public.never", "public.stale", "public.early"]
@@ -136,16 +158,49 @@ def test_report_breakdown_splits_growing_and_fixed_steps() -> None:
     report = {
         "status": "ok",
         "steps": [
-            {"play": "Preflight", "name": "Preflight | x", "action": "pgshift.ops.preflight", "duration_s": 2, "status": "ok"},
-            {"play": "Rebuild and swap", "name": "Rebuild | create the next database with the dev schema, tables bare",
-             "action": "pgshift.ops.database_build", "duration_s": 1.0, "status": "changed"},
-            {"play": "Rebuild and swap", "name": "Rebuild | copy", "action": "pgshift.ops.data_copy", "duration_s": 4.0,
-             "status": "changed", "rows": 10},
-            {"play": "Rebuild and swap", "name": "Rebuild | indexes", "action": "pgshift.ops.database_build",
-             "duration_s": 2.0, "status": "changed"},
-            {"play": "Rebuild and swap", "name": "Swap | swap", "action": "pgshift.ops.swap", "duration_s": 0.5,
-             "status": "changed"},
-            {"play": "API checks", "name": "API checks | x", "action": "include_role", "duration_s": 0.1, "status": "skipped"},
+            {
+                "play": "Preflight",
+                "name": "Preflight | x",
+                "action": "pgshift.ops.preflight",
+                "duration_s": 2,
+                "status": "ok",
+            },
+            {
+                "play": "Rebuild and swap",
+                "name": "Rebuild | create the next database with the dev schema, tables bare",
+                "action": "pgshift.ops.database_build",
+                "duration_s": 1.0,
+                "status": "changed",
+            },
+            {
+                "play": "Rebuild and swap",
+                "name": "Rebuild | copy",
+                "action": "pgshift.ops.data_copy",
+                "duration_s": 4.0,
+                "status": "changed",
+                "rows": 10,
+            },
+            {
+                "play": "Rebuild and swap",
+                "name": "Rebuild | indexes",
+                "action": "pgshift.ops.database_build",
+                "duration_s": 2.0,
+                "status": "changed",
+            },
+            {
+                "play": "Rebuild and swap",
+                "name": "Swap | swap",
+                "action": "pgshift.ops.swap",
+                "duration_s": 0.5,
+                "status": "changed",
+            },
+            {
+                "play": "API checks",
+                "name": "API checks | x",
+                "action": "include_role",
+                "duration_s": 0.1,
+                "status": "skipped",
+            },
         ],
         "results": [
             {"action": "pgshift.ops.data_copy", "data": {"tables": {"t": {"rows": 10, "bytes": 300, "seconds": 0.1}}}},

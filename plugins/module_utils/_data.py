@@ -394,8 +394,12 @@ class TablePlan:
             for c in self.carried
         ]
         for col in self.defaulted:
-            null_type = sql.SQL(col.type) if col.builtin else sql.SQL("text")
-            items.append(sql.SQL("NULL::{} AS {}").format(null_type, sql.Identifier(col.name)))
+            col_type = sql.SQL(col.type) if col.builtin else sql.SQL("text")
+            if col.default is not None and "nextval(" not in col.default and col.builtin:
+                # The value the column will get: its default (server-printed expression of the target).
+                items.append(sql.SQL("({})::{} AS {}").format(sql.SQL(col.default), col_type, sql.Identifier(col.name)))
+            else:
+                items.append(sql.SQL("NULL::{} AS {}").format(col_type, sql.Identifier(col.name)))
         if not items:
             items = [sql.SQL("1 AS {}").format(sql.Identifier("?pgshift_empty"))]
         return sql.SQL("(SELECT {} FROM {})").format(sql.SQL(", ").join(items), source.from_clause())

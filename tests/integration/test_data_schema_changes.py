@@ -36,7 +36,9 @@ DEV = r"""
 CREATE TYPE person_kind AS ENUM ('a', 'b', 'c');
 CREATE TABLE people (
   id integer PRIMARY KEY, full_name text NOT NULL, nick varchar(10), age bigint, born timestamp,
-  score numeric(10,4) CHECK (score < 100), kind person_kind, status text NOT NULL DEFAULT 'active'
+  score numeric(10,4) CHECK (score < 100), kind person_kind, status text NOT NULL DEFAULT 'active',
+  -- evaluated on the source with the value status will get (its default), not NULL
+  CONSTRAINT status_known CHECK (status IS NOT NULL AND status IN ('active', 'gone'))
 );
 CREATE TABLE "we""ird" ("a.b" integer PRIMARY KEY, "With a space" text, "Ünïcode" text,
   "select" integer REFERENCES people (id));

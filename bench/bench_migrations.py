@@ -117,7 +117,7 @@ def main() -> None:
             "pgshift engine node-pg-migrate": node_engine,
         }
         results: t.Dict[str, t.List[float]] = {name: [] for name in runners}
-        for _ in range(args.rounds):
+        for _round in range(args.rounds):
             for name, fn in runners.items():  # interleaved, so that machine noise spreads over all of them
                 params = fresh_db(cluster)
                 started = time.perf_counter()

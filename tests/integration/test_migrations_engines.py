@@ -44,7 +44,7 @@ def test_both_engines_give_the_same_schema_and_ledger(pg, new_db, run_module, tm
     assert catalogs(pg, a)["relations"]  # and it sees the tables
     assert ledger(pg, a) == ledger(pg, b)
     names = sorted(os.path.splitext(f)[0] for f in os.listdir(folder))
-    assert [n for _, n in ledger(pg, a)] == names
+    assert [row[1] for row in ledger(pg, a)] == names
     # single transaction (node-pg-migrate's default): one run_on for the whole run, on both sides
     for db in (a, b):
         assert query(pg, db, "SELECT count(DISTINCT run_on) FROM pgmigrations")[0][0] == 1
@@ -89,7 +89,7 @@ def test_engines_switch_in_the_middle_of_a_history(pg, new_db, tmp_path):
     last = migrate(p, folder, engine="node-pg-migrate", node_pg_migrate=node)
     assert last["after"]["pending"] == []
     assert snapshot(pg, mixed) == snapshot(pg, ref)
-    assert [n for _, n in ledger(pg, mixed)] == [n for _, n in ledger(pg, ref)]
+    assert [row[1] for row in ledger(pg, mixed)] == [row[1] for row in ledger(pg, ref)]
     # the CLI itself agrees that nothing is left: it runs, finds nothing, and changes nothing
     status = migrations_info(p, folder)
     assert status["up_to_date"] and status["unrecorded"] == [] and status["modified"] == []
@@ -116,14 +116,14 @@ def test_syntax_error_in_migration_n_applies_nothing_of_it(pg, new_db, tmp_path,
     assert "TABEL" in err.value.msg or "syntax error" in err.value.msg
     if engine == "sql":
         assert "3000_three" in err.value.msg and "line 4" in err.value.msg
-    assert [n for _, n in ledger(pg, db)] == ["1000_one"]
+    assert [row[1] for row in ledger(pg, db)] == ["1000_one"]
     assert table_exists(pg, db, "public.one")
     assert not table_exists(pg, db, "public.two") and not table_exists(pg, db, "public.three")
 
     # one transaction per migration: 2 stays, nothing of 3
     with pytest.raises(PgShiftError):
         migrate(p, folder, engine=engine, node_pg_migrate=node, single_transaction=False)
-    assert [n for _, n in ledger(pg, db)] == ["1000_one", "2000_two"]
+    assert [row[1] for row in ledger(pg, db)] == ["1000_one", "2000_two"]
     assert table_exists(pg, db, "public.two") and not table_exists(pg, db, "public.three")
     assert sorted(r[0] for r in query(pg, db, "SELECT name FROM pgshift_migration_meta")) == ["1000_one", "2000_two"]
 

@@ -128,7 +128,7 @@ def test_validate_reports_dangerous_operations_with_line_and_statement(pg, run_m
     assert ("concurrently-in-transaction", "2000_danger.sql", 7, "error") in found
     assert ("drop-table", "3000_dropper.sql", 3, "warning") in found
     # lock_timeout set before the drop: no missing-lock-timeout for 3000
-    assert not any(r == "missing-lock-timeout" and f == "3000_dropper.sql" for r, f, _, _ in found)
+    assert not any(r == "missing-lock-timeout" and f == "3000_dropper.sql" for r, f, _line, _severity in found)
     stmt = next(f["statement"] for f in run.result["findings"] if f["rule"] == "concurrently-in-transaction")
     assert stmt.startswith("CREATE INDEX CONCURRENTLY items_sku_idx")
     assert any(
@@ -249,7 +249,7 @@ def test_pagila_as_first_migration_validates(pg, run_module, tmp_path):
     assert run.result["run"]["final_schema"]["tables"] > 20
     rules = {(f["rule"], f["migration"]) for f in run.result["findings"]}
     assert ("index-without-concurrently", "1700000003000_rental-index") in rules
-    assert not any(r == "missing-lock-timeout" for r, _ in rules)
+    assert not any(r == "missing-lock-timeout" for r, _name in rules)
 
 
 def test_validate_against_a_committed_schema_snapshot(pg, new_db, run_module, tmp_path):

@@ -10,9 +10,12 @@ rehearsal -> approval -> prod restore -> (failure) rollback -> release failed.
 
 from __future__ import annotations
 
+import ast
+import inspect
 import os
 import subprocess
 import sys
+import textwrap
 import typing as t
 
 import pytest
@@ -125,6 +128,46 @@ def test_job_templates(export: t.Dict[str, t.Any]) -> None:
     assert templates["pgshift: staging rehearsal"]["limit"] == "pgshift_db", "as make rehearsal: database host only"
     for name in ("pgshift: prod restore", "pgshift: rollback", "pgshift: verified backup"):
         assert templates[name]["related"]["credentials"][0]["name"] == "pgshift databases"
+
+
+def payload_fields(cls: t.Any) -> t.Set[str]:
+    """The optional fields awxkit's page class sends when it creates the object (its payload method)."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls.payload)))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and any(getattr(x, "id", "") == "optional_fields" for x in node.targets):
+            return {str(t.cast(ast.Constant, elt).value) for elt in t.cast(ast.Tuple, node.value).elts}
+    raise AssertionError("no optional_fields in %s.payload" % cls.__name__)
+
+
+@pytest.mark.parametrize(
+    ("section", "cls", "base"),
+    [
+        (
+            "job_templates",
+            pages.JobTemplate,
+            {
+                "name",
+                "description",
+                "job_type",
+                "playbook",
+                "project",
+                "inventory",
+                "execution_environment",
+                "extra_vars",
+            },
+        ),
+        (
+            "workflow_job_templates",
+            pages.WorkflowJobTemplate,
+            {"name", "description", "organization", "inventory", "extra_vars"},
+        ),
+    ],
+)
+def test_template_fields_are_awx_fields(export: t.Dict[str, t.Any], section: str, cls: t.Any, base: t.Set[str]) -> None:
+    """No misspelt field: AWX ignores fields it does not know, so a typo would silently drop a setting."""
+    known = payload_fields(cls) | base | {"related", "natural_key"}
+    for asset in export[section]:
+        assert set(asset) <= known, (asset["name"], set(asset) - known)
 
 
 def test_release_workflow_graph(export: t.Dict[str, t.Any]) -> None:

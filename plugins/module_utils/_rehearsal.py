@@ -33,7 +33,6 @@ import secrets
 import socket
 import typing as t
 
-from ansible_collections.pgshift.ops.plugins.module_utils import _journal as journal
 from ansible_collections.pgshift.ops.plugins.module_utils._backup import (
     MANIFEST_NAME,
     VERIFICATION_NAME,
@@ -192,6 +191,8 @@ def staging_run(
     staging: ConnParams, database: str, journal_db: str, since: str, run_id: t.Optional[str] = None
 ) -> t.Optional[t.Dict[str, t.Any]]:
     """The release run on staging that this rehearsal started (the latest one started after ``since``)."""
+    from ansible_collections.pgshift.ops.plugins.module_utils import _journal as journal  # noqa: PLC0415 - psycopg2
+
     conn = connect(staging.with_database("postgres"), autocommit=True)
     try:
         with conn.cursor() as cur:

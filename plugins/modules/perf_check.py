@@ -27,10 +27,12 @@ extends_documentation_fragment:
   - pgshift.ops.connection
 attributes:
   check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details:
       - Queries run read-only and rolled back as always; C(ANALYZE) is skipped and no file is written.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 options:
   queries_file:
@@ -94,7 +96,7 @@ options:
 seealso:
   - module: pgshift.ops.rehearsal
 author:
-  - pgshift maintainers
+  - pgshift contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""

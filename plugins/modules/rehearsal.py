@@ -30,9 +30,11 @@ extends_documentation_fragment:
   - pgshift.ops.connection
 attributes:
   check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: Everything is read and computed as usual; no state, record or override log is written.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 options:
   action:
@@ -157,7 +159,7 @@ seealso:
   - module: pgshift.ops.release_inputs
   - module: pgshift.ops.restore
 author:
-  - pgshift maintainers
+  - pgshift contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""

@@ -323,6 +323,34 @@ def report_breakdown(report: t.Mapping[str, t.Any], window_play: str = "rebuild"
     }
 
 
+def app_tier_from_report(report: t.Optional[t.Mapping[str, t.Any]]) -> t.Optional[float]:
+    """Seconds production's last successful release spent on what a rehearsal does not run.
+
+    The steps of the plays "Maintenance on", "Restart" and "API checks", and the maintenance page step of
+    "Maintenance off", in a run report of prod_restore.yml that succeeded (not a check run). None without one.
+    """
+    if not report or not str(report.get("playbook", "")).startswith("prod_restore"):
+        return None
+    if report.get("status") != "ok" or report.get("check_mode"):
+        return None
+    window = report.get("maintenance_window") or {}
+    if window.get("open", True) or any(s.get("status") in ("failed", "rescued") for s in report.get("steps", [])):
+        return None  # a run that went wrong or never closed its window says nothing about a normal window
+    total = 0.0
+    seen = False
+    for step in report.get("steps", []):
+        if step.get("status") == "skipped" or step.get("rescue"):
+            continue
+        play = str(step.get("play") or "").lower()
+        role = str(step.get("role") or "")
+        if any(word in play for word in ("maintenance on", "restart", "api checks")) or (
+            "maintenance off" in play and "maintenance_mode" in role
+        ):
+            total += float(step.get("duration_s") or 0.0)
+            seen = True
+    return round(total, 3) if seen else None
+
+
 # --------------------------------------------------------------------------------------------- forecast
 def forecast(
     window_seconds: float,
@@ -397,6 +425,7 @@ def build_record(
     release_rc: t.Optional[int],
     production_size: t.Optional[int],
     app_tier_seconds: float,
+    app_tier_from: str = "app_tier_seconds",
 ) -> t.Dict[str, t.Any]:
     problems: t.List[str] = []
     warnings: t.List[str] = []
@@ -444,6 +473,7 @@ def build_record(
         scaling = breakdown["scaling_seconds"] if breakdown else _journal_step_seconds(timings, "build")
         fc = forecast(window["seconds"], scaling, rehearsed_size, production_size, app_tier_seconds)
         fc["scaling_from"] = "run report (copy, index build, integrity check)" if breakdown else "journal (build step)"
+        fc["app_tier_from"] = app_tier_from
         fc["text"] = describe_forecast(fc)
     tables = breakdown["tables"] if breakdown else {}
     record = {
@@ -510,6 +540,7 @@ def finish(
     production_size: t.Optional[int],
     app_tier_seconds: float,
     check_mode: bool = False,
+    app_tier_from: str = "app_tier_seconds",
 ) -> t.Dict[str, t.Any]:
     """Write the record of an open rehearsal (the given one, or the newest one without a record)."""
     if rehearsal_id is None:
@@ -519,7 +550,9 @@ def finish(
     run = staging_run(staging, state["staging"]["database"], journal_db, state["started_at"])
     perf_before = _optional_json(os.path.join(folder, "perf-before.json"))
     perf_after = _optional_json(os.path.join(folder, "perf-after.json"))
-    record = build_record(state, run, report, perf_before, perf_after, release_rc, production_size, app_tier_seconds)
+    record = build_record(
+        state, run, report, perf_before, perf_after, release_rc, production_size, app_tier_seconds, app_tier_from
+    )
     path = os.path.join(folder, RECORD_NAME)
     if not check_mode:
         write_json(path, record)

@@ -125,6 +125,12 @@ options:
   release_rc:
     description: Exit status of the rehearsed release's playbook, for O(action=record).
     type: int
+  production_report:
+    description:
+      - The run report of production's last successful C(prod_restore.yml) run (parsed JSON), for O(action=record).
+      - When O(app_tier_seconds) is not given, the forecast's application tier allowance is what that run spent on
+        the maintenance page, stopping and restarting services and the API checks; without either, 15 seconds.
+    type: dict
   probe_production:
     description: For O(action=begin) and O(action=record), read production's database size (one read-only query) to
       scale the forecast when production has grown since the backup.
@@ -132,7 +138,8 @@ options:
     default: false
   app_tier_seconds:
     description: Seconds the forecast adds for what a rehearsal does not run (maintenance page, services stopped and
-      restarted, API checks). For O(action=gate), default the value recorded by the rehearsal.
+      restarted, API checks). For O(action=record), default from O(production_report), else 15. For O(action=gate),
+      default the value recorded by the rehearsal.
     type: float
   settings:
     description: Settings of the rehearsal kept in its state and record (no secrets).
@@ -284,6 +291,7 @@ def main() -> None:
         journal_database=dict(type="str", default="pgshift"),
         run_report=dict(type="dict"),
         release_rc=dict(type="int"),
+        production_report=dict(type="dict"),
         probe_production=dict(type="bool", default=False),
         app_tier_seconds=dict(type="float"),
         settings=dict(type="dict", default={}),
@@ -345,7 +353,13 @@ def main() -> None:
                 )
                 result.update(changed=True, rehearsal_id=opened["rehearsal_id"], folder=opened["folder"], inputs=inputs)
         elif p["action"] == "record":
-            app_tier = 15.0 if p["app_tier_seconds"] is None else p["app_tier_seconds"]
+            measured = rehearsal.app_tier_from_report(p["production_report"])
+            if p["app_tier_seconds"] is not None:
+                app_tier, app_tier_from = p["app_tier_seconds"], "app_tier_seconds"
+            elif measured is not None:
+                app_tier, app_tier_from = measured, "production's last release (run report)"
+            else:
+                app_tier, app_tier_from = 15.0, "default allowance (no production run report)"
             done = rehearsal.finish(
                 p["rehearsals_dir"],
                 p["rehearsal_id"],
@@ -356,6 +370,7 @@ def main() -> None:
                 size_now,
                 app_tier,
                 module.check_mode,
+                app_tier_from,
             )
             record = done["record"]
             result.update(

@@ -213,3 +213,34 @@ def test_report_breakdown_splits_growing_and_fixed_steps() -> None:
     assert out["tables"] == {"t": {"rows": 10, "bytes": 300, "seconds": 0.1}} and out["integrity_ok"] is True
     assert "Preflight | x" in out["checks_passed"]
     assert json.dumps(out)
+
+
+def test_app_tier_allowance_from_production_run_report() -> None:
+    def step(play: str, seconds: float, status: str = "ok", role: t.Optional[str] = None) -> t.Dict[str, t.Any]:
+        return {"play": play, "name": play + " | x", "duration_s": seconds, "status": status, "role": role}
+
+    report = {
+        "playbook": "prod_restore",
+        "status": "ok",
+        "check_mode": False,
+        "maintenance_window": {"started": 5.0, "finished": 47.7, "duration_s": 42.7, "open": False},
+        "steps": [
+            step("Preflight", 5.0),
+            step("Maintenance on", 2.0),
+            step("Rebuild and swap", 30.0),
+            step("Restart", 3.0),
+            step("API checks", 1.5),
+            step("API checks", 9.0, status="skipped"),
+            step("Maintenance off", 0.5, role="pgshift.ops.maintenance_mode"),
+            step("Maintenance off", 0.7),
+        ],
+    }
+    assert rehearsal.app_tier_from_report(report) == 7.0
+    assert rehearsal.app_tier_from_report(dict(report, status="failed")) is None
+    assert rehearsal.app_tier_from_report(dict(report, playbook="staging_rehearsal")) is None
+    assert rehearsal.app_tier_from_report(dict(report, check_mode=True)) is None
+    assert rehearsal.app_tier_from_report(None) is None
+    assert rehearsal.app_tier_from_report(dict(report, maintenance_window={"open": True})) is None
+    steps: t.List[t.Dict[str, t.Any]] = list(t.cast(t.List[t.Dict[str, t.Any]], report["steps"]))
+    rescued = dict(report, steps=[*steps, step("Restart", 1.0, status="rescued")])
+    assert rehearsal.app_tier_from_report(rescued) is None

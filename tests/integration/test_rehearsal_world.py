@@ -16,6 +16,8 @@ import pgworld
 import pytest
 from conftest import ROOT, ansible_env
 
+from ansible_collections.pgshift.ops.plugins.module_utils import _rehearsal as rehearsal
+
 pytestmark = pytest.mark.slow
 
 
@@ -176,7 +178,8 @@ def test_gate_refuses_without_a_matching_rehearsal_and_accepts_with_one(
     assert not lenient.failed and lenient.result["ok"] and not os.path.exists(str(tmp_path / "none2"))
 
 
-def _release(world: pgworld.World, run_playbook: t.Callable[..., t.Any], reports: str) -> float:
+def _release(world: pgworld.World, run_playbook: t.Callable[..., t.Any], reports: str) -> t.Dict[str, t.Any]:
+    """A real release on the world's production, with the progress callback's run report (the measured window)."""
     run = run_playbook(
         "playbooks/prod_restore.yml",
         env={
@@ -186,8 +189,7 @@ def _release(world: pgworld.World, run_playbook: t.Callable[..., t.Any], reports
         },
     )
     assert run.rc == 0, run.output[-4000:]
-    report = json.loads(open(os.path.join(reports, "last-run.json")).read())
-    return float(report["maintenance_window"]["duration_s"])
+    return t.cast(t.Dict[str, t.Any], json.loads(open(os.path.join(reports, "last-run.json")).read()))
 
 
 def test_forecast_at_two_scales_against_the_measured_window(
@@ -206,15 +208,21 @@ def test_forecast_at_two_scales_against_the_measured_window(
     assert rehearsed.record is not None and rehearsed.record["forecast"]
     figures = []
     forecast_small = float(rehearsed.record["forecast"]["seconds"])
-    measured_small = _release(world, run_playbook, str(tmp_path / "runs-small"))
+    report = _release(world, run_playbook, str(tmp_path / "runs-small"))
+    measured_small = float(report["maintenance_window"]["duration_s"])
     figures.append(("0.5", forecast_small, measured_small, rehearsed.record["forecast"]["size_ratio"]))
 
+    # production grows; the next forecast also knows what the application tier took in the last release
+    app_tier = rehearsal.app_tier_from_report(report)
+    assert app_tier is not None and app_tier > 0
     world.reset(scale=1.0)
-    gate = run_module("rehearsal", gate_args(world, rehearsed.rehearsals_dir))
+    gate = run_module("rehearsal", gate_args(world, rehearsed.rehearsals_dir, app_tier_seconds=app_tier))
     assert not gate.failed, gate.output[-3000:]
     forecast_large = float(gate.result["forecast"]["seconds"])
     assert gate.result["forecast"]["size_ratio"] > 1.0, "production grew, the data part is scaled"
-    measured_large = _release(world, run_playbook, str(tmp_path / "runs-large"))
+    measured_large = float(
+        _release(world, run_playbook, str(tmp_path / "runs-large"))["maintenance_window"]["duration_s"]
+    )
     figures.append(("1.0", forecast_large, measured_large, gate.result["forecast"]["size_ratio"]))
 
     print("\nscale  forecast_s  measured_s  forecast/measured  size_ratio")

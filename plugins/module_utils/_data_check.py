@@ -5,11 +5,10 @@
 # This module_utils is PRIVATE to the pgshift.ops collection. It may change without notice.
 """Prove that the target holds exactly the source's carried data, and that it is healthy.
 
-Per carried table: ``count(*)`` and the sum of a 64-bit hash of every row over the carried columns
-(``hash_record_extended`` of the values for builtin types on PostgreSQL 14+, ``hashtextextended`` of the text form
-otherwise: see _data.HASH_BY_VALUE_OIDS), the source side computed on its values converted to the target types
-through the same mapping the copy used. The source
-and target queries of a table run at the same time (threads, one connection per thread and side), ``jobs`` tables at a
+Per carried table: ``count(*)`` and the sum of a 64-bit hash of every row over the carried columns (the XOR of
+per-column extended hashes of the values, or of their text form: see _data._HASH_FUNCTIONS), the source side
+computed on its values converted to the target types through the same mapping the copy used. The source and target
+queries of a table run at the same time (threads, one connection per thread and side), ``jobs`` tables at a
 time; every source connection reads one exported snapshot. On a mismatch the table is narrowed down by buckets of its
 key (the hash of the target's primary key, or of the whole row when it has none), recursively, and the first
 differing keys are named. Then the target's health: every constraint validated, every index valid and ready, every
@@ -416,7 +415,7 @@ def integrity_check(
         "ok": ok,
         "changed": health.pop("changed"),
         "snapshot": used_snapshot,
-        "row_hash": "hash_record_extended" if checker.by_value else "hashtextextended",
+        "row_hash": "column hashes" if checker.by_value else "row text",
         "tables": tables,
         "mismatches": mismatches,
         "lost": plan.lost(),

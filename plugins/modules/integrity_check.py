@@ -10,8 +10,8 @@ module: integrity_check
 short_description: Prove that the new database holds exactly production's carried data, and is healthy
 description:
   - For every table of the carry-over plan (see M(pgshift.ops.data_plan)), compares row counts and content checksums
-    (C(count(*)) and C(sum(hashtextextended(ROW(cols)::text, 0)))) over the carried columns between O(source) and
-    O(target); the source side is computed on its values converted to the target types through the same mapping.
+    (C(count(*)) and the sum of a 64-bit hash per row) over the carried columns between O(source) and O(target);
+    the source side is computed on its values converted to the target types through the same mapping.
     Source and target queries run at the same time; every source reader shares one snapshot.
   - On a mismatch, narrows the table down by buckets of its primary key and names the first differing keys.
   - Checks that every constraint of the target is validated, that no index is invalid, and that every owned sequence
@@ -160,11 +160,11 @@ lost:
   type: dict
 row_hash:
   description:
-    - How rows were hashed - C(hash_record_extended) (values of builtin types, PostgreSQL 14+) or
-      C(hashtextextended) (text form of the row).
+    - How rows were hashed - C(column hashes) (XOR of one extended hash per column, of the value for builtin types,
+      of the text form otherwise; PostgreSQL 11+) or C(row text) (C(hashtextextended) of the row's text form).
   returned: always
   type: str
-  sample: hash_record_extended
+  sample: column hashes
 snapshot:
   description: The snapshot id the source was read at.
   returned: always

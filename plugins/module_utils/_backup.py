@@ -18,6 +18,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import datetime
+import functools
 import hashlib
 import json
 import os
@@ -33,9 +34,9 @@ from ansible_collections.pgshift.ops.plugins.module_utils import _checksums
 from ansible_collections.pgshift.ops.plugins.module_utils._clients import (
     CommandResult,
     check_client,
-    find_client,
     run_client,
 )
+from ansible_collections.pgshift.ops.plugins.module_utils._clients import find_client as _find_client
 from ansible_collections.pgshift.ops.plugins.module_utils._connection import (
     ConnParams,
     client_environment,
@@ -195,6 +196,13 @@ def archive_path(manifest_path: str, manifest: t.Mapping[str, t.Any]) -> str:
 
 
 # --------------------------------------------------------------------------------------------- clients
+@functools.lru_cache(maxsize=32)
+def find_client(name: str, min_major: int) -> t.Tuple[str, int]:
+    """_clients.find_client, remembered for the life of the process (it runs every candidate's --version)."""
+    return _find_client(name, min_major)
+
+
+@functools.lru_cache(maxsize=32)
 def client_version_text(path: str) -> str:
     out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=20, check=False).stdout
     return out.strip()
@@ -233,17 +241,11 @@ def _database_facts(conn: t.Any) -> t.Dict[str, t.Any]:
             "FROM pg_database d WHERE d.datname = current_database()"
         )
         row = cur.fetchone()
-        cur.execute(
-            "SELECT coalesce(sum(pg_table_size(c.oid)), 0) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE c.relkind IN ('r', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
-        )
-        data_bytes = int(cur.fetchone()[0])
     return {
         "database": row[0],
         "server_version": row[1],
         "server_version_num": row[2],
         "database_size": int(row[3]),
-        "data_size": data_bytes,
         "encoding": row[4],
         "collate": row[5],
         "ctype": row[6],
@@ -277,7 +279,9 @@ def safe_label(label: str) -> str:
     return _LABEL_SAFE.sub("_", label)[:60] or "backup"
 
 
-def _schema_hash(params: ConnParams, snapshot_id: str) -> t.Tuple[t.Optional[str], t.Optional[str]]:
+def _schema_hash(
+    params: ConnParams, snapshot_id: str, connector: t.Callable[[], t.Any]
+) -> t.Tuple[t.Optional[str], t.Optional[str]]:
     """The schema snapshot's hash, read in the backup's snapshot; (None, reason) when the helper is absent."""
     try:
         from ansible_collections.pgshift.ops.plugins.module_utils import _schema  # type: ignore[attr-defined]  # noqa: PLC0415
@@ -287,7 +291,7 @@ def _schema_hash(params: ConnParams, snapshot_id: str) -> t.Tuple[t.Optional[str
     digest = getattr(_schema, "snapshot_hash", None)
     if take is None or digest is None:
         return None, "_schema.take_snapshot/snapshot_hash are not available"
-    conn = connect(params)
+    conn = connector()
     try:
         _checksums.set_snapshot(conn, snapshot_id)
         return str(digest(take(conn))), None
@@ -405,7 +409,8 @@ def plan_backup(params: ConnParams, opts: BackupOptions) -> t.Dict[str, t.Any]:
     label = opts.label or facts["database"]
     compress_args(opts.compress, dump_major)
     free = _free_space(opts.dest_dir)
-    estimated = facts["data_size"]
+    # pg_database_size reads the folder sizes and takes no table lock; it includes indexes, so it errs on the safe side.
+    estimated = facts["database_size"]
     return {
         "database": facts["database"],
         "label": label,
@@ -528,8 +533,12 @@ def _run_backup(
             argv.append("--jobs=%d" % opts.jobs)
         dump = _DumpProcess(argv, params)
         try:
-            checksums = _checksums.parallel_checksums(worker_connect, tables, opts.checksum_jobs, snapshot_id)
-            schema_hash, schema_note = _schema_hash(params, snapshot_id)
+            checksums, (schema_hash, schema_note) = run_parallel(
+                [
+                    lambda: _checksums.parallel_checksums(worker_connect, tables, opts.checksum_jobs, snapshot_id),
+                    lambda: _schema_hash(params, snapshot_id, worker_connect),
+                ]
+            )
         except BaseException:
             dump.kill()
             raise

@@ -29,6 +29,7 @@ import typing as t
 from ansible_collections.pgshift.ops.plugins.module_utils import _checksums
 from ansible_collections.pgshift.ops.plugins.module_utils._backup import (
     MANIFEST_NAME,
+    find_client,
     VERIFICATION_NAME,
     archive_path,
     backup_folder,
@@ -41,7 +42,6 @@ from ansible_collections.pgshift.ops.plugins.module_utils._backup import (
 from ansible_collections.pgshift.ops.plugins.module_utils._clients import (
     CommandResult,
     check_client,
-    find_client,
     run_client,
 )
 from ansible_collections.pgshift.ops.plugins.module_utils._connection import (
@@ -226,10 +226,11 @@ def restore_and_check(
     timings: t.Dict[str, float] = {}
     started = time.monotonic()
     create_database(admin, database, manifest.get("encoding"))
-    check_client(run_client(base + ["--section=pre-data", archive], target), "pg_restore (pre-data) into %s" % database)
-    timings["pre_data"] = round(time.monotonic() - started, 3)
-    check_client(run_client(base + ["--section=data"] + jobs_args + [archive], target), "pg_restore (data) into %s" % database)
-    timings["data"] = round(time.monotonic() - started - timings["pre_data"], 3)
+    check_client(
+        run_client(base + ["--section=pre-data", "--section=data"] + jobs_args + [archive], target),
+        "pg_restore (pre-data and data) into %s" % database,
+    )
+    timings["create_and_data"] = round(time.monotonic() - started, 3)
     mark = time.monotonic()
     post = _Background(base + ["--section=post-data"] + jobs_args + [archive], target)
     try:

@@ -44,7 +44,7 @@ class TableRef(t.NamedTuple):
 TableLike = t.Union[TableRef, t.Tuple[str, str]]
 
 _LIST_TABLES = """
-SELECT n.nspname, c.relname, pg_total_relation_size(c.oid) AS bytes
+SELECT n.nspname, c.relname, c.relpages::bigint AS pages
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind = 'r'
@@ -54,12 +54,12 @@ WHERE c.relkind = 'r'
   AND NOT EXISTS (
       SELECT 1 FROM pg_depend d
       WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
-ORDER BY bytes DESC, n.nspname, c.relname
+ORDER BY pages DESC, c.reltuples DESC, n.nspname, c.relname
 """
 
 
 def list_user_tables(conn: t.Any) -> t.List[TableRef]:
-    """User tables whose rows hold data, largest first.
+    """User tables whose rows hold data, largest first (by the planner's page count: reading it takes no lock).
 
     Ordinary tables and the leaf partitions of partitioned tables (``relkind = 'r'``); partitioned parents are left
     out, so a partitioned table's rows are counted once, in its leaves (which is also how pg_dump writes them).

@@ -1,0 +1,159 @@
+#!/usr/bin/env python3
+"""Benchmark: a verified backup against the bare pg_dump + pg_restore pair, same machine, same run.
+
+pgshift side: ``backup`` (directory format, 2 jobs, light compression, checksums in the dump's snapshot) plus
+``backup_verify level=restore`` (restore into a throwaway database with 2 jobs, recompute and compare checksums,
+drop). Bare side: ``pg_dump -Fd -j 2`` (default compression) plus ``pg_restore -j 2`` into a new database; also
+with ``-Z1`` for reference. The goal is a ratio of at most 1.3 against the bare pair.
+
+The bench starts its own cluster (tools/pgworld.Cluster) in a temporary folder and stops it at the end.
+
+    .venv/bin/python bench/bench_backup.py --scale 50        # pgbench -i -s 50 (about 750 MB) and Pagila
+    .venv/bin/python bench/bench_backup.py --quick           # pgbench -s 5, for a fast look
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import typing as t
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, ".build", "collections"))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+
+import pgworld  # noqa: E402
+from ansible_collections.pgshift.ops.plugins.module_utils import _backup, _backup_verify  # noqa: E402
+from ansible_collections.pgshift.ops.plugins.module_utils._clients import find_client  # noqa: E402
+from ansible_collections.pgshift.ops.plugins.module_utils._connection import (  # noqa: E402
+    ConnParams,
+    client_environment,
+)
+
+PAGILA = os.path.abspath(os.path.join(ROOT, "..", "shared", "data", "pagila"))
+
+
+def run(argv: t.List[str], params: ConnParams) -> None:
+    with client_environment(params) as env:
+        proc = subprocess.run(argv, env=env, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        raise SystemExit("%s failed: %s" % (os.path.basename(argv[0]), proc.stderr.strip()[-2000:]))
+
+
+def sql(cluster: pgworld.Cluster, statement: str, database: str = "postgres") -> None:
+    with contextlib.closing(cluster.connect(database)) as conn, conn.cursor() as cur:
+        cur.execute(statement)
+
+
+def load_pgbench(cluster: pgworld.Cluster, params: ConnParams, scale: int) -> None:
+    sql(cluster, "CREATE DATABASE bench")
+    pgbench, _major = find_client("pgbench", 0)
+    run([pgbench, "-i", "-q", "-s", str(scale)], params.with_database("bench"))
+
+
+def load_pagila(cluster: pgworld.Cluster, params: ConnParams) -> bool:
+    if not os.path.exists(os.path.join(PAGILA, "pagila-schema.sql")):
+        return False
+    sql(cluster, "CREATE DATABASE pagila")
+    psql, _major = find_client("psql", 0)
+    for name in ("pagila-schema.sql", "pagila-data.sql"):
+        run([psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", os.path.join(PAGILA, name)], params.with_database("pagila"))
+    sql(cluster, "VACUUM ANALYZE", "pagila")
+    return True
+
+
+def bare_pair(cluster: pgworld.Cluster, params: ConnParams, database: str, work: str, extra: t.List[str]) -> float:
+    pg_dump, _m = find_client("pg_dump", 0)
+    pg_restore, _m = find_client("pg_restore", 0)
+    folder = os.path.join(work, "bare-%s" % database)
+    shutil.rmtree(folder, ignore_errors=True)
+    started = time.monotonic()
+    run([pg_dump, "-Fd", "-j", "2", *extra, "-f", folder], params.with_database(database))
+    sql(cluster, "CREATE DATABASE bare_restore TEMPLATE template0")
+    run([pg_restore, "-j", "2", "--dbname=bare_restore", folder], params.with_database("bare_restore"))
+    elapsed = time.monotonic() - started
+    sql(cluster, "DROP DATABASE bare_restore")
+    shutil.rmtree(folder, ignore_errors=True)
+    return elapsed
+
+
+def pgshift_pair(params: ConnParams, database: str, work: str) -> t.Tuple[float, float, t.Dict[str, t.Any]]:
+    dest = os.path.join(work, "pgshift-backups")
+    started = time.monotonic()
+    backup = _backup.take_backup(
+        params.with_database(database),
+        _backup.BackupOptions(dest_dir=dest, format="directory", jobs=2, globals=True, label=database),
+    )
+    after_backup = time.monotonic()
+    verify = _backup_verify.verify_backup(backup["manifest_path"], "restore", params, jobs=2)
+    done = time.monotonic()
+    if not verify["verified"]:
+        raise SystemExit("verification failed: %s" % verify["mismatches"])
+    shutil.rmtree(os.path.dirname(backup["manifest_path"]), ignore_errors=True)
+    return after_backup - started, done - after_backup, {"timings": verify.get("timings"), "tables": len(verify["tables"])}
+
+
+def bench(cluster: pgworld.Cluster, params: ConnParams, database: str, work: str, repeat: int) -> t.Dict[str, t.Any]:
+    rows: t.Dict[str, t.Any] = {"database": database, "runs": []}
+    for _ in range(repeat):
+        bare = bare_pair(cluster, params, database, work, [])
+        backup_s, verify_s, info = pgshift_pair(params, database, work)
+        bare_z1 = bare_pair(cluster, params, database, work, ["-Z1"])
+        rows["runs"].append(
+            {"bare": bare, "bare_z1": bare_z1, "backup": backup_s, "verify_restore": verify_s, "pgshift": backup_s + verify_s, "info": info}
+        )
+    best = {k: min(r[k] for r in rows["runs"]) for k in ("bare", "bare_z1", "backup", "verify_restore", "pgshift")}
+    rows["best"] = best
+    rows["ratio"] = best["pgshift"] / best["bare"]
+    rows["ratio_vs_z1"] = best["pgshift"] / best["bare_z1"]
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", type=int, default=50, help="pgbench scale (50 = about 750 MB)")
+    parser.add_argument("--quick", action="store_true", help="pgbench scale 5")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per database (the best time counts)")
+    parser.add_argument("--no-pagila", action="store_true")
+    args = parser.parse_args()
+    scale = 5 if args.quick else args.scale
+    base = tempfile.mkdtemp(prefix="pgshift-bench-backup-")
+    os.chmod(base, 0o755)
+    cluster = pgworld.Cluster("bench", os.path.join(base, "pg"), pgworld.free_port(), "bench-" + os.urandom(8).hex())
+    work = os.path.join(base, "work")
+    os.makedirs(work, mode=0o700)
+    results = []
+    try:
+        cluster.start()
+        params = ConnParams.from_params(cluster.conn())
+        t0 = time.monotonic()
+        load_pgbench(cluster, params, scale)
+        print("pgbench -i -s %d loaded in %.1f s" % (scale, time.monotonic() - t0), flush=True)
+        results.append(bench(cluster, params, "bench", work, args.repeat))
+        if not args.no_pagila and load_pagila(cluster, params):
+            results.append(bench(cluster, params, "pagila", work, args.repeat))
+    finally:
+        cluster.destroy()
+        shutil.rmtree(base, ignore_errors=True)
+    print()
+    print("%-8s %9s %9s %9s %9s %9s %7s %7s" % ("db", "bare", "bare-Z1", "backup", "verify", "pgshift", "ratio", "vs-Z1"))
+    for r in results:
+        b = r["best"]
+        name = r["database"] if r["database"] != "bench" else "pgb-s%d" % scale
+        print(
+            "%-8s %8.2fs %8.2fs %8.2fs %8.2fs %8.2fs %7.2f %7.2f"
+            % (name, b["bare"], b["bare_z1"], b["backup"], b["verify_restore"], b["pgshift"], r["ratio"], r["ratio_vs_z1"])
+        )
+    print("goal: ratio (pgshift backup + restore drill) / (bare pg_dump -Fd -j2 + pg_restore -j2) <= 1.3")
+    print(json.dumps(results, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

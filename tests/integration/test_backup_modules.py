@@ -1,0 +1,135 @@
+"""The backup, backup_verify and restore modules run for real through Ansible against real PostgreSQL."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import typing as t
+
+import backup_support as bs
+import pytest
+from psycopg2 import sql
+
+
+@pytest.fixture(scope="module")
+def shopdb(pg: t.Any) -> t.Iterator[str]:
+    from conftest import create_database
+
+    name = "bk_modules"
+    create_database(pg, name)
+    bs.fill_sample(pg, name)
+    yield name
+    with contextlib.closing(pg.connect()) as conn, conn.cursor() as cur:
+        cur.execute("DROP DATABASE IF EXISTS bk_modules WITH (FORCE)")
+
+
+def test_backup_check_mode_plans_and_writes_nothing(pg: t.Any, shopdb: str, run_module: t.Any, tmp_path: t.Any) -> None:
+    dest = tmp_path / "plan"
+    run = run_module("backup", dict(pg.conn(shopdb), dest_dir=str(dest)), check=True)
+    assert not run.failed, run.output
+    assert run.result["changed"] is True
+    assert run.result["plan"]["estimated_size_bytes"] > 0
+    assert run.result["path"].startswith(str(dest))
+    assert not dest.exists()
+
+
+def test_backup_verify_restore_round_trip(pg: t.Any, shopdb: str, run_module: t.Any, tmp_path: t.Any) -> None:
+    dest = tmp_path / "backups"
+    backup = run_module(
+        "backup", dict(pg.conn(shopdb), dest_dir=str(dest), format="directory", jobs=2), verbosity=4
+    )
+    assert not backup.failed, backup.output
+    assert pg.password not in backup.output
+    manifest = backup.result["manifest"]
+    assert manifest["database"] == shopdb and manifest["globals"] == "globals.sql"
+    assert manifest["clients"]["pg_dump"]["major"] >= int(manifest["server_version_num"]) // 10000
+    assert {k: v["rows"] for k, v in manifest["tables"].items()} == bs.SAMPLE_TABLES
+    assert backup.result["size_bytes"] == sum(f["size"] for f in manifest["files"].values())
+    with open(backup.result["manifest_path"]) as handle:
+        assert json.load(handle)["manifest_sha256"] == manifest["manifest_sha256"]
+
+    verify = run_module(
+        "backup_verify", dict(pg.conn(), manifest_path=backup.result["manifest_path"], level="restore"), verbosity=4
+    )
+    assert not verify.failed, verify.output
+    assert pg.password not in verify.output
+    assert verify.result["verified"] is True and verify.result["mismatches"] == []
+    assert set(verify.result["tables"]) == set(bs.SAMPLE_TABLES)
+    assert all(v["ok"] for v in verify.result["tables"].values())
+    assert not bs.database_exists(pg, verify.result["throwaway_database"])
+
+    target = "bk_restored_" + os.urandom(3).hex()
+    restore = run_module(
+        "restore", dict(pg.conn(), manifest_path=backup.result["manifest_path"], target_database=target)
+    )
+    assert not restore.failed, restore.output
+    assert restore.result["verified"] is True and restore.result["replaced"] is False
+    assert bs.counts(pg, target, [("public", "orders"), (bs.HOSTILE_SCHEMA, bs.HOSTILE_TABLE)]) == {
+        "public.orders": 504,
+        "%s.%s" % (bs.HOSTILE_SCHEMA, bs.HOSTILE_TABLE): 300,
+    }
+
+    # An existing database is never overwritten unless replace=true
+    with contextlib.closing(pg.connect(target)) as conn, conn.cursor() as cur:
+        cur.execute("DELETE FROM public.orders WHERE id < 10")
+    refused = run_module("restore", dict(pg.conn(), manifest_path=backup.result["manifest_path"], target_database=target))
+    assert refused.failed and "replace=true" in refused.result["msg"]
+    assert bs.counts(pg, target, [("public", "orders")]) == {"public.orders": 495}
+
+    check = run_module(
+        "restore", dict(pg.conn(), manifest_path=backup.result["manifest_path"], target_database=target, replace=True), check=True
+    )
+    assert not check.failed and check.result["replaced"] is True
+    assert bs.counts(pg, target, [("public", "orders")]) == {"public.orders": 495}
+
+    replaced = run_module(
+        "restore", dict(pg.conn(target), manifest_path=backup.result["manifest_path"], target_database=target, replace=True)
+    )
+    assert not replaced.failed, replaced.output
+    assert replaced.result["replaced"] is True
+    assert bs.counts(pg, target, [("public", "orders")]) == {"public.orders": 504}
+    assert not bs.databases_like(pg, "pgshift_restore_")
+    with contextlib.closing(pg.connect()) as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(target)))
+
+
+def test_verify_module_fails_and_names_the_file(pg: t.Any, shopdb: str, run_module: t.Any, tmp_path: t.Any) -> None:
+    backup = bs.take(pg, shopdb, tmp_path / "backups", format="custom", globals=False)
+    with open(backup["path"], "r+b") as handle:
+        handle.seek(100)
+        byte = handle.read(1)
+        handle.seek(100)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    run = run_module("backup_verify", dict(manifest_path=backup["manifest_path"], level="checksum"))
+    assert run.failed
+    assert run.result["verified"] is False
+    assert "database.dump" in run.result["msg"]
+    assert not os.path.exists(os.path.join(os.path.dirname(backup["manifest_path"]), "verification.json"))
+
+
+def test_restore_module_refuses_a_corrupt_backup_and_touches_nothing(
+    pg: t.Any, shopdb: str, run_module: t.Any, tmp_path: t.Any
+) -> None:
+    backup = bs.take(pg, shopdb, tmp_path / "backups", format="directory", globals=False)
+    os.unlink(os.path.join(backup["path"], "toc.dat"))
+    run = run_module(
+        "restore", dict(pg.conn(), manifest_path=backup["manifest_path"], target_database=shopdb, replace=True)
+    )
+    assert run.failed and "toc.dat" in run.result["msg"]
+    assert bs.counts(pg, shopdb, [("public", "orders")]) == {"public.orders": 504}
+
+
+def test_backup_of_an_unreachable_server_fails_without_the_password(run_module: t.Any, tmp_path: t.Any) -> None:
+    import pgworld
+
+    secret = "not-shown-" + os.urandom(4).hex()
+    # The password comes from PGPASSWORD (the documented fallback): ad-hoc ansible itself echoes -a arguments on errors.
+    run = run_module(
+        "backup",
+        dict(host="127.0.0.1", port=pgworld.free_port(), sslmode="disable", dest_dir=str(tmp_path / "b")),
+        verbosity=4,
+        env={"PGPASSWORD": secret},
+    )
+    assert run.failed and "cannot connect" in run.result["msg"]
+    assert secret not in run.output

@@ -14,6 +14,7 @@ import typing as t
 from ansible_collections.pgshift.ops.plugins.module_utils import _journal as journal
 from ansible_collections.pgshift.ops.plugins.module_utils import _ledger as ledger
 from ansible_collections.pgshift.ops.plugins.module_utils import _release as release
+from ansible_collections.pgshift.ops.plugins.module_utils import _run_lock as run_lock
 from ansible_collections.pgshift.ops.plugins.module_utils._clients import find_client
 from ansible_collections.pgshift.ops.plugins.module_utils._connection import ConnParams, connect, server_major
 from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShiftError
@@ -124,7 +125,20 @@ def run_checks(
                         jcur.execute("SELECT to_regclass('pgshift.runs') IS NOT NULL")
                         if _one(jcur)[0]:
                             pending = journal.open_runs(jcur, production_database)
-                            if pending:
+                            live = run_lock.holders(jcur, production_database)
+                            if pending and live:
+                                problems.append(
+                                    "another pgshift run on %r is in progress (run %s, started %s by %s; its lock is "
+                                    "held by session %s): wait for it to finish"
+                                    % (
+                                        production_database,
+                                        pending[-1]["run_id"],
+                                        pending[-1]["started_at"],
+                                        pending[-1]["started_by"],
+                                        live[0]["backend_pid"],
+                                    )
+                                )
+                            elif pending:
                                 problems.append(
                                     "run %s (started %s by %s) is %s and was not rolled back: run `make rollback` "
                                     "(playbooks/rollback.yml) first"

@@ -194,7 +194,9 @@ def dump_schema(dev: ConnParams, workdir: str) -> t.Dict[str, t.Any]:
     return {"path": path, "pg_dump": pg_dump, "client_major": client_major, "server_major": major}
 
 
-def create_next(cluster: ConnParams, prod: str, check_mode: bool = False) -> t.Dict[str, t.Any]:
+def create_next(
+    cluster: ConnParams, prod: str, check_mode: bool = False, tablespace: t.Optional[str] = None
+) -> t.Dict[str, t.Any]:
     name = next_name(prod)
     conn = admin(cluster)
     try:
@@ -218,6 +220,8 @@ def create_next(cluster: ConnParams, prod: str, check_mode: bool = False) -> t.D
                 sql.Literal(info["ctype"]),
                 sql.Identifier(info["owner"]),
             )
+            if tablespace:
+                statement = sql.SQL("{} TABLESPACE {}").format(statement, sql.Identifier(tablespace))
             if not check_mode:
                 cur.execute(statement)
             return {"database": name, "statement": statement.as_string(cur), "like": info}

@@ -55,6 +55,9 @@ options:
     description: Lowest major version of pg_restore to use (the one O(step=create) returned as RV(client_major)).
     type: int
     default: 0
+  tablespace:
+    description: Tablespace of the new database (default that of the cluster), for O(step=create).
+    type: str
 author:
   - pgshift maintainers
 """
@@ -128,6 +131,7 @@ def main() -> None:
         workdir=dict(type="path"),
         archive=dict(type="path"),
         min_client_major=dict(type="int", default=0),
+        tablespace=dict(type="str"),
     )
     module = AnsibleModule(
         argument_spec=spec,
@@ -141,7 +145,7 @@ def main() -> None:
     result: t.Dict[str, t.Any] = {}
     try:
         if p["step"] == "create":
-            created = release.create_next(cluster, prod, module.check_mode)
+            created = release.create_next(cluster, prod, module.check_mode, p["tablespace"])
             result = dict(changed=True, database=name, statements=[created["statement"]])
             result["diff"] = {
                 "before": "%s: production\n" % prod,

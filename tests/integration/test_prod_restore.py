@@ -208,7 +208,15 @@ def test_rollback_is_idempotent(fresh: pgworld.World, run_playbook: t.Callable[.
 
 @pytest.mark.parametrize(
     "case",
-    ["no_confirmation", "wrong_confirmation", "wrong_password", "unreachable", "missing_database", "bad_dev_schema"],
+    [
+        "no_confirmation",
+        "wrong_confirmation",
+        "wrong_password",
+        "unreachable",
+        "missing_database",
+        "bad_dev_schema",
+        "malformed_api_checks",
+    ],
 )
 def test_bad_input_stops_before_any_change(
     fresh: pgworld.World, run_playbook: t.Callable[..., t.Any], case: str
@@ -242,6 +250,9 @@ def test_bad_input_stops_before_any_change(
     elif case == "missing_database":
         extra = {"pgshift_prod_connection": dict(conn, database="no_such_shop")}
         expected = "does not exist"
+    elif case == "malformed_api_checks":
+        extra = {"pgshift_api_checks": [{"name": "no url", "expect": "ok"}]}
+        expected = "pgshift_api_checks must be a list of checks"
     elif case == "bad_dev_schema":
         # dev's schema needs a role production's cluster does not have
         with contextlib.closing(world.clusters["dev"].connect("shop")) as dconn, dconn.cursor() as cur:

@@ -276,7 +276,8 @@ def new_backup_id() -> str:
 
 
 def safe_label(label: str) -> str:
-    return _LABEL_SAFE.sub("_", label)[:60] or "backup"
+    # no leading dot: hidden folders are partial backups
+    return _LABEL_SAFE.sub("_", label).lstrip(".")[:60] or "backup"
 
 
 def _schema_hash(

@@ -30,6 +30,7 @@ sys.path.insert(0, os.path.join(ROOT, ".build", "collections"))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 
 import pgworld  # noqa: E402
+
 from ansible_collections.pgshift.ops.plugins.module_utils import _backup, _backup_verify  # noqa: E402
 from ansible_collections.pgshift.ops.plugins.module_utils._clients import find_client  # noqa: E402
 from ansible_collections.pgshift.ops.plugins.module_utils._connection import (  # noqa: E402
@@ -64,7 +65,10 @@ def load_pagila(cluster: pgworld.Cluster, params: ConnParams) -> bool:
     sql(cluster, "CREATE DATABASE pagila")
     psql, _major = find_client("psql", 0)
     for name in ("pagila-schema.sql", "pagila-data.sql"):
-        run([psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", os.path.join(PAGILA, name)], params.with_database("pagila"))
+        run(
+            [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", os.path.join(PAGILA, name)],
+            params.with_database("pagila"),
+        )
     sql(cluster, "VACUUM ANALYZE", "pagila")
     return True
 
@@ -97,7 +101,11 @@ def pgshift_pair(params: ConnParams, database: str, work: str) -> t.Tuple[float,
     if not verify["verified"]:
         raise SystemExit("verification failed: %s" % verify["mismatches"])
     shutil.rmtree(os.path.dirname(backup["manifest_path"]), ignore_errors=True)
-    return after_backup - started, done - after_backup, {"timings": verify.get("timings"), "tables": len(verify["tables"])}
+    return (
+        after_backup - started,
+        done - after_backup,
+        {"timings": verify.get("timings"), "tables": len(verify["tables"])},
+    )
 
 
 def bench(cluster: pgworld.Cluster, params: ConnParams, database: str, work: str, repeat: int) -> t.Dict[str, t.Any]:
@@ -107,7 +115,14 @@ def bench(cluster: pgworld.Cluster, params: ConnParams, database: str, work: str
         backup_s, verify_s, info = pgshift_pair(params, database, work)
         bare_z1 = bare_pair(cluster, params, database, work, ["-Z1"])
         rows["runs"].append(
-            {"bare": bare, "bare_z1": bare_z1, "backup": backup_s, "verify_restore": verify_s, "pgshift": backup_s + verify_s, "info": info}
+            {
+                "bare": bare,
+                "bare_z1": bare_z1,
+                "backup": backup_s,
+                "verify_restore": verify_s,
+                "pgshift": backup_s + verify_s,
+                "info": info,
+            }
         )
     best = {k: min(r[k] for r in rows["runs"]) for k in ("bare", "bare_z1", "backup", "verify_restore", "pgshift")}
     rows["best"] = best
@@ -125,7 +140,6 @@ def main() -> None:
     args = parser.parse_args()
     scale = 5 if args.quick else args.scale
     base = tempfile.mkdtemp(prefix="pgshift-bench-backup-")
-    os.chmod(base, 0o755)
     cluster = pgworld.Cluster("bench", os.path.join(base, "pg"), pgworld.free_port(), "bench-" + os.urandom(8).hex())
     work = os.path.join(base, "work")
     os.makedirs(work, mode=0o700)
@@ -143,13 +157,24 @@ def main() -> None:
         cluster.destroy()
         shutil.rmtree(base, ignore_errors=True)
     print()
-    print("%-8s %9s %9s %9s %9s %9s %7s %7s" % ("db", "bare", "bare-Z1", "backup", "verify", "pgshift", "ratio", "vs-Z1"))
+    print(
+        "%-8s %9s %9s %9s %9s %9s %7s %7s" % ("db", "bare", "bare-Z1", "backup", "verify", "pgshift", "ratio", "vs-Z1")
+    )
     for r in results:
         b = r["best"]
         name = r["database"] if r["database"] != "bench" else "pgb-s%d" % scale
         print(
             "%-8s %8.2fs %8.2fs %8.2fs %8.2fs %8.2fs %7.2f %7.2f"
-            % (name, b["bare"], b["bare_z1"], b["backup"], b["verify_restore"], b["pgshift"], r["ratio"], r["ratio_vs_z1"])
+            % (
+                name,
+                b["bare"],
+                b["bare_z1"],
+                b["backup"],
+                b["verify_restore"],
+                b["pgshift"],
+                r["ratio"],
+                r["ratio_vs_z1"],
+            )
         )
     print("goal: ratio (pgshift backup + restore drill) / (bare pg_dump -Fd -j2 + pg_restore -j2) <= 1.3")
     print(json.dumps(results, indent=2, default=str))

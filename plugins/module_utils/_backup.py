@@ -285,7 +285,7 @@ def _schema_hash(
 ) -> t.Tuple[t.Optional[str], t.Optional[str]]:
     """The schema snapshot's hash, read in the backup's snapshot; (None, reason) when the helper is absent."""
     try:
-        from ansible_collections.pgshift.ops.plugins.module_utils import _schema  # type: ignore[attr-defined]  # noqa: PLC0415
+        from ansible_collections.pgshift.ops.plugins.module_utils import _schema  # noqa: PLC0415
     except ImportError:
         return None, "plugins/module_utils/_schema.py is not available"
     take = getattr(_schema, "take_snapshot", None)
@@ -297,7 +297,9 @@ def _schema_hash(
         _checksums.set_snapshot(conn, snapshot_id)
         return str(digest(take(conn))), None
     except Exception as exc:  # noqa: BLE001 - the hash is informative; its absence is recorded, not fatal
-        return None, "schema snapshot failed: %s" % scrub(str(exc).strip().splitlines()[0] if str(exc) else repr(exc), params.password)
+        return None, "schema snapshot failed: %s" % scrub(
+            str(exc).strip().splitlines()[0] if str(exc) else repr(exc), params.password
+        )
     finally:
         with contextlib.suppress(Exception):
             conn.rollback()
@@ -335,7 +337,12 @@ def list_backups(dest_dir: str, label: t.Optional[str] = None) -> t.List[t.Dict[
 
 
 def retention_plan(
-    dest_dir: str, label: str, keep: int, days: int, now: t.Optional[datetime.datetime] = None, protect: t.Sequence[str] = ()
+    dest_dir: str,
+    label: str,
+    keep: int,
+    days: int,
+    now: t.Optional[datetime.datetime] = None,
+    protect: t.Sequence[str] = (),
 ) -> t.List[str]:
     """Folders to remove: everything beyond the newest ``keep`` that is also older than ``days`` days."""
     now = now or datetime.datetime.now(datetime.timezone.utc)

@@ -29,10 +29,10 @@ import typing as t
 from ansible_collections.pgshift.ops.plugins.module_utils import _checksums
 from ansible_collections.pgshift.ops.plugins.module_utils._backup import (
     MANIFEST_NAME,
-    find_client,
     VERIFICATION_NAME,
     archive_path,
     backup_folder,
+    find_client,
     libpq_dbname,
     list_files,
     load_manifest,
@@ -83,7 +83,11 @@ def verify_files(manifest_path: str, manifest: t.Mapping[str, t.Any]) -> t.List[
         size = os.path.getsize(path)
         if size != int(info["size"]):
             mismatches.append(
-                {"file": rel, "reason": "file %s has %d bytes, the manifest says %s (truncated or grown)" % (rel, size, info["size"])}
+                {
+                    "file": rel,
+                    "reason": "file %s has %d bytes, the manifest says %s (truncated or grown)"
+                    % (rel, size, info["size"]),
+                }
             )
             continue
         _size, digest = sha256_file(path)
@@ -234,6 +238,7 @@ def restore_and_check(
     mark = time.monotonic()
     post = _Background(base + ["--section=post-data"] + jobs_args + [archive], target)
     try:
+
         def worker_connect() -> t.Any:
             return connect(target, autocommit=True)
 
@@ -412,7 +417,9 @@ def restore_backup(
                 cur.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(target_database)))
                 blocked = False
                 result["replaced"] = True
-            cur.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(temp), sql.Identifier(target_database)))
+            cur.execute(
+                sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(temp), sql.Identifier(target_database))
+            )
     except psycopg2.Error as exc:
         error = db_error(exc, "putting the restored database in place as %s" % target_database)
         with contextlib.suppress(psycopg2.Error), conn.cursor() as cur:

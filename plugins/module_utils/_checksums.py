@@ -17,6 +17,7 @@ that stays open), every worker calls :func:`set_snapshot` with the id, and all o
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import typing as t
 
 from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShiftError
@@ -86,8 +87,6 @@ def checksum_query(table: TableLike, columns: t.Sequence[str]) -> "sql.Composed"
     """The one checksum statement: rows and the numeric sum of the 64-bit hashes of each row's text."""
     ref = TableRef(*table)
     row = sql.SQL("ROW({})").format(sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in columns))
-    if not columns:
-        row = sql.SQL("ROW()")
     return sql.SQL(
         "SELECT count(*), coalesce(sum(hashtextextended({}::text, 0)::numeric), 0)::text FROM {} AS t"
     ).format(row, sql.Identifier(ref.schema, ref.name))
@@ -142,7 +141,10 @@ def export_snapshot(conn: t.Any) -> t.Tuple[str, str]:
     try:
         conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
         with conn.cursor() as cur:
-            cur.execute("SELECT pg_export_snapshot(), to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
+            cur.execute(
+                "SELECT pg_export_snapshot(),"
+                " to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+            )
             snapshot_id, snapshot_time = cur.fetchone()
     except psycopg2.Error as exc:
         raise PgShiftError("exporting a snapshot failed: %s" % str(exc).strip().splitlines()[0]) from None
@@ -203,11 +205,9 @@ def parallel_checksums(
         return {ref.key: results[ref.key] for ref in refs}
     finally:
         for conn in conns:
-            try:
+            with contextlib.suppress(Exception):  # closing is best effort
                 conn.rollback()
                 conn.close()
-            except Exception:  # noqa: BLE001 - closing is best effort
-                pass
 
 
 def compare_checksums(

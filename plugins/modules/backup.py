@@ -50,7 +50,9 @@ options:
     type: str
     default: light
   globals:
-    description: Also save roles and tablespaces with C(pg_dumpall --globals-only) (without role passwords when not a superuser).
+    description:
+      - Also save roles and tablespaces with C(pg_dumpall --globals-only).
+      - Without role passwords when O(user) is not a superuser.
     type: bool
     default: true
   label:

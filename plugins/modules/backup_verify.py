@@ -87,7 +87,9 @@ checks:
   elements: str
   sample: [manifest, checksum, restore]
 tables:
-  description: Per table (C(schema.table)), the manifest's rows and checksum, and for O(level=restore) the restored ones and C(ok).
+  description:
+    - Per table (C(schema.table)), the manifest's rows and checksum.
+    - For O(level=restore) also the restored ones and C(ok).
   returned: always
   type: dict
 mismatches:
@@ -135,7 +137,8 @@ def main() -> None:
         reasons = "; ".join(str(m.get("reason")) for m in result["mismatches"][:5])
         more = len(result["mismatches"]) - 5
         module.fail_json(
-            msg="backup verification (level %s) failed: %s%s" % (p["level"], reasons, " (+%d more)" % more if more > 0 else ""),
+            msg="backup verification (level %s) failed: %s%s"
+            % (p["level"], reasons, " (+%d more)" % more if more > 0 else ""),
             **result,
         )
     module.exit_json(changed=False, **result)

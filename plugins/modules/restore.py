@@ -46,7 +46,9 @@ options:
     type: int
     default: 1
   keep_owners:
-    description: Restore owners and privileges (the roles must exist on the cluster); V(false) gives everything to O(user).
+    description:
+      - Restore owners and privileges (the roles must exist on the cluster).
+      - V(false) gives everything to O(user).
     type: bool
     default: true
 notes:

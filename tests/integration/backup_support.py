@@ -24,20 +24,37 @@ SAMPLE_SQL = [
         " twice int GENERATED ALWAYS AS (id * 2) STORED)"
     ).format(sql.Identifier(HOSTILE_SCHEMA, HOSTILE_TABLE)),
     sql.SQL(
-        "INSERT INTO {} (id, label, price, seen, raw, doc) SELECT g, CASE WHEN g % 7 = 0 THEN NULL ELSE 'Ünïcode ' || g END,"
+        "INSERT INTO {} (id, label, price, seen, raw, doc)"
+        " SELECT g, CASE WHEN g % 7 = 0 THEN NULL ELSE 'Ünïcode ' || g END,"
         " g * 1.25, timestamptz '2024-01-01 12:00:00+02' + g * interval '1 hour', decode(md5(g::text), 'hex'),"
         " jsonb_build_object('g', g, 'tags', jsonb_build_array('a', g)) FROM generate_series(1, 300) g"
     ).format(sql.Identifier(HOSTILE_SCHEMA, HOSTILE_TABLE)),
-    sql.SQL("CREATE TABLE public.orders (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, amount float8, note text)"),
-    sql.SQL("INSERT INTO public.orders (amount, note) SELECT g / 3.0, repeat('x', g % 50) FROM generate_series(1, 500) g"),
+    sql.SQL(
+        "CREATE TABLE public.orders (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, amount float8, note text)"
+    ),
+    sql.SQL(
+        "INSERT INTO public.orders (amount, note) SELECT g / 3.0, repeat('x', g % 50) FROM generate_series(1, 500) g"
+    ),
     sql.SQL("INSERT INTO public.orders (amount, note) SELECT 1.5, 'duplicate' FROM generate_series(1, 4)"),
     sql.SQL("CREATE TABLE public.measures (at date NOT NULL, v int) PARTITION BY RANGE (at)"),
-    sql.SQL("CREATE TABLE public.measures_2023 PARTITION OF public.measures FOR VALUES FROM ('2023-01-01') TO ('2024-01-01')"),
-    sql.SQL("CREATE TABLE public.measures_2024 PARTITION OF public.measures FOR VALUES FROM ('2024-01-01') TO ('2025-01-01')"),
+    sql.SQL(
+        "CREATE TABLE public.measures_2023 PARTITION OF public.measures"
+        " FOR VALUES FROM ('2023-01-01') TO ('2024-01-01')"
+    ),
+    sql.SQL(
+        "CREATE TABLE public.measures_2024 PARTITION OF public.measures"
+        " FOR VALUES FROM ('2024-01-01') TO ('2025-01-01')"
+    ),
     sql.SQL("INSERT INTO public.measures SELECT date '2023-06-01' + g, g FROM generate_series(0, 400) g"),
     sql.SQL("CREATE TABLE public.empty_one (x int)"),
-    sql.SQL("CREATE TABLE public.pgmigrations (id SERIAL PRIMARY KEY, name varchar(255) NOT NULL, run_on timestamp NOT NULL)"),
-    sql.SQL("INSERT INTO public.pgmigrations (name, run_on) VALUES ('001_init', '2024-01-01 10:00'), ('002_more', '2024-02-01 10:00')"),
+    sql.SQL(
+        "CREATE TABLE public.pgmigrations"
+        " (id SERIAL PRIMARY KEY, name varchar(255) NOT NULL, run_on timestamp NOT NULL)"
+    ),
+    sql.SQL(
+        "INSERT INTO public.pgmigrations (name, run_on)"
+        " VALUES ('001_init', '2024-01-01 10:00'), ('002_more', '2024-02-01 10:00')"
+    ),
 ]
 
 SAMPLE_TABLES = {
@@ -68,7 +85,9 @@ def verify(manifest_path: str, level: str, cluster: t.Optional[pgworld.Cluster] 
     return _backup_verify.verify_backup(manifest_path, level, params(cluster) if cluster else None, jobs=2)
 
 
-def reseal(manifest_path: str, refresh_files: bool = True, edit: t.Optional[t.Callable[[t.Dict[str, t.Any]], None]] = None) -> None:
+def reseal(
+    manifest_path: str, refresh_files: bool = True, edit: t.Optional[t.Callable[[t.Dict[str, t.Any]], None]] = None
+) -> None:
     """Rewrite a manifest as if the backup had been written that way (file digests recomputed, seal renewed)."""
     with open(manifest_path) as handle:
         manifest = json.load(handle)

@@ -102,7 +102,9 @@ def test_hand_edited_manifest_is_refused_at_every_level(pg: t.Any, sample_db: st
         assert "seal" in result["mismatches"][0]["reason"]
 
 
-def test_truncated_custom_archive_written_that_way_is_caught_by_read(pg: t.Any, sample_db: str, tmp_path: t.Any) -> None:
+def test_truncated_custom_archive_written_that_way_is_caught_by_read(
+    pg: t.Any, sample_db: str, tmp_path: t.Any
+) -> None:
     """An archive truncated before its manifest was made passes the checksum level; pg_restore's full read fails."""
     backup = _fresh(pg, sample_db, tmp_path, fmt="custom")
     archive = backup["path"]
@@ -163,7 +165,7 @@ def test_files_are_private(pg: t.Any, sample_db: str, tmp_path: t.Any) -> None:
     seen = 0
     for result in (backup, backup_custom):
         folder = os.path.dirname(result["manifest_path"])
-        for base, dirs, files in os.walk(folder):
+        for base, _dirs, files in os.walk(folder):
             assert stat.S_IMODE(os.stat(base).st_mode) == 0o700, base
             for name in files:
                 assert stat.S_IMODE(os.stat(os.path.join(base, name)).st_mode) == 0o600, name
@@ -258,15 +260,23 @@ def test_retention_keeps_the_newest_and_the_young(pg: t.Any, sample_db: str, tmp
     second = bs.take(pg, sample_db, dest, format="custom", globals=False, label="ret")
     # Age the first two by rewriting their creation date (resealed: a consistent, older backup)
     for result in (first, second):
-        bs.reseal(result["manifest_path"], refresh_files=False, edit=lambda m: m.update(created="2020-01-01T00:00:00.000000Z"))
+        bs.reseal(
+            result["manifest_path"], refresh_files=False, edit=lambda m: m.update(created="2020-01-01T00:00:00.000000Z")
+        )
     other = bs.take(pg, sample_db, dest, format="custom", globals=False, label="other")
-    bs.reseal(other["manifest_path"], refresh_files=False, edit=lambda m: m.update(created="2020-01-01T00:00:00.000000Z"))
-    third = bs.take(pg, sample_db, dest, format="custom", globals=False, label="ret", retention_keep=2, retention_days=14)
+    bs.reseal(
+        other["manifest_path"], refresh_files=False, edit=lambda m: m.update(created="2020-01-01T00:00:00.000000Z")
+    )
+    third = bs.take(
+        pg, sample_db, dest, format="custom", globals=False, label="ret", retention_keep=2, retention_days=14
+    )
     # the two newest are kept (third, second); the first is both beyond 2 and older than 14 days
     assert third["removed"] == [os.path.dirname(first["manifest_path"])]
     assert not os.path.exists(first["manifest_path"])
     assert os.path.exists(second["manifest_path"]) and os.path.exists(other["manifest_path"])
-    young = bs.take(pg, sample_db, dest, format="custom", globals=False, label="ret", retention_keep=1, retention_days=14)
+    young = bs.take(
+        pg, sample_db, dest, format="custom", globals=False, label="ret", retention_keep=1, retention_days=14
+    )
     assert young["removed"] == [os.path.dirname(second["manifest_path"])]  # third is young: kept despite keep=1
     assert os.path.exists(third["manifest_path"])
 

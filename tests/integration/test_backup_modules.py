@@ -36,9 +36,7 @@ def test_backup_check_mode_plans_and_writes_nothing(pg: t.Any, shopdb: str, run_
 
 def test_backup_verify_restore_round_trip(pg: t.Any, shopdb: str, run_module: t.Any, tmp_path: t.Any) -> None:
     dest = tmp_path / "backups"
-    backup = run_module(
-        "backup", dict(pg.conn(shopdb), dest_dir=str(dest), format="directory", jobs=2), verbosity=4
-    )
+    backup = run_module("backup", dict(pg.conn(shopdb), dest_dir=str(dest), format="directory", jobs=2), verbosity=4)
     assert not backup.failed, backup.output
     assert pg.password not in backup.output
     manifest = backup.result["manifest"]
@@ -73,18 +71,23 @@ def test_backup_verify_restore_round_trip(pg: t.Any, shopdb: str, run_module: t.
     # An existing database is never overwritten unless replace=true
     with contextlib.closing(pg.connect(target)) as conn, conn.cursor() as cur:
         cur.execute("DELETE FROM public.orders WHERE id < 10")
-    refused = run_module("restore", dict(pg.conn(), manifest_path=backup.result["manifest_path"], target_database=target))
+    refused = run_module(
+        "restore", dict(pg.conn(), manifest_path=backup.result["manifest_path"], target_database=target)
+    )
     assert refused.failed and "replace=true" in refused.result["msg"]
     assert bs.counts(pg, target, [("public", "orders")]) == {"public.orders": 495}
 
     check = run_module(
-        "restore", dict(pg.conn(), manifest_path=backup.result["manifest_path"], target_database=target, replace=True), check=True
+        "restore",
+        dict(pg.conn(), manifest_path=backup.result["manifest_path"], target_database=target, replace=True),
+        check=True,
     )
     assert not check.failed and check.result["replaced"] is True
     assert bs.counts(pg, target, [("public", "orders")]) == {"public.orders": 495}
 
     replaced = run_module(
-        "restore", dict(pg.conn(target), manifest_path=backup.result["manifest_path"], target_database=target, replace=True)
+        "restore",
+        dict(pg.conn(target), manifest_path=backup.result["manifest_path"], target_database=target, replace=True),
     )
     assert not replaced.failed, replaced.output
     assert replaced.result["replaced"] is True

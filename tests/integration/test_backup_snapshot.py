@@ -74,7 +74,9 @@ def test_backup_during_concurrent_writes_matches_its_snapshot(pg: t.Any, new_db:
     restore_backup(backup["manifest_path"], bs.params(pg), target)
     try:
         with contextlib.closing(pg.connect(target)) as conn, conn.cursor() as cur:
-            cur.execute("SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM order_lines), (SELECT n FROM counter)")
+            cur.execute(
+                "SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM order_lines), (SELECT n FROM counter)"
+            )
             assert cur.fetchone() == (orders, orders, orders)
     finally:
         with contextlib.closing(pg.connect()) as conn, conn.cursor() as cur:

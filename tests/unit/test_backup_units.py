@@ -11,7 +11,7 @@ import typing as t
 import pytest
 
 from ansible_collections.pgshift.ops.plugins.module_utils import _backup, _backup_verify
-from ansible_collections.pgshift.ops.plugins.module_utils._checksums import TableRef, compare_checksums, checksum_query
+from ansible_collections.pgshift.ops.plugins.module_utils._checksums import TableRef, checksum_query, compare_checksums
 from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShiftError
 
 
@@ -57,7 +57,11 @@ def test_safe_label() -> None:
 
 def _fake_backup(folder: str, created: str, label: str = "shop") -> str:
     os.makedirs(os.path.join(folder, "database.dir"), mode=0o700)
-    for name, data in (("database.dir/toc.dat", b"toc"), ("database.dir/1.dat.gz", b"rows" * 100), ("globals.sql", b"--")):
+    for name, data in (
+        ("database.dir/toc.dat", b"toc"),
+        ("database.dir/1.dat.gz", b"rows" * 100),
+        ("globals.sql", b"--"),
+    ):
         _backup.write_file_atomic(os.path.join(folder, name), data)
     manifest = {
         "manifest_format": _backup.MANIFEST_FORMAT,
@@ -126,7 +130,7 @@ def test_verify_backup_checksum_level_without_a_server(tmp_path: t.Any) -> None:
 
 def test_retention_keeps_newest_n_and_everything_young(tmp_path: t.Any) -> None:
     dest = str(tmp_path)
-    now = datetime.datetime(2026, 6, 30, tzinfo=datetime.timezone.utc)
+    now = datetime.datetime(2026, 6, 30, tzinfo=datetime.UTC)
     dates = ["2026-01-01", "2026-02-01", "2026-03-01", "2026-06-20", "2026-06-25", "2026-06-29"]
     folders = {}
     for day in dates:
@@ -139,9 +143,13 @@ def test_retention_keeps_newest_n_and_everything_young(tmp_path: t.Any) -> None:
     plan = _backup.retention_plan(dest, "shop", keep=2, days=14, now=now)
     assert sorted(plan) == sorted(folders[d] for d in dates[:3])
     # keep 4: 03-01 is kept as one of the 4 newest
-    assert sorted(_backup.retention_plan(dest, "shop", keep=4, days=14, now=now)) == sorted(folders[d] for d in dates[:2])
+    assert sorted(_backup.retention_plan(dest, "shop", keep=4, days=14, now=now)) == sorted(
+        folders[d] for d in dates[:2]
+    )
     # a protected folder is never removed
-    assert folders["2026-01-01"] not in _backup.retention_plan(dest, "shop", 0, 0, now=now, protect=[folders["2026-01-01"]])
+    assert folders["2026-01-01"] not in _backup.retention_plan(
+        dest, "shop", 0, 0, now=now, protect=[folders["2026-01-01"]]
+    )
 
 
 def test_checksum_query_quotes_identifiers() -> None:
@@ -151,8 +159,16 @@ def test_checksum_query_quotes_identifiers() -> None:
 
 
 def test_compare_checksums_names_tables() -> None:
-    expected = {"public.a": {"rows": 1, "checksum": "5"}, "public.b": {"rows": 2, "checksum": "6"}, "public.c": {"rows": 0, "checksum": "0"}}
-    actual = {"public.a": {"rows": 1, "checksum": "5"}, "public.b": {"rows": 2, "checksum": "7"}, "public.d": {"rows": 0, "checksum": "0"}}
+    expected = {
+        "public.a": {"rows": 1, "checksum": "5"},
+        "public.b": {"rows": 2, "checksum": "6"},
+        "public.c": {"rows": 0, "checksum": "0"},
+    }
+    actual = {
+        "public.a": {"rows": 1, "checksum": "5"},
+        "public.b": {"rows": 2, "checksum": "7"},
+        "public.d": {"rows": 0, "checksum": "0"},
+    }
     tables, mismatches = compare_checksums(expected, actual)
     assert tables["public.a"]["ok"] is True
     assert {m["table"] for m in mismatches} == {"public.b", "public.c", "public.d"}

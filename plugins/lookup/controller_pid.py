@@ -15,7 +15,7 @@ description:
   - Only meaningful for a task that runs on the controller's own machine (connection local).
 options: {}
 author:
-  - pgshift maintainers
+  - pgshift contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""

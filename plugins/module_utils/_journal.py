@@ -21,7 +21,10 @@ import socket
 import typing as t
 import uuid
 
-from psycopg2 import sql
+try:
+    from psycopg2 import sql
+except ImportError:  # pragma: no cover - the module reports it: _connection.connect() checks HAS_PSYCOPG2 first
+    pass
 
 from ansible_collections.pgshift.ops.plugins.module_utils._connection import ConnParams, connect
 from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShiftError

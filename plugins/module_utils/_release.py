@@ -20,7 +20,10 @@ import tempfile
 import time
 import typing as t
 
-from psycopg2 import sql
+try:
+    from psycopg2 import sql
+except ImportError:  # pragma: no cover - the module reports it: _connection.connect() checks HAS_PSYCOPG2 first
+    pass
 
 from ansible_collections.pgshift.ops.plugins.module_utils import _journal as journal
 from ansible_collections.pgshift.ops.plugins.module_utils._clients import check_client, find_client, run_client

@@ -25,6 +25,7 @@ author:
   - pgshift contributors (!UNKNOWN)
 extends_documentation_fragment:
   - pgshift.ops.connection.endpoints
+  - pgshift.ops.connection.ledger_from
 options:
   mapping_file:
     description:
@@ -46,47 +47,6 @@ options:
       - Snapshot id exported on the source (C(pg_export_snapshot())) by a transaction the caller keeps open; every
         reader imports it. Without it the module exports and holds one of its own.
     type: str
-  ledger_from:
-    description:
-      - Connection to the database whose ledger tables are copied instead of the source's (the dev database). A ledger
-        table missing there stays empty.
-    type: dict
-    suboptions:
-      host:
-        description: Host name, IP address or Unix socket folder of the server.
-        type: str
-        aliases: [login_host]
-      port:
-        description: Port of the server.
-        type: int
-        default: 5432
-        aliases: [login_port]
-      user:
-        description: Role to connect as.
-        type: str
-        default: postgres
-        aliases: [login_user]
-      password:
-        description: Password of the user; never logged.
-        type: str
-        aliases: [login_password]
-      database:
-        description: Database to connect to.
-        type: str
-        default: postgres
-        aliases: [db, login_db]
-      sslmode:
-        description: libpq SSL mode.
-        type: str
-        default: prefer
-        choices: [disable, allow, prefer, require, verify-ca, verify-full]
-      sslrootcert:
-        description: File of trusted root certificates.
-        type: path
-      connect_timeout:
-        description: Seconds to wait for a connection.
-        type: int
-        default: 10
 attributes:
   check_mode:
     support: full

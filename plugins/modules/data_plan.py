@@ -19,6 +19,7 @@ author:
   - pgshift contributors (!UNKNOWN)
 extends_documentation_fragment:
   - pgshift.ops.connection.endpoints
+  - pgshift.ops.connection.schema_source
 options:
   mapping_file:
     description:
@@ -33,47 +34,6 @@ options:
     type: list
     elements: str
     default: [pgmigrations, pgshift_migration_meta]
-  schema_source:
-    description:
-      - Connection to the dev database. Its PRIMARY KEY, UNIQUE and FOREIGN KEY definitions are the ones the target
-        will get after post-data; the source's data is checked against them.
-    type: dict
-    suboptions:
-      host:
-        description: Host name, IP address or Unix socket folder of the server.
-        type: str
-        aliases: [login_host]
-      port:
-        description: Port of the server.
-        type: int
-        default: 5432
-        aliases: [login_port]
-      user:
-        description: Role to connect as.
-        type: str
-        default: postgres
-        aliases: [login_user]
-      password:
-        description: Password of the user; never logged.
-        type: str
-        aliases: [login_password]
-      database:
-        description: Database to connect to.
-        type: str
-        default: postgres
-        aliases: [db, login_db]
-      sslmode:
-        description: libpq SSL mode.
-        type: str
-        default: prefer
-        choices: [disable, allow, prefer, require, verify-ca, verify-full]
-      sslrootcert:
-        description: File of trusted root certificates.
-        type: path
-      connect_timeout:
-        description: Seconds to wait for a connection.
-        type: int
-        default: 10
   post_data_constraints:
     description:
       - Key constraints the target will get after post-data, when O(schema_source) is not given (both may be given).

@@ -12,7 +12,7 @@ version_added: 0.1.0
 description:
   - O(step=create) creates C(<production>__next) on the production cluster (same encoding, collation and owner as
     production, connection limit 0), dumps the dev schema (C(pg_dump --schema-only), custom format, 0600 file in a
-    0700 folder) and loads its C(pre-data) section: types, tables, columns, defaults, checks, views, functions.
+    0700 folder) and loads its C(pre-data) section (types, tables, columns, defaults, checks, views, functions).
     Tables stay bare (no primary keys, indexes, foreign keys or triggers) so that the data loads fast.
     If loading fails, the new database is dropped again and production is untouched.
   - O(step=post-data) loads the rest of the dev schema once the data is in (primary keys, unique constraints,
@@ -23,11 +23,14 @@ description:
     PGPASSFILE.
 extends_documentation_fragment:
   - pgshift.ops.connection
+  - pgshift.ops.connection.schema_source
 attributes:
   check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: Check mode returns the plan (names, statements) and changes nothing.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in diff mode).
     support: full
     details: The diff lists the databases of the production cluster before and after the step.
 options:
@@ -40,11 +43,6 @@ options:
     type: str
     required: true
     choices: [create, post-data, drop]
-  schema_source:
-    description:
-      - Connection to the dev database whose schema production gets. Required for O(step=create).
-      - Same keys as the top-level connection options.
-    type: dict
   workdir:
     description: Folder (created 0700) for the schema archive.
     type: path
@@ -59,7 +57,7 @@ options:
     description: Tablespace of the new database (default that of the cluster), for O(step=create).
     type: str
 author:
-  - pgshift maintainers
+  - pgshift contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""

@@ -18,8 +18,10 @@ extends_documentation_fragment:
   - pgshift.ops.connection
 attributes:
   check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in diff mode).
     support: full
 options:
   target_database:
@@ -42,7 +44,7 @@ options:
 notes:
   - The connecting role must be a superuser, since a connection limit does not apply to superusers only.
 author:
-  - pgshift maintainers
+  - pgshift contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""

@@ -23,6 +23,7 @@ author:
   - pgshift contributors (!UNKNOWN)
 extends_documentation_fragment:
   - pgshift.ops.connection.endpoints
+  - pgshift.ops.connection.ledger_from
 options:
   mapping_file:
     description:
@@ -49,46 +50,6 @@ options:
         C(amcheck) extension in the target when it is missing (reported as a change).
     type: bool
     default: false
-  ledger_from:
-    description:
-      - Connection to the database the ledger tables were copied from (the dev database); they are compared with it.
-    type: dict
-    suboptions:
-      host:
-        description: Host name, IP address or Unix socket folder of the server.
-        type: str
-        aliases: [login_host]
-      port:
-        description: Port of the server.
-        type: int
-        default: 5432
-        aliases: [login_port]
-      user:
-        description: Role to connect as.
-        type: str
-        default: postgres
-        aliases: [login_user]
-      password:
-        description: Password of the user; never logged.
-        type: str
-        aliases: [login_password]
-      database:
-        description: Database to connect to.
-        type: str
-        default: postgres
-        aliases: [db, login_db]
-      sslmode:
-        description: libpq SSL mode.
-        type: str
-        default: prefer
-        choices: [disable, allow, prefer, require, verify-ca, verify-full]
-      sslrootcert:
-        description: File of trusted root certificates.
-        type: path
-      connect_timeout:
-        description: Seconds to wait for a connection.
-        type: int
-        default: 10
 attributes:
   check_mode:
     support: full

@@ -20,20 +20,19 @@ description:
     check; the password never appears in it.
 extends_documentation_fragment:
   - pgshift.ops.connection
+  - pgshift.ops.connection.schema_source
 attributes:
   check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: The module only reads; it runs the same in check mode.
   diff_mode:
+    description: Does not return a diff.
     support: none
 options:
   production_database:
     description: Name of the production database.
     type: str
-    required: true
-  schema_source:
-    description: Connection to the dev database (same keys as the top-level connection options).
-    type: dict
     required: true
   backup_dir:
     description: Where the backup will be written, for the space check.
@@ -47,7 +46,7 @@ options:
     type: float
     default: 1.2
 author:
-  - pgshift maintainers
+  - pgshift contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -92,13 +91,15 @@ def main() -> None:
     spec = connection_argument_spec()
     spec.update(
         production_database=dict(type="str", required=True),
-        schema_source=endpoint_argument_spec(required=True),
+        schema_source=endpoint_argument_spec(required=False),
         backup_dir=dict(type="path"),
         journal_database=dict(type="str", default="pgshift"),
         space_factor=dict(type="float", default=1.2),
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     p = module.params
+    if not p["schema_source"]:
+        module.fail_json(msg="schema_source (the dev database's connection) is required: give pgshift_dev_connection")
     try:
         result = run_checks(
             ConnParams.from_params(p),

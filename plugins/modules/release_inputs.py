@@ -19,9 +19,11 @@ extends_documentation_fragment:
   - pgshift.ops.connection
 attributes:
   check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: Read-only, except the plan file, which O(write_plan) writes in check mode too (it is the plan's output).
   diff_mode:
+    description: Does not return a diff.
     support: none
 options:
   migrations_dir:
@@ -43,7 +45,7 @@ options:
 notes:
   - The connection options point at the dev database.
 author:
-  - pgshift maintainers
+  - pgshift contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""

@@ -11,9 +11,9 @@ short_description: Put the production database back as it was before a release r
 version_added: 0.1.0
 description:
   - Reads the run journal on the production cluster and undoes what the run did to the databases, whatever step it
-    reached: swaps back when the swap was done (one transaction), drops the half-built C(<production>__next), and
+    reached. It swaps back when the swap was done (one transaction), drops the half-built C(<production>__next), and
     restores production's previous connection limit so it accepts connections again.
-  - Idempotent: every action looks at the actual state first, so running it twice is harmless.
+  - Idempotent, since every action looks at the actual state first; running it twice is harmless.
   - Services and maintenance pages are restored by the C(pgshift.ops.recover) role around this module.
   - When neither production nor its previous copy exists, it stops and says to restore from the verified backup
     (C(playbooks/restore_backup.yml)), which needs its own confirmation.
@@ -21,9 +21,11 @@ extends_documentation_fragment:
   - pgshift.ops.connection
 attributes:
   check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: Check mode lists the actions it would take.
   diff_mode:
+    description: Does not return a diff.
     support: none
 options:
   production_database:
@@ -44,7 +46,7 @@ options:
 seealso:
   - module: pgshift.ops.swap
 author:
-  - pgshift maintainers
+  - pgshift contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""

@@ -11,7 +11,7 @@ short_description: Record a release run and its steps in the journal on the prod
 version_added: 0.1.0
 description:
   - Keeps the journal of a C(prod_restore) run in the database O(journal_database) of the production cluster
-    (created when missing): the run, its inputs, and every step with its state.
+    (created when missing). It holds the run, its inputs, and every step with its state.
   - A new run is refused while an earlier run on the same production database is unfinished; the message says to
     roll back first.
   - The journal is what C(playbooks/rollback.yml) reads to put production back, whatever step was reached.
@@ -19,9 +19,11 @@ extends_documentation_fragment:
   - pgshift.ops.connection
 attributes:
   check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: In check mode nothing is written; O(action=start) returns a placeholder run id.
   diff_mode:
+    description: Does not return a diff.
     support: none
 options:
   action:
@@ -55,8 +57,8 @@ options:
   status:
     description: Final status, for O(action=finish).
     type: str
-    choices: [succeeded, failed, rolled_back]
-  message:
+    choices: [succeeded, failed, rolled_back, aborted]
+  note:
     description: A note stored with the final status.
     type: str
   inputs:
@@ -64,7 +66,7 @@ options:
     type: dict
     default: {}
 author:
-  - pgshift maintainers
+  - pgshift contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -124,7 +126,7 @@ def main() -> None:
         state=dict(type="str", choices=["started", "done", "failed", "undone"]),
         detail=dict(type="dict", default={}),
         status=dict(type="str", choices=["succeeded", "failed", "rolled_back", "aborted"]),
-        message=dict(type="str"),
+        note=dict(type="str"),
         inputs=dict(type="dict", default={}),
     )
     module = AnsibleModule(
@@ -153,7 +155,7 @@ def main() -> None:
                     journal.record_step(cur, p["run_id"], p["step"], p["state"], p["detail"])
                     result = dict(changed=True, run_id=p["run_id"])
                 elif p["action"] == "finish":
-                    journal.finish_run(cur, p["run_id"], p["status"], p["message"])
+                    journal.finish_run(cur, p["run_id"], p["status"], p["note"])
                     result = dict(changed=True, run_id=p["run_id"])
                 else:
                     shown = p["run_id"] or journal.latest_run(cur, p["production_database"], only_open=False)

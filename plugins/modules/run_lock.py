@@ -20,9 +20,11 @@ extends_documentation_fragment:
   - pgshift.ops.connection
 attributes:
   check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: In check mode O(action=acquire) only reports whether the lock is free.
   diff_mode:
+    description: Does not return a diff.
     support: none
 options:
   action:
@@ -50,7 +52,7 @@ options:
 seealso:
   - module: pgshift.ops.run_journal
 author:
-  - pgshift maintainers
+  - pgshift contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""

@@ -21,8 +21,10 @@ extends_documentation_fragment:
   - pgshift.ops.connection
 attributes:
   check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in diff mode).
     support: full
 options:
   production_database:
@@ -52,7 +54,7 @@ options:
 seealso:
   - module: pgshift.ops.rollback
 author:
-  - pgshift maintainers
+  - pgshift contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""

@@ -32,7 +32,13 @@ class Rehearsal(t.NamedTuple):
 def make_rehearsal(world: pgworld.World, base: str, *extra: str) -> Rehearsal:
     """`make rehearsal` as a user runs it, with the rehearsals and run reports kept in ``base``."""
     rehearsals = os.path.join(base, "rehearsals")
-    args = ["-e pgshift_rehearsals_dir=" + rehearsals, "-e pgshift_rehearsal_fresh_backup=true", *extra]
+    args = [
+        "-e pgshift_rehearsals_dir=" + rehearsals,
+        "-e pgshift_rehearsal_fresh_backup=true",
+        # hermetic: no production run report of this repository's artifacts/ feeds the application tier allowance
+        "-e pgshift_rehearsal_production_report=" + os.path.join(base, "no-production-report.json"),
+        *extra,
+    ]
     proc = subprocess.run(
         [
             "make",

@@ -181,7 +181,7 @@ def parallel_checksums(
     columns_by_table = columns_by_table or {}
     conns: t.List[t.Any] = []
     try:
-        for _ in range(jobs):
+        for _index in range(jobs):
             conn = connect()
             conns.append(conn)
             if snapshot_id:

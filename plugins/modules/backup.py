@@ -25,9 +25,11 @@ extends_documentation_fragment:
   - pgshift.ops.connection
 attributes:
   check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: Check mode returns the plan (target path, estimated size, free space, backups retention would remove).
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in diff mode).
     support: none
 options:
   dest_dir:
@@ -88,7 +90,7 @@ seealso:
   - module: pgshift.ops.backup_verify
   - module: pgshift.ops.restore
 author:
-  - pgshift maintainers
+  - pgshift contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""

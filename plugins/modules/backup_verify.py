@@ -13,7 +13,7 @@ description:
   - Levels are cumulative. V(checksum) checks the manifest's seal (a hand-edited manifest is refused) and the size
     and sha256 of every file (a flipped byte, a truncated, missing or unexpected file).
   - V(read) adds C(pg_restore -f /dev/null), which reads and decompresses every block of the archive.
-  - V(restore) adds a restore drill, instead of the read: the archive is restored into a throwaway database
+  - V(restore) adds a restore drill instead of the read. The archive is restored into a throwaway database
     C(pgshift_verify_<id>) on the cluster given by the connection options (the same one or another), every table's
     row count and content checksum is recomputed and compared with the manifest, and the throwaway database is always
     dropped.
@@ -23,9 +23,11 @@ extends_documentation_fragment:
   - pgshift.ops.connection
 attributes:
   check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: Check mode runs the file checks (read only) and reports the throwaway database a restore would use.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in diff mode).
     support: none
 options:
   manifest_path:
@@ -52,7 +54,7 @@ seealso:
   - module: pgshift.ops.backup
   - module: pgshift.ops.restore
 author:
-  - pgshift maintainers
+  - pgshift contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""

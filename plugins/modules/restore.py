@@ -20,9 +20,11 @@ extends_documentation_fragment:
   - pgshift.ops.connection
 attributes:
   check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: Check mode checks the files and reports whether the target exists and would be replaced.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in diff mode).
     support: none
 options:
   manifest_path:
@@ -58,7 +60,7 @@ seealso:
   - module: pgshift.ops.backup
   - module: pgshift.ops.backup_verify
 author:
-  - pgshift maintainers
+  - pgshift contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""

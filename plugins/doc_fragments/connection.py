@@ -4,59 +4,6 @@
 
 from __future__ import annotations
 
-_ENDPOINT_KEYS = """\
-      host:
-        description: Host name, IP address or Unix socket folder of the server.
-        type: str
-        aliases: [login_host]
-      port:
-        description: Port of the server.
-        type: int
-        default: 5432
-        aliases: [login_port]
-      user:
-        description: Role to connect as.
-        type: str
-        default: postgres
-        aliases: [login_user]
-      password:
-        description: Password of the user; never logged, passed to client binaries through a 0600 PGPASSFILE.
-        type: str
-        aliases: [login_password]
-      database:
-        description: Database to connect to.
-        type: str
-        default: postgres
-        aliases: [db, login_db]
-      sslmode:
-        description: libpq SSL mode.
-        type: str
-        default: prefer
-        choices: [disable, allow, prefer, require, verify-ca, verify-full]
-      sslrootcert:
-        description: File of trusted root certificates.
-        type: path
-      connect_timeout:
-        description: Seconds to wait for a connection.
-        type: int
-        default: 10
-"""
-
-_REQUIREMENTS = """\
-requirements:
-  - psycopg2 (or psycopg2-binary) on the host that runs the module
-"""
-
-
-def _endpoint(name: str, description: str, required: bool) -> str:
-    """One connection dictionary option, with the keys every pgshift connection has."""
-    return "  %s:\n    description:\n      - %s\n    type: dict\n    required: %s\n    suboptions:\n%s" % (
-        name,
-        description,
-        "true" if required else "false",
-        _ENDPOINT_KEYS,
-    )
-
 
 class ModuleDocFragment:
     # One endpoint: the connection options at the top level of the module.
@@ -116,24 +63,184 @@ notes:
 """
 
     # Two endpoints: source and target dictionaries with the same keys (no environment fallbacks).
-    ENDPOINTS = (
-        "options:\n"
-        + _endpoint("source", "Connection to the source database.", required=True)
-        + _endpoint("target", "Connection to the target database.", required=True)
-        + _REQUIREMENTS
-    )
+    # ansible-test (yamllint sanity) reads doc fragments without running them: every value here must be one literal.
+    ENDPOINTS = r"""
+options:
+  source:
+    description:
+      - Connection to the source database.
+    type: dict
+    required: true
+    suboptions:
+      host:
+        description: Host name, IP address or Unix socket folder of the server.
+        type: str
+        aliases: [login_host]
+      port:
+        description: Port of the server.
+        type: int
+        default: 5432
+        aliases: [login_port]
+      user:
+        description: Role to connect as.
+        type: str
+        default: postgres
+        aliases: [login_user]
+      password:
+        description: Password of the user; never logged, passed to client binaries through a 0600 PGPASSFILE.
+        type: str
+        aliases: [login_password]
+      database:
+        description: Database to connect to.
+        type: str
+        default: postgres
+        aliases: [db, login_db]
+      sslmode:
+        description: libpq SSL mode.
+        type: str
+        default: prefer
+        choices: [disable, allow, prefer, require, verify-ca, verify-full]
+      sslrootcert:
+        description: File of trusted root certificates.
+        type: path
+      connect_timeout:
+        description: Seconds to wait for a connection.
+        type: int
+        default: 10
+  target:
+    description:
+      - Connection to the target database.
+    type: dict
+    required: true
+    suboptions:
+      host:
+        description: Host name, IP address or Unix socket folder of the server.
+        type: str
+        aliases: [login_host]
+      port:
+        description: Port of the server.
+        type: int
+        default: 5432
+        aliases: [login_port]
+      user:
+        description: Role to connect as.
+        type: str
+        default: postgres
+        aliases: [login_user]
+      password:
+        description: Password of the user; never logged, passed to client binaries through a 0600 PGPASSFILE.
+        type: str
+        aliases: [login_password]
+      database:
+        description: Database to connect to.
+        type: str
+        default: postgres
+        aliases: [db, login_db]
+      sslmode:
+        description: libpq SSL mode.
+        type: str
+        default: prefer
+        choices: [disable, allow, prefer, require, verify-ca, verify-full]
+      sslrootcert:
+        description: File of trusted root certificates.
+        type: path
+      connect_timeout:
+        description: Seconds to wait for a connection.
+        type: int
+        default: 10
+requirements:
+  - psycopg2 (or psycopg2-binary) on the host that runs the module
+"""
 
     # The dev database whose schema is released (modules that read it beside their main connection).
-    SCHEMA_SOURCE = "options:\n" + _endpoint(
-        "schema_source",
-        "Connection to the dev database whose schema production gets.",
-        required=False,
-    )
+    SCHEMA_SOURCE = r"""
+options:
+  schema_source:
+    description:
+      - Connection to the dev database whose schema production gets.
+    type: dict
+    required: false
+    suboptions:
+      host:
+        description: Host name, IP address or Unix socket folder of the server.
+        type: str
+        aliases: [login_host]
+      port:
+        description: Port of the server.
+        type: int
+        default: 5432
+        aliases: [login_port]
+      user:
+        description: Role to connect as.
+        type: str
+        default: postgres
+        aliases: [login_user]
+      password:
+        description: Password of the user; never logged, passed to client binaries through a 0600 PGPASSFILE.
+        type: str
+        aliases: [login_password]
+      database:
+        description: Database to connect to.
+        type: str
+        default: postgres
+        aliases: [db, login_db]
+      sslmode:
+        description: libpq SSL mode.
+        type: str
+        default: prefer
+        choices: [disable, allow, prefer, require, verify-ca, verify-full]
+      sslrootcert:
+        description: File of trusted root certificates.
+        type: path
+      connect_timeout:
+        description: Seconds to wait for a connection.
+        type: int
+        default: 10
+"""
 
     # The database whose node-pg-migrate ledger the rebuilt database gets.
-    LEDGER_FROM = "options:\n" + _endpoint(
-        "ledger_from",
-        "Connection to the database whose ledger tables are used instead of the source's (the dev database); a "
-        "ledger table missing there stays empty.",
-        required=False,
-    )
+    LEDGER_FROM = r"""
+options:
+  ledger_from:
+    description:
+      - Connection to the database whose ledger tables are used instead of the source's (the dev database); a
+        ledger table missing there stays empty.
+    type: dict
+    required: false
+    suboptions:
+      host:
+        description: Host name, IP address or Unix socket folder of the server.
+        type: str
+        aliases: [login_host]
+      port:
+        description: Port of the server.
+        type: int
+        default: 5432
+        aliases: [login_port]
+      user:
+        description: Role to connect as.
+        type: str
+        default: postgres
+        aliases: [login_user]
+      password:
+        description: Password of the user; never logged, passed to client binaries through a 0600 PGPASSFILE.
+        type: str
+        aliases: [login_password]
+      database:
+        description: Database to connect to.
+        type: str
+        default: postgres
+        aliases: [db, login_db]
+      sslmode:
+        description: libpq SSL mode.
+        type: str
+        default: prefer
+        choices: [disable, allow, prefer, require, verify-ca, verify-full]
+      sslrootcert:
+        description: File of trusted root certificates.
+        type: path
+      connect_timeout:
+        description: Seconds to wait for a connection.
+        type: int
+        default: 10
+"""

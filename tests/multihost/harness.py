@@ -190,11 +190,16 @@ class MultiHost:
         start_backends: bool = True,
         extra_vars: t.Optional[t.Dict[str, t.Any]] = None,
         app_address: t.Optional[str] = None,
+        maintenance_bypass: bool = False,
     ) -> None:
         """``app_address``: where the app backends listen and nginx sends requests; by default each app host's own
         address (127.0.0.3, 127.0.0.4). Set "127.0.0.1" for a service that only binds 127.0.0.1 (the sample shop API):
-        each app host then still gets its own port."""
+        each app host then still gets its own port.
+
+        ``maintenance_bypass``: nginx lets requests carrying ``X-Maintenance-Bypass: 1`` through to the backends while
+        the flag is set (operators' checks during the window, as the api_checks role sends them); off by default."""
         self.base = os.path.abspath(base)
+        self.maintenance_bypass = maintenance_bypass
         self.start_backends = start_backends
         self.app_address = app_address
         self.extra_vars = dict(extra_vars or {})
@@ -276,6 +281,17 @@ class MultiHost:
             handle.write(public)
         os.chmod(path, 0o600)
 
+    def stop_sshd(self, name: str) -> None:
+        """Stop host ``name``'s sshd (the host becomes unreachable); ``start_sshd`` brings it back on the same port."""
+        proc = self._procs.pop("sshd-" + name, None)
+        if proc is not None:
+            _stop_process(proc)
+
+    def start_sshd(self, name: str) -> None:
+        self._start_sshd(name)
+        host = self.hosts[name]
+        wait_for_port(host.address, host.port, banner=b"SSH-")
+
     def _start_sshd(self, name: str) -> None:
         host = self.hosts[name]
         ssh_dir = os.path.join(self.base, "ssh")
@@ -343,6 +359,15 @@ class MultiHost:
             for name, port in sorted(self.app_ports.items())
         )
         temp = os.path.join(ngx, "tmp")
+        if self.maintenance_bypass:
+            gate = (
+                "      set $pgshift_maintenance 0;\n"
+                f"      if (-f {self.maintenance_flag}) {{ set $pgshift_maintenance 1; }}\n"
+                '      if ($http_x_maintenance_bypass = "1") { set $pgshift_maintenance 0; }\n'
+                "      if ($pgshift_maintenance = 1) { return 503; }\n"
+            )
+        else:
+            gate = f"      if (-f {self.maintenance_flag}) {{ return 503; }}\n"
         conf = f"""worker_processes 1;
 user nobody nogroup;
 daemon off;
@@ -369,8 +394,7 @@ http {{
       internal;
     }}
     location / {{
-      if (-f {self.maintenance_flag}) {{ return 503; }}
-      proxy_pass http://pgshift_app;
+{gate}      proxy_pass http://pgshift_app;
       proxy_set_header Host $host;
       proxy_next_upstream error timeout http_502;
       proxy_connect_timeout 2s;

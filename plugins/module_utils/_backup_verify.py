@@ -16,6 +16,7 @@ Levels are cumulative and each one catches what the one before cannot:
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import datetime
 import json
@@ -64,8 +65,13 @@ LEVELS = ("checksum", "read", "restore")
 
 
 # --------------------------------------------------------------------------------------------- level checksum
-def verify_files(manifest_path: str, manifest: t.Mapping[str, t.Any]) -> t.List[t.Dict[str, t.Any]]:
-    """Every file of the manifest present with its size and sha256, and no file the manifest does not know."""
+def verify_files(
+    manifest_path: str, manifest: t.Mapping[str, t.Any], hash_files: bool = True
+) -> t.List[t.Dict[str, t.Any]]:
+    """Every file of the manifest present with its size and sha256, and no file the manifest does not know.
+
+    ``hash_files=False`` checks presence and sizes only (the quick part).
+    """
     folder = backup_folder(manifest_path)
     mismatches: t.List[t.Dict[str, t.Any]] = []
     expected: t.Mapping[str, t.Mapping[str, t.Any]] = manifest.get("files") or {}
@@ -89,6 +95,8 @@ def verify_files(manifest_path: str, manifest: t.Mapping[str, t.Any]) -> t.List[
                     % (rel, size, info["size"]),
                 }
             )
+            continue
+        if not hash_files:
             continue
         _size, digest = sha256_file(path)
         if digest != info["sha256"]:
@@ -294,7 +302,9 @@ def verify_backup(
     result["backup_id"] = manifest.get("backup_id")
     result["database"] = manifest.get("database")
     checks = ["manifest", "checksum"]
-    mismatches = verify_files(manifest_path, manifest)
+    # The restore drill re-hashes the files while it restores (see _restore_drill); a cheap presence and size check
+    # comes first so that a missing or truncated file never gets as far as a throwaway database.
+    mismatches = verify_files(manifest_path, manifest, hash_files=not (level == "restore" and not check_mode))
     if not mismatches and level == "read":
         checks.append("read")
         mismatches = verify_read(manifest_path, manifest)
@@ -307,15 +317,7 @@ def verify_backup(
         if check_mode:
             result["would_restore_into"] = name
         else:
-            admin = maintenance_params(params, [name])
-            try:
-                drill = restore_and_check(manifest_path, manifest, params, name, jobs, checksum_jobs)
-            finally:
-                drop_database(admin, name)
-            result["tables"] = drill["tables"]
-            result["timings"] = drill["timings"]
-            result["pg_restore"] = drill["pg_restore"]
-            mismatches = drill["mismatches"]
+            mismatches = _restore_drill(manifest_path, manifest, params, name, jobs, checksum_jobs, result)
     if not result["tables"]:
         result["tables"] = {
             key: {"expected_rows": v["rows"], "expected_checksum": v["checksum"], "ok": None}
@@ -343,6 +345,38 @@ def verify_backup(
             ).encode("utf-8"),
         )
     return result
+
+
+def _restore_drill(
+    manifest_path: str,
+    manifest: t.Mapping[str, t.Any],
+    params: ConnParams,
+    name: str,
+    jobs: int,
+    checksum_jobs: int,
+    result: t.Dict[str, t.Any],
+) -> t.List[t.Dict[str, t.Any]]:
+    """Restore drill with the sha256 file check running beside it; a file mismatch wins over anything the drill says."""
+    admin = maintenance_params(params, [name])
+    drill: t.Optional[t.Dict[str, t.Any]] = None
+    error: t.Optional[PgShiftError] = None
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        hashing = pool.submit(verify_files, manifest_path, manifest)
+        try:
+            drill = restore_and_check(manifest_path, manifest, params, name, jobs, checksum_jobs)
+        except PgShiftError as exc:
+            error = exc
+        finally:
+            drop_database(admin, name)
+        file_mismatches = hashing.result()
+    if file_mismatches:
+        return file_mismatches
+    if error is not None or drill is None:
+        raise error or PgShiftError("the restore drill of %s gave no result" % name)
+    result["tables"] = drill["tables"]
+    result["timings"] = drill["timings"]
+    result["pg_restore"] = drill["pg_restore"]
+    return list(drill["mismatches"])
 
 
 # --------------------------------------------------------------------------------------------- restore

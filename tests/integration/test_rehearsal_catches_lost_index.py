@@ -8,7 +8,7 @@ import typing as t
 
 import pgworld
 import pytest
-from test_rehearsal_world import gate_args, make_rehearsal
+from rehearsal_support import gate_args, make_rehearsal
 
 pytestmark = pytest.mark.slow
 

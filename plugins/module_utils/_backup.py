@@ -541,10 +541,15 @@ def _run_backup(
             argv.append("--jobs=%d" % opts.jobs)
         dump = _DumpProcess(argv, params)
         try:
-            checksums, (schema_hash, schema_note) = run_parallel(
+            checksums, (schema_hash, schema_note), globals_info = run_parallel(
                 [
                     lambda: _checksums.parallel_checksums(worker_connect, tables, opts.checksum_jobs, snapshot_id),
                     lambda: _schema_hash(params, snapshot_id, worker_connect),
+                    lambda: (
+                        _dump_globals(params, plan, os.path.join(partial, GLOBALS_NAME), facts["database"])
+                        if opts.globals
+                        else None
+                    ),
                 ]
             )
         except BaseException:
@@ -559,9 +564,7 @@ def _run_backup(
             exporter.rollback()
             exporter.close()
 
-    globals_info: t.Optional[t.Dict[str, t.Any]] = None
-    if opts.globals:
-        globals_info = _dump_globals(params, plan, os.path.join(partial, GLOBALS_NAME), facts["database"])
+    if globals_info:
         clients["pg_dumpall"] = globals_info.pop("client")
 
     make_private_tree(partial)

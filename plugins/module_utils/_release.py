@@ -282,6 +282,16 @@ def refresh_materialized_views(target: ConnParams) -> t.List[str]:
     return refreshed
 
 
+def analyze(target: ConnParams) -> None:
+    """Planner statistics for the rebuilt database, before it serves (a fresh load has none)."""
+    conn = connect(target, autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("ANALYZE")
+    finally:
+        conn.close()
+
+
 def drop_database(cluster: ConnParams, name: str, prod: str, check_mode: bool = False) -> bool:
     """Drop a database pgshift made (``__next`` or ``__failed_*``). Refuses anything else, production above all."""
     if name == prod or not (name == next_name(prod) or name.startswith(prod + FAILED_INFIX)):

@@ -17,7 +17,7 @@ description:
     If loading fails, the new database is dropped again and production is untouched.
   - O(step=post-data) loads the rest of the dev schema once the data is in (primary keys, unique constraints,
     indexes, foreign keys, which validate the data as they are created, and triggers), refreshes materialized views,
-    and checks that no index is invalid.
+    and runs ANALYZE so that the new production has planner statistics before it serves.
   - O(step=drop) drops C(<production>__next). Production itself can never be dropped by this module.
   - Client binaries are picked to fit the servers' major versions; the password reaches them through a 0600
     PGPASSFILE.
@@ -173,6 +173,8 @@ def main() -> None:
                 target = cluster.with_database(name)
                 release.restore_section(target, p["archive"], "post-data", p["min_client_major"])
                 result["refreshed_materialized_views"] = release.refresh_materialized_views(target)
+                release.analyze(target)
+                result["statements"].append("ANALYZE")
                 module.add_cleanup_file(p["archive"])
             else:
                 result["refreshed_materialized_views"] = []

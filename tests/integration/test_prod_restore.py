@@ -163,15 +163,33 @@ def test_failure_in_the_middle_leaves_production_as_it_was(
     blocker = os.path.join(world.state, "not-a-folder")
     with open(blocker, "w") as handle:
         handle.write("a file where the work folder should be\n")
+    reports = os.path.join(os.path.dirname(world.state), "reports")
     run = run_playbook(
         "playbooks/prod_restore.yml",
         extra_vars={"pgshift_work_dir": os.path.join(blocker, "work")},
-        env={"PGSHIFT_WORLD": world.state},
+        args=["-vvvv"],
+        env={"PGSHIFT_WORLD": world.state, "PGSHIFT_REPORT_DIR": reports},
     )
     assert run.rc != 0
     assert "The rebuild failed" in run.output and "Production was left as it was" in run.output
     assert_production_intact(world, before)
     assert journal_runs(world.clusters["prod"])[-1][1] == "rolled_back"
+    # no password at -vvvv on a failing run: not in the output, not in the journal, not in the run report
+    secrets = [world.meta["password"], world.meta["app_password"]]
+    assert not [p for p in secrets if p in run.output]
+    with contextlib.closing(world.clusters["prod"].connect("pgshift")) as conn, conn.cursor() as cur:
+        cur.execute("SELECT coalesce(string_agg(r::text, ''), '') FROM pgshift.runs r")
+        journal_text = cur.fetchone()[0]
+        cur.execute("SELECT coalesce(string_agg(s::text, ''), '') FROM pgshift.steps s")
+        journal_text += cur.fetchone()[0]
+    assert "rolled_back" in journal_text and not [p for p in secrets if p in journal_text]
+    written = []
+    for folder, _dirs, files in os.walk(reports):
+        for name in files:
+            with open(os.path.join(folder, name), encoding="utf-8", errors="replace") as handle:
+                written.append(handle.read())
+    assert written, "the run report was written"
+    assert not [p for p in secrets for text in written if p in text]
 
 
 def test_failed_api_check_after_the_swap_swaps_back(fresh: pgworld.World, run_playbook: t.Callable[..., t.Any]) -> None:

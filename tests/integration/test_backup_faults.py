@@ -262,9 +262,11 @@ def test_retention_keeps_the_newest_and_the_young(pg: t.Any, sample_db: str, tmp
     first = bs.take(pg, sample_db, dest, format="custom", globals=False, label="ret")
     second = bs.take(pg, sample_db, dest, format="custom", globals=False, label="ret")
     # Age the first two by rewriting their creation date (resealed: a consistent, older backup)
-    for result in (first, second):
+    for result, when in ((first, "2020-01-01"), (second, "2020-02-01")):
         bs.reseal(
-            result["manifest_path"], refresh_files=False, edit=lambda m: m.update(created="2020-01-01T00:00:00.000000Z")
+            result["manifest_path"],
+            refresh_files=False,
+            edit=lambda m, when=when: m.update(created=when + "T00:00:00.000000Z"),
         )
     other = bs.take(pg, sample_db, dest, format="custom", globals=False, label="other")
     bs.reseal(

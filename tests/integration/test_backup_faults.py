@@ -261,13 +261,13 @@ def test_retention_keeps_the_newest_and_the_young(pg: t.Any, sample_db: str, tmp
     dest = tmp_path / "backups"
     first = bs.take(pg, sample_db, dest, format="custom", globals=False, label="ret")
     second = bs.take(pg, sample_db, dest, format="custom", globals=False, label="ret")
+
     # Age the first two by rewriting their creation date (resealed: a consistent, older backup)
+    def aged(when: str) -> t.Callable[[t.Dict[str, t.Any]], None]:
+        return lambda m: m.update(created=when + "T00:00:00.000000Z")
+
     for result, when in ((first, "2020-01-01"), (second, "2020-02-01")):
-        bs.reseal(
-            result["manifest_path"],
-            refresh_files=False,
-            edit=lambda m, when=when: m.update(created=when + "T00:00:00.000000Z"),
-        )
+        bs.reseal(result["manifest_path"], refresh_files=False, edit=aged(when))
     other = bs.take(pg, sample_db, dest, format="custom", globals=False, label="other")
     bs.reseal(
         other["manifest_path"], refresh_files=False, edit=lambda m: m.update(created="2020-01-01T00:00:00.000000Z")

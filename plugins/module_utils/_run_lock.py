@@ -89,11 +89,13 @@ conn.close()
 """
 
 
-def _state_dir(database: str) -> str:
+def _state_dir(journal: ConnParams, database: str) -> str:
+    """Private folder of the holder for one production database of one cluster."""
     base = os.path.join(tempfile.gettempdir(), "pgshift-locks")
     os.makedirs(base, mode=0o700, exist_ok=True)
     os.chmod(base, 0o700)
-    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in database)
+    where = "%s-%s-%s" % (journal.host or "socket", journal.port, database)
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in where)
     return os.path.join(base, safe)
 
 
@@ -120,7 +122,7 @@ def acquire(
     wait: float = 15.0,
 ) -> t.Dict[str, t.Any]:
     """Start the holder; return once it holds the lock, or raise naming the run that holds it."""
-    folder = _state_dir(database)
+    folder = _state_dir(journal, database)
     os.makedirs(folder, mode=0o700, exist_ok=True)
     status_path = os.path.join(folder, "status.json")
     release_path = os.path.join(folder, "release")
@@ -186,7 +188,7 @@ def acquire(
 
 def release(journal: ConnParams, database: str, wait: float = 15.0) -> bool:
     """Ask the holder to let go and wait until the lock is free. Returns True when a holder was running."""
-    folder = _state_dir(database)
+    folder = _state_dir(journal, database)
     had_holder = False
     if os.path.isdir(folder):
         fd = os.open(os.path.join(folder, "release"), os.O_WRONLY | os.O_CREAT, 0o600)

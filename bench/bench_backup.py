@@ -80,6 +80,10 @@ def bare_pair(cluster: pgworld.Cluster, params: ConnParams, database: str, work:
     shutil.rmtree(folder, ignore_errors=True)
     started = time.monotonic()
     run([pg_dump, "-Fd", "-j", "2", *extra, "-f", folder], params.with_database(database))
+    print(
+        "  bare pg_dump -Fd -j 2 %s: %.2f s" % (" ".join(extra) or "(default gzip)", time.monotonic() - started),
+        flush=True,
+    )
     sql(cluster, "CREATE DATABASE bare_restore TEMPLATE template0")
     run([pg_restore, "-j", "2", "--dbname=bare_restore", folder], params.with_database("bare_restore"))
     elapsed = time.monotonic() - started
@@ -98,6 +102,11 @@ def pgshift_pair(params: ConnParams, database: str, work: str) -> t.Tuple[float,
     after_backup = time.monotonic()
     verify = _backup_verify.verify_backup(backup["manifest_path"], "restore", params, jobs=2)
     done = time.monotonic()
+    print(
+        "  pgshift backup %.2f s, backup_verify level=restore %.2f s %s"
+        % (after_backup - started, done - after_backup, verify.get("timings")),
+        flush=True,
+    )
     if not verify["verified"]:
         raise SystemExit("verification failed: %s" % verify["mismatches"])
     shutil.rmtree(os.path.dirname(backup["manifest_path"]), ignore_errors=True)

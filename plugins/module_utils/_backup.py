@@ -514,6 +514,8 @@ def _run_backup(
         conn = connect(params, autocommit=True)
         with conn.cursor() as cur:
             cur.execute("SELECT set_config('lock_timeout', %s, false)", (lock_timeout,))
+            # One process per checksum connection: parallel workers would take the cores pg_dump needs.
+            cur.execute("SELECT set_config('max_parallel_workers_per_gather', '0', false)")
         return conn
 
     exporter = connect(params, autocommit=True)

@@ -42,7 +42,19 @@ class TableRef(t.NamedTuple):
         return "%s.%s" % (self.schema, self.name)
 
 
-TableLike = t.Union[TableRef, t.Tuple[str, str]]
+TableLike = t.Union[TableRef, t.Tuple[str, str], str]
+
+
+def as_ref(table: TableLike) -> TableRef:
+    """A TableRef from a TableRef, a (schema, name) pair, or a ``schema.table`` key (split at its first dot: use a
+    pair for a schema name that holds a dot)."""
+    if isinstance(table, str):
+        schema, dot, name = table.partition(".")
+        if not dot or not schema or not name:
+            raise PgShiftError("table %r is not of the form schema.table" % table)
+        return TableRef(schema, name)
+    return TableRef(*table)
+
 
 _LIST_TABLES = """
 SELECT n.nspname, c.relname, c.relpages::bigint AS pages
@@ -73,7 +85,7 @@ def list_user_tables(conn: t.Any) -> t.List[TableRef]:
 
 def table_columns(conn: t.Any, table: TableLike) -> t.List[str]:
     """Column names of a table in their physical order (dropped columns left out)."""
-    ref = TableRef(*table)
+    ref = as_ref(table)
     with conn.cursor() as cur:
         cur.execute(
             "SELECT a.attname FROM pg_attribute a WHERE a.attrelid = %s::regclass AND a.attnum > 0 "
@@ -85,7 +97,7 @@ def table_columns(conn: t.Any, table: TableLike) -> t.List[str]:
 
 def checksum_query(table: TableLike, columns: t.Sequence[str]) -> "sql.Composed":
     """The one checksum statement: rows and the numeric sum of the 64-bit hashes of each row's text."""
-    ref = TableRef(*table)
+    ref = as_ref(table)
     row = sql.SQL("ROW({})").format(sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in columns))
     return sql.SQL(
         "SELECT count(*), coalesce(sum(hashtextextended({}::text, 0)::numeric), 0)::text FROM {} AS t"
@@ -94,7 +106,7 @@ def checksum_query(table: TableLike, columns: t.Sequence[str]) -> "sql.Composed"
 
 def checksum_one(conn: t.Any, table: TableLike, columns: t.Optional[t.Sequence[str]] = None) -> t.Dict[str, t.Any]:
     """Row count and checksum of one table on ``conn`` (in whatever transaction/snapshot it is in)."""
-    ref = TableRef(*table)
+    ref = as_ref(table)
     cols = list(columns) if columns is not None else table_columns(conn, ref)
     try:
         with conn.cursor() as cur:
@@ -125,7 +137,7 @@ def table_checksums(
     ``columns_by_table`` maps a ``schema.table`` key to the columns to hash (default: every column). Everything runs
     on ``conn``, in its current transaction: call :func:`set_snapshot` first to read a shared snapshot.
     """
-    refs = [TableRef(*x) for x in tables] if tables is not None else list_user_tables(conn)
+    refs = [as_ref(x) for x in tables] if tables is not None else list_user_tables(conn)
     _disable_row_security(conn)
     columns_by_table = columns_by_table or {}
     return {ref.key: checksum_one(conn, ref, columns_by_table.get(ref.key)) for ref in refs}
@@ -176,7 +188,7 @@ def parallel_checksums(
 
     With ``snapshot_id`` every connection imports that snapshot first. Connections are closed afterwards.
     """
-    refs = [TableRef(*x) for x in tables]
+    refs = [as_ref(x) for x in tables]
     jobs = max(1, min(jobs, len(refs) or 1))
     columns_by_table = columns_by_table or {}
     conns: t.List[t.Any] = []

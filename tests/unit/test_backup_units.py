@@ -176,3 +176,13 @@ def test_compare_checksums_names_tables() -> None:
     assert "different content" in reasons["public.b"]
     assert "missing" in reasons["public.c"]
     assert "not in the manifest" in reasons["public.d"]
+
+
+def test_table_refs_from_pairs_and_keys() -> None:
+    from ansible_collections.pgshift.ops.plugins.module_utils._checksums import as_ref
+
+    assert as_ref(("a.b", "c")).key == "a.b.c"
+    assert as_ref("public.orders") == TableRef("public", "orders")
+    assert as_ref(TableRef("s", "t")) == TableRef("s", "t")
+    with pytest.raises(PgShiftError, match="schema.table"):
+        as_ref("orders")

@@ -3,7 +3,7 @@ a web host whose real nginx proxies to both and serves the 503 maintenance page 
 
 The clusters are a throwaway pgworld.World (scale 0.3) in a temp folder. Each app host runs sample_app/shop-api.sh
 with its own config (port, pidfile, log), reading the world's prod cluster as the world's own api.json does. A thread
-asks nginx and both backends every 0.1 s while the playbook runs, so the order of things is measured, not assumed:
+asks nginx and both backends every 0.25 s while the playbook runs, so the order of things is measured, not assumed:
 maintenance on before the journal's block_access step, services down while the database is worked on, restarts batch
 by batch, real answers from the new schema at the end. The progress callback notifies a local webhook receiver and
 writes the run report; both are checked against the database.
@@ -45,6 +45,7 @@ PYTHON = os.path.join(VENV_BIN, "python")
 APPS = ("app1", "app2")
 PHASES = ["Preflight", "Backup", "Maintenance on", "Rebuild and swap", "Restart", "API checks", "Maintenance off"]
 TABLES = ["customers", "products", "orders", "order_lines", "order_events"]
+POLL_SECONDS = 0.25
 FLAG_ON_DB_HOST = True  # see Stack.write_inventory
 OLD_VERSION = "1700000001000_order-events"  # production's last migration (pgworld.PROD_MIGRATIONS = 2)
 PROD_COLUMNS = {
@@ -140,7 +141,8 @@ def shape(status: int, body: str) -> str:
 
 
 class Poller:
-    """Asks nginx (/customers/7, no bypass header) and each backend's /health every 0.1 s, with wall-clock times."""
+    """Asks nginx (/customers/7, no bypass header) and each backend's /health every POLL_SECONDS, with wall-clock
+    times. Each answer opens a database connection in the API, so the pace is kept moderate on a 2-core machine."""
 
     def __init__(self, stack: "Stack") -> None:
         self.stack = stack
@@ -160,7 +162,7 @@ class Poller:
                         version = json.loads(body).get("schema_version")
                 sample[app] = (status, version)
             self.samples.append(sample)
-            self._stop.wait(0.1)
+            self._stop.wait(POLL_SECONDS)
 
     def __enter__(self) -> "Poller":
         self._thread.start()

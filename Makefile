@@ -13,6 +13,10 @@ INVENTORY ?= inventories/local
 ENV ?= prod
 SCALE ?= 1
 PYTEST_ARGS ?=
+# Two workers, one test file per worker at a time (files share module-scoped worlds); each test builds its own
+# clusters on free ports, so files run side by side safely. PYTEST_WORKERS=0 runs everything in one process.
+PYTEST_WORKERS ?= 2
+PYTEST_XDIST := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
 export ANSIBLE_CONFIG := $(ROOT)/ansible.cfg
 export ANSIBLE_HOME := $(ROOT)/.cache/ansible
 export ANSIBLE_LOCAL_TEMP := $(ROOT)/.cache/ansible/tmp
@@ -85,11 +89,11 @@ test-deps: venv $(TEST_DEPS) ## everything the tests need
 
 .PHONY: unit
 unit: test-deps ## quick loop: unit tests and fast integration tests
-	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not slow" $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 .PHONY: test
 test: test-deps lint sanity ## the whole suite (what CI runs)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest $(PYTEST_XDIST) --durations=25 $(PYTEST_ARGS)
 
 .PHONY: clean
 clean: local-down ## stop the world and remove every generated folder

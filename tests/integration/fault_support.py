@@ -1,0 +1,166 @@
+"""Shared by the fault-injection tests (test_faults_kill.py, test_faults_causes.py).
+
+Fault injection into prod_restore.yml, step by step (real clusters, real ansible-playbook processes).
+
+Three kinds of faults, each at several steps:
+- kill: SIGKILL of the ansible-playbook process in the middle of a step (rescue cannot run), then rollback.yml;
+- backend: every backend of production and of the new database terminated in the middle of a step;
+- cause: a real cause that makes a step fail (a full disk, a file where a folder should be, a reconnecting session
+  that blocks the swap, an application host that does not come back healthy, data the new schema refuses).
+After each: production as it was (same content checksums, accepting connections, maintenance off, API healthy on the
+old schema) or, where the fault could not stop the run, as intended (the dev schema, the data proven); never in
+between; no __next database left; the run lock free; the journal closed. A summary table is printed at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import time
+import typing as t
+
+import pgworld
+import pytest
+from conftest import FAULT_RESULTS, ROOT, VENV_BIN, ansible_env
+from test_prod_restore import api, checksums, columns, databases, journal_runs
+
+FAST = {"pgshift_backup_verify_level": "read", "pgshift_swap_timeout": 5}
+
+
+@pytest.fixture
+def fresh(world: pgworld.World) -> pgworld.World:
+    world.reset(scale=0.3)
+    return world
+
+
+def start(world: pgworld.World, playbook: str, extra: t.Dict[str, t.Any], tmp_path: t.Any) -> subprocess.Popen:
+    vars_file = tmp_path / "vars.json"
+    vars_file.write_text(json.dumps(dict(FAST, **extra)))
+    os.chmod(vars_file, 0o600)
+    log = open(tmp_path / (os.path.basename(playbook) + ".log"), "w")  # noqa: SIM115 - closed by the caller via proc
+    return subprocess.Popen(
+        [os.path.join(VENV_BIN, "ansible-playbook"), playbook, "-e", "@" + str(vars_file)],
+        cwd=ROOT,
+        env=ansible_env({"PGSHIFT_WORLD": world.state}),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def output(tmp_path: t.Any, playbook: str) -> str:
+    return (tmp_path / (os.path.basename(playbook) + ".log")).read_text()
+
+
+def wait_for(predicate: t.Callable[[], bool], proc: subprocess.Popen, timeout: float = 240) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.05)
+    return False
+
+
+def journal_step(world: pgworld.World, step: str, state: str) -> t.Callable[[], bool]:
+    def check() -> bool:
+        try:
+            with contextlib.closing(world.clusters["prod"].connect("pgshift")) as conn, conn.cursor() as cur:
+                cur.execute("SELECT to_regclass('pgshift.steps') IS NOT NULL")
+                if not cur.fetchone()[0]:
+                    return False
+                cur.execute("SELECT 1 FROM pgshift.steps WHERE step = %s AND state = %s", (step, state))
+                return cur.fetchone() is not None
+        except Exception:  # noqa: BLE001 - the journal database may not exist yet
+            return False
+
+    return check
+
+
+def activity(world: pgworld.World, database: str, like: str) -> t.Callable[[], bool]:
+    def check() -> bool:
+        with contextlib.closing(world.clusters["prod"].connect()) as conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE datname = %s AND query ~* %s AND state = 'active'",
+                (database, like),
+            )
+            return cur.fetchone() is not None
+
+    return check
+
+
+def new_backup(world: pgworld.World) -> t.Callable[[], bool]:
+    folder = os.path.join(world.state, "backups")
+    before = set(os.listdir(folder)) if os.path.isdir(folder) else set()
+
+    def check() -> bool:
+        return bool(set(os.listdir(folder)) - before - {"work"}) if os.path.isdir(folder) else False
+
+    return check
+
+
+def flag_on(world: pgworld.World) -> t.Callable[[], bool]:
+    return lambda: os.path.exists(os.path.join(world.state, "web", "maintenance.flag"))
+
+
+TRIGGERS: t.Dict[str, t.Callable[[pgworld.World], t.Callable[[], bool]]] = {
+    "backup": new_backup,
+    "maintenance on": flag_on,
+    "block access": lambda w: journal_step(w, "block_access", "started"),
+    "build": lambda w: journal_step(w, "build", "started"),
+    "copy": lambda w: activity(w, "shop__next", "^\\s*COPY"),
+    "before swap": lambda w: journal_step(w, "build", "done"),
+    "after swap": lambda w: journal_step(w, "swap", "done"),
+}
+
+
+def lock_holders(world: pgworld.World) -> int:
+    with contextlib.closing(world.clusters["prod"].connect()) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'pgshift-lock:%'")
+        return int(cur.fetchone()[0])
+
+
+def outcome(world: pgworld.World, before: t.Dict[str, t.Any]) -> str:
+    """'intact' or 'released', or an AssertionError saying what is in between."""
+    prod = world.clusters["prod"]
+    dbs = databases(prod)
+    assert dbs.get("shop") == (-1, True), "production must exist and accept connections: %s" % dbs
+    assert not [d for d in dbs if d.startswith("shop__next") or d.startswith("shop__failed")], dbs
+    assert not os.path.exists(os.path.join(world.state, "web", "maintenance.flag")), "maintenance left on"
+    deadline = time.monotonic() + 10
+    while lock_holders(world) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert lock_holders(world) == 0, "the run lock is still held"
+    runs = journal_runs(prod) if "pgshift" in dbs else []
+    assert all(status != "running" for _, status in runs), "the journal left a run open: %s" % runs
+    status, body = api(world, "/health")
+    assert status == 200, "the API is not healthy"
+    if "full_name" in columns(prod, "shop", "customers"):
+        assert checksums(prod, "shop") == before, "production content changed"
+        assert body["schema_version"] == "1700000001000_order-events"
+        return "intact"
+    after = checksums(prod, "shop", renames={"customers": {"full_name": "display_name"}})
+    assert after == before, "released, but the carried data differs"
+    assert body["schema_version"] == "1700000005000_rename-full-name"
+    return "released"
+
+
+_CURRENT: t.Dict[str, t.Any] = {}
+
+
+@pytest.fixture(autouse=True)
+def fault_log(request: t.Any) -> t.Iterator[None]:
+    """The test being run, so that record() can attach its row to the test's report (pytest-xdist carries it back)."""
+    _CURRENT["node"] = request.node
+    yield
+    _CURRENT.pop("node", None)
+
+
+def record(kind: str, step: str, result: str, detail: str = "") -> None:
+    row = {"fault": kind, "step": step, "outcome": result, "detail": detail}
+    FAULT_RESULTS.append(row)
+    if "node" in _CURRENT:
+        _CURRENT["node"].user_properties.append(("fault", row))

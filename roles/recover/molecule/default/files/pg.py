@@ -33,16 +33,24 @@ def start(state: str) -> None:
     base = tempfile.mkdtemp(prefix="pgshift-molecule-")
     os.chmod(base, 0o755)  # noqa: S103 - the server runs as the postgres OS user
     cluster = pgworld.Cluster("molecule", base, pgworld.free_port(), secrets.token_urlsafe(18))
-    cluster.start()
+    # conn.json first: `destroy` finds the cluster through it, also when what follows fails
+    _write_private(os.path.join(state, "conn.json"), json.dumps(dict(cluster.conn("shop"), root=base)))
+    try:
+        cluster.start()
+        _populate(cluster)
+    except BaseException:
+        destroy(state)
+        raise
+    _write_private(os.path.join(state, "pgpass"), "127.0.0.1:%d:*:postgres:%s\n" % (cluster.port, cluster.password))
+
+
+def _populate(cluster: pgworld.Cluster) -> None:
     with contextlib.closing(cluster.connect()) as conn, conn.cursor() as cur:
         cur.execute("CREATE DATABASE shop")
         cur.execute("CREATE DATABASE shop__next")
     with contextlib.closing(cluster.connect("shop")) as conn, conn.cursor() as cur:
         cur.execute("CREATE TABLE customers (id int PRIMARY KEY, full_name text)")
         cur.execute("INSERT INTO customers VALUES (7, 'Customer 7')")
-    conn_options = cluster.conn("shop")
-    _write_private(os.path.join(state, "conn.json"), json.dumps(dict(conn_options, root=base)))
-    _write_private(os.path.join(state, "pgpass"), "127.0.0.1:%d:*:postgres:%s\n" % (cluster.port, cluster.password))
 
 
 def destroy(state: str) -> None:

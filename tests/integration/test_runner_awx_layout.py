@@ -171,7 +171,13 @@ def test_prod_restore_then_rollback_under_ansible_runner(world: pgworld.World, a
     artifacts = os.path.join(awx_base["base"], "artifacts")
 
     # the prod restore job template: a production-like run, confirmed by the survey's answer
-    survey = {"pgshift_environment": "production", "pgshift_confirm": "shop", "pgshift_artifacts_dir": artifacts}
+    survey = {
+        "pgshift_environment": "production",
+        "pgshift_confirm": "shop",
+        "pgshift_artifacts_dir": artifacts,
+        # this throwaway world has no staging rehearsal: the explicit, logged override of the rehearsal gate
+        "pgshift_rehearsal_override": "ansible-runner test on a throwaway world",
+    }
     pdd, progress = private_data_dir(awx_base, "job-prod-restore", world, survey)
     runner, events, stdout = run_job(pdd, "playbooks/prod_restore.yml")
     assert runner.status == "successful" and runner.rc == 0, stdout[-4000:]
@@ -238,7 +244,12 @@ def test_prod_restore_without_the_survey_answer_changes_nothing(
     """A production job launched without the confirmation stops in preflight: the job fails, nothing changes."""
     prod = world.clusters["prod"]
     before = journal(prod)
-    pdd, progress = private_data_dir(awx_base, "job-unconfirmed", world, {"pgshift_environment": "production"})
+    pdd, progress = private_data_dir(
+        awx_base,
+        "job-unconfirmed",
+        world,
+        {"pgshift_environment": "production", "pgshift_rehearsal_override": "ansible-runner test on a throwaway world"},
+    )
     runner, events, stdout = run_job(pdd, "playbooks/prod_restore.yml")
     assert runner.status == "failed" and runner.rc != 0
     failed = real_failures(events)

@@ -46,7 +46,7 @@ APPS = ("app1", "app2")
 PHASES = ["Preflight", "Backup", "Maintenance on", "Rebuild and swap", "Restart", "API checks", "Maintenance off"]
 TABLES = ["customers", "products", "orders", "order_lines", "order_events"]
 POLL_SECONDS = 0.25
-FLAG_ON_DB_HOST = True  # see Stack.write_inventory
+FLAG_ON_DB_HOST = False  # see Stack.write_inventory
 OLD_VERSION = "1700000001000_order-events"  # production's last migration (pgworld.PROD_MIGRATIONS = 2)
 PROD_COLUMNS = {
     "customers": ["id", "email", "full_name", "created_at", "updated_at", "profile"],

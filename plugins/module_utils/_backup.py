@@ -73,6 +73,8 @@ class BackupOptions:
     space_check: bool = True
     # Tests and callers may demand a newer client than the server needs (never lower).
     min_client_major: int = 0
+    # The content-checksum algorithm (_checksums.ALGORITHMS); None: the best the server computes.
+    checksum_algorithm: t.Optional[str] = None
 
 
 # --------------------------------------------------------------------------------------------- files
@@ -518,6 +520,9 @@ def _run_backup(
             cur.execute("SELECT set_config('max_parallel_workers_per_gather', '0', false)")
         return conn
 
+    algorithm = _checksums.check_algorithm(
+        opts.checksum_algorithm or _checksums.algorithm_for(facts["server_version_num"]), facts["server_version_num"]
+    )
     exporter = connect(params, autocommit=True)
     dump: t.Optional[_DumpProcess] = None
     try:
@@ -545,7 +550,9 @@ def _run_backup(
         try:
             checksums, (schema_hash, schema_note), globals_info = run_parallel(
                 [
-                    lambda: _checksums.parallel_checksums(worker_connect, tables, opts.checksum_jobs, snapshot_id),
+                    lambda: _checksums.parallel_checksums(
+                        worker_connect, tables, opts.checksum_jobs, snapshot_id, algorithm=algorithm
+                    ),
                     lambda: _schema_hash(params, snapshot_id, worker_connect),
                     lambda: (
                         _dump_globals(params, plan, os.path.join(partial, GLOBALS_NAME), facts["database"])
@@ -597,6 +604,7 @@ def _run_backup(
         "port": params.port,
         "user": params.user,
         "files": file_digests(partial),
+        "checksum_algorithm": algorithm,
         "tables": checksums,
         "ledger": ledger,
         "schema_hash": schema_hash,

@@ -226,6 +226,8 @@ def restore_and_check(
     conn = connect(admin, autocommit=True)
     try:
         target_major = server_major(conn)
+        # The restored copy is hashed with the manifest's algorithm, never another: like is compared with like.
+        algorithm = _checksums.check_algorithm(manifest_algorithm(manifest), int(conn.server_version))
     finally:
         conn.close()
     pg_restore, restore_major = restore_client(manifest, target_major)
@@ -256,7 +258,7 @@ def restore_and_check(
         finally:
             probe.close()
         tables = [present[k] for k in present]
-        actual = _checksums.parallel_checksums(worker_connect, tables, checksum_jobs)
+        actual = _checksums.parallel_checksums(worker_connect, tables, checksum_jobs, algorithm=algorithm)
     except BaseException:
         post.kill()
         raise
@@ -265,11 +267,28 @@ def restore_and_check(
     table_results, mismatches = _checksums.compare_checksums(manifest.get("tables", {}), actual)
     return {
         "database": database,
+        "checksum_algorithm": algorithm,
         "pg_restore": {"path": pg_restore, "major": restore_major},
         "tables": table_results,
         "mismatches": mismatches,
         "timings": timings,
     }
+
+
+def manifest_algorithm(manifest: t.Mapping[str, t.Any]) -> str:
+    """The checksum algorithm a manifest's table checksums were computed with; refuses one this code does not know.
+
+    Manifests written before the algorithm was recorded hashed the row's text (``row-text-v1``, the same statement).
+    """
+    algorithm = manifest.get("checksum_algorithm", _checksums.LEGACY_ALGORITHM)
+    if algorithm not in _checksums.ALGORITHMS:
+        raise PgShiftError(
+            "backup %s records checksum algorithm %r, which this version of pgshift does not know (it knows %s): "
+            "its table checksums cannot be compared; take a new backup with this version"
+            % (manifest.get("backup_id"), algorithm, ", ".join(_checksums.ALGORITHMS)),
+            checksum_algorithm=algorithm,
+        )
+    return str(algorithm)
 
 
 def throwaway_name(manifest: t.Mapping[str, t.Any], prefix: str = "pgshift_verify_") -> str:
@@ -301,6 +320,7 @@ def verify_backup(
         return result
     result["backup_id"] = manifest.get("backup_id")
     result["database"] = manifest.get("database")
+    result["checksum_algorithm"] = manifest_algorithm(manifest)
     checks = ["manifest", "checksum"]
     # The restore drill re-hashes the files while it restores (see _restore_drill); a cheap presence and size check
     # comes first so that a missing or truncated file never gets as far as a throwaway database.
@@ -396,6 +416,7 @@ def restore_backup(
     matches the manifest is an existing ``target_database`` (with ``replace``) dropped and the new one renamed.
     """
     manifest = load_manifest(manifest_path)
+    manifest_algorithm(manifest)
     admin = maintenance_params(params, [target_database])
     exists = database_exists(admin, target_database)
     result: t.Dict[str, t.Any] = {

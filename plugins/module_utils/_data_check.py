@@ -5,8 +5,9 @@
 # This module_utils is PRIVATE to the pgshift.ops collection. It may change without notice.
 """Prove that the target holds exactly the source's carried data, and that it is healthy.
 
-Per carried table: ``count(*)`` and the sum of a 64-bit hash of every row over the carried columns (the XOR of
-per-column extended hashes of the values, or of their text form: see _data._HASH_FUNCTIONS), the source side
+Per carried table: ``count(*)`` and the sum of a 64-bit hash of every row over the carried columns, computed by the
+collection's one checksum implementation (``_checksums``: algorithm ``values-v1``, the XOR of per-column extended
+hashes of the values or of their text form, on PostgreSQL 11+; ``row-text-v1`` when a server is older), the source side
 computed on its values converted to the target types through the same mapping the copy used. The source and target
 queries of a table run at the same time (threads, one connection per thread and side), ``jobs`` tables at a
 time; every source connection reads one exported snapshot. On a mismatch the table is narrowed down by buckets of its
@@ -25,7 +26,7 @@ import threading
 import time
 import typing as t
 
-from ansible_collections.pgshift.ops.plugins.module_utils import _data
+from ansible_collections.pgshift.ops.plugins.module_utils import _checksums, _data
 from ansible_collections.pgshift.ops.plugins.module_utils._connection import ConnParams, connect, db_error
 from ansible_collections.pgshift.ops.plugins.module_utils._data_copy import (
     column_max,
@@ -82,6 +83,20 @@ class Sides:
                 conn.close()
 
 
+def source_row(tp: _data.TablePlan, algorithm: str) -> t.List["sql.Composable"]:
+    """The source side's carried row, converted to what the target holds, as ``_checksums.row_items``."""
+    return _checksums.row_items(
+        [c.source_as_target() for c in tp.carried], [c.target.type_oid for c in tp.carried], algorithm
+    )
+
+
+def target_row(tp: _data.TablePlan, algorithm: str) -> t.List["sql.Composable"]:
+    """The target side's carried row, hashed with the target's column types, as ``_checksums.row_items``."""
+    return _checksums.row_items(
+        [sql.Identifier(c.target.name) for c in tp.carried], [c.target.type_oid for c in tp.carried], algorithm
+    )
+
+
 class Side(t.NamedTuple):
     name: str
     from_item: "sql.Composable"
@@ -90,18 +105,19 @@ class Side(t.NamedTuple):
 
 
 def _sides(
-    tp: _data.TablePlan, key_columns: t.Optional[t.List[str]], source_side: str, by_value: bool
+    tp: _data.TablePlan, key_columns: t.Optional[t.List[str]], source_side: str, algorithm: str
 ) -> t.Tuple[Side, Side]:
     by_target = {c.target.name: c for c in tp.carried}
-    src_row = _data.source_row(tp, by_value)
-    tgt_row = _data.target_row(tp, by_value)
+    src_row = source_row(tp, algorithm)
+    tgt_row = target_row(tp, algorithm)
     src_key: t.List["sql.Composable"]
     tgt_key: t.List["sql.Composable"]
     if key_columns and all(k in by_target for k in key_columns):
         src_key = [by_target[k].source_as_target() for k in key_columns]
         tgt_key = [sql.Identifier(k) for k in key_columns]
     else:
-        src_key, tgt_key = _data.source_row(tp, False), _data.target_row(tp, False)
+        src_key = source_row(tp, _checksums.ALGORITHM_ROW_TEXT)
+        tgt_key = target_row(tp, _checksums.ALGORITHM_ROW_TEXT)
     if tp.source is None:
         raise PgShiftError("internal error: table %s has no source to compare with" % tp.key)
     return (
@@ -133,9 +149,9 @@ def _both(pool: concurrent.futures.Executor, fn: t.Callable[[Side], t.Any], a: S
 
 class Checker:
     def __init__(
-        self, sides: Sides, plan: _data.Plan, jobs: int, key_by_table: t.Dict[str, t.List[str]], by_value: bool
+        self, sides: Sides, plan: _data.Plan, jobs: int, key_by_table: t.Dict[str, t.List[str]], algorithm: str
     ) -> None:
-        self.by_value = by_value
+        self.algorithm = algorithm
         self.sides = sides
         self.plan = plan
         self.jobs = jobs
@@ -151,14 +167,14 @@ class Checker:
             raise db_error(exc, "reading %s on the %s side" % (query.as_string(conn)[:200], side.name)) from None
 
     def checksum(self, side: Side) -> t.Tuple[int, str]:
-        rows = self._run(side, _data.checksum_sql(side.from_item, side.row, self.by_value))
+        rows = self._run(side, _checksums.checksum_sql(side.from_item, side.row, self.algorithm))
         return int(rows[0][0]), str(rows[0][1])
 
     def compare_table(self, pool: concurrent.futures.Executor, tp: _data.TablePlan) -> t.Dict[str, t.Any]:
         source_side = "ledger" if tp.ledger and "ledger" in self.sides.params else "source"
         if tp.source is None:
             # A new table (or a ledger table the ledger database lacks): it must be empty.
-            target = Side("target", tp.target.from_clause(), _data.target_row(tp, self.by_value), [])
+            target = Side("target", tp.target.from_clause(), target_row(tp, self.algorithm), [])
             rows, checksum = self.checksum(target) if tp.carried else self._count(target)
             return {
                 "source": None,
@@ -170,7 +186,7 @@ class Checker:
                 "seconds": 0.0,
             }
         started = time.monotonic()
-        src, tgt = _sides(tp, self.keys.get(tp.key), source_side, self.by_value)
+        src, tgt = _sides(tp, self.keys.get(tp.key), source_side, self.algorithm)
         (s_rows, s_sum), (t_rows, t_sum) = _both(pool, self.checksum, src, tgt)
         return {
             "source": tp.source.key,
@@ -196,7 +212,7 @@ class Checker:
             key=key,
             seed=sql.Literal(seed),
             mask=sql.Literal(BUCKETS - 1),
-            row=_data.row_hash(side.row, self.by_value),
+            row=_checksums.row_hash(side.row, self.algorithm),
             src=side.from_item,
             cond=_conditions(path, key),
         )
@@ -205,7 +221,7 @@ class Checker:
     def _rows(self, side: Side, path: t.Sequence[t.Tuple[int, int]]) -> t.Dict[str, t.Counter[int]]:
         key = _row_text(side.key)
         query = sql.SQL("SELECT {}, {} FROM {} AS t WHERE {}").format(
-            key, _data.row_hash(side.row, self.by_value), side.from_item, _conditions(path, key)
+            key, _checksums.row_hash(side.row, self.algorithm), side.from_item, _conditions(path, key)
         )
         out: t.Dict[str, t.Counter[int]] = collections.defaultdict(collections.Counter)
         for k, h in self._run(side, query):
@@ -215,7 +231,7 @@ class Checker:
     def narrow(self, pool: concurrent.futures.Executor, tp: _data.TablePlan) -> t.Dict[str, t.Any]:
         source_side = "ledger" if tp.ledger and "ledger" in self.sides.params else "source"
         key_cols = self.keys.get(tp.key)
-        src, tgt = _sides(tp, key_cols, source_side, self.by_value)
+        src, tgt = _sides(tp, key_cols, source_side, self.algorithm)
         keyed = bool(key_cols) and all(k in {c.target.name for c in tp.carried} for k in key_cols or [])
         found: t.List[t.Dict[str, str]] = []
 
@@ -371,10 +387,10 @@ def integrity_check(
             params["ledger"] = ledger_from
         sides = Sides(params, used_snapshot)
         stack.callback(sides.close)
-        by_value = min(int(src_conn.server_version), int(tgt_conn.server_version)) >= _data.MIN_HASH_BY_VALUE_SERVER
-        if led_conn is not None:
-            by_value = by_value and int(led_conn.server_version) >= _data.MIN_HASH_BY_VALUE_SERVER
-        checker = Checker(sides, plan, jobs, key_by_table, by_value)
+        # One algorithm for every side: the one the oldest server involved can compute.
+        servers = [int(c.server_version) for c in (src_conn, tgt_conn, led_conn) if c is not None]
+        algorithm = _checksums.algorithm_for(min(servers))
+        checker = Checker(sides, plan, jobs, key_by_table, algorithm)
         tables: t.Dict[str, t.Dict[str, t.Any]] = {}
         # Two threads per table (source and target side at once), ``jobs`` tables at a time.
         with concurrent.futures.ThreadPoolExecutor(
@@ -415,7 +431,8 @@ def integrity_check(
         "ok": ok,
         "changed": health.pop("changed"),
         "snapshot": used_snapshot,
-        "row_hash": "column hashes" if checker.by_value else "row text",
+        "row_hash": "column hashes" if checker.algorithm == _checksums.ALGORITHM_VALUES else "row text",
+        "checksum_algorithm": checker.algorithm,
         "tables": tables,
         "mismatches": mismatches,
         "lost": plan.lost(),

@@ -126,6 +126,13 @@ row_hash:
   returned: always
   type: str
   sample: column hashes
+checksum_algorithm:
+  description:
+    - The content-checksum algorithm used on every side (the collection's one implementation, shared with
+      backups) - C(values-v1) (PostgreSQL 11+) or C(row-text-v1).
+  returned: always
+  type: str
+  sample: values-v1
 snapshot:
   description: The snapshot id the source was read at.
   returned: always

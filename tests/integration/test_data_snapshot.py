@@ -8,7 +8,7 @@ import typing as t
 import data_support as ds
 import pytest
 
-from ansible_collections.pgshift.ops.plugins.module_utils import _data
+from ansible_collections.pgshift.ops.plugins.module_utils import _checksums
 from ansible_collections.pgshift.ops.plugins.module_utils._connection import ConnParams
 from ansible_collections.pgshift.ops.plugins.module_utils._data_check import integrity_check
 
@@ -51,12 +51,13 @@ def test_text_row_hash_for_older_servers(shop: ds.Carry, monkeypatch: pytest.Mon
     """The hashtextextended(ROW(...)::text) path (servers before 14) proves and narrows down the same way."""
     if not ds.execute(shop.cluster, shop.target, "SELECT count(*) FROM orders")[0][0]:
         pytest.fail("run with test_copy_and_check_at_an_exported_snapshot first (module order)")
-    monkeypatch.setattr(_data, "MIN_HASH_BY_VALUE_SERVER", 10**9)
+    monkeypatch.setattr(_checksums, "MIN_HASH_BY_VALUE_SERVER", 10**9)
     src = ConnParams.from_params(shop.conn("source"))
     tgt = ConnParams.from_params(shop.conn("target"))
     led = ConnParams.from_params(shop.conn("dev"))
     result = integrity_check(src, tgt, ds.MAPPING, ledger_from=led)
     assert result["ok"] and result["row_hash"] == "row text"
+    assert result["checksum_algorithm"] == _checksums.ALGORITHM_ROW_TEXT
     ds.execute(shop.cluster, shop.target, "UPDATE customers SET display_name = 'x' WHERE id = 5")
     try:
         result = integrity_check(src, tgt, ds.MAPPING, ledger_from=led)

@@ -4,7 +4,9 @@
 pgshift side: ``backup`` (directory format, 2 jobs, light compression, checksums in the dump's snapshot) plus
 ``backup_verify level=restore`` (restore into a throwaway database with 2 jobs, recompute and compare checksums,
 drop). Bare side: ``pg_dump -Fd -j 2`` (default compression) plus ``pg_restore -j 2`` into a new database; also
-with ``-Z1`` for reference. The goal is a ratio of at most 1.3 against the bare pair.
+with ``-Z1`` for reference. The goal is a ratio of at most 1.3 against the bare pair. The pgshift side runs once per
+checksum algorithm (``--algorithms``, default both: ``values-v1`` and the older ``row-text-v1``), interleaved with
+the bare runs, so the two are compared under the same load.
 
 The bench starts its own cluster (tools/pgworld.Cluster) in a temporary folder and stops it at the end.
 
@@ -31,7 +33,7 @@ sys.path.insert(0, os.path.join(ROOT, "tools"))
 
 import pgworld  # noqa: E402
 
-from ansible_collections.pgshift.ops.plugins.module_utils import _backup, _backup_verify  # noqa: E402
+from ansible_collections.pgshift.ops.plugins.module_utils import _backup, _backup_verify, _checksums  # noqa: E402
 from ansible_collections.pgshift.ops.plugins.module_utils._clients import find_client  # noqa: E402
 from ansible_collections.pgshift.ops.plugins.module_utils._connection import (  # noqa: E402
     ConnParams,
@@ -92,19 +94,23 @@ def bare_pair(cluster: pgworld.Cluster, params: ConnParams, database: str, work:
     return elapsed
 
 
-def pgshift_pair(params: ConnParams, database: str, work: str) -> t.Tuple[float, float, t.Dict[str, t.Any]]:
+def pgshift_pair(
+    params: ConnParams, database: str, work: str, algorithm: str
+) -> t.Tuple[float, float, t.Dict[str, t.Any]]:
     dest = os.path.join(work, "pgshift-backups")
     started = time.monotonic()
     backup = _backup.take_backup(
         params.with_database(database),
-        _backup.BackupOptions(dest_dir=dest, format="directory", jobs=2, globals=True, label=database),
+        _backup.BackupOptions(
+            dest_dir=dest, format="directory", jobs=2, globals=True, label=database, checksum_algorithm=algorithm
+        ),
     )
     after_backup = time.monotonic()
     verify = _backup_verify.verify_backup(backup["manifest_path"], "restore", params, jobs=2)
     done = time.monotonic()
     print(
-        "  pgshift backup %.2f s, backup_verify level=restore %.2f s %s"
-        % (after_backup - started, done - after_backup, verify.get("timings")),
+        "  pgshift [%s] backup %.2f s, backup_verify level=restore %.2f s %s"
+        % (algorithm, after_backup - started, done - after_backup, verify.get("timings")),
         flush=True,
     )
     if not verify["verified"]:
@@ -117,27 +123,44 @@ def pgshift_pair(params: ConnParams, database: str, work: str) -> t.Tuple[float,
     )
 
 
-def bench(cluster: pgworld.Cluster, params: ConnParams, database: str, work: str, repeat: int) -> t.Dict[str, t.Any]:
-    rows: t.Dict[str, t.Any] = {"database": database, "runs": []}
-    for _ in range(repeat):
-        bare = bare_pair(cluster, params, database, work, [])
-        backup_s, verify_s, info = pgshift_pair(params, database, work)
-        bare_z1 = bare_pair(cluster, params, database, work, ["-Z1"])
-        rows["runs"].append(
+def bench(
+    cluster: pgworld.Cluster,
+    params: ConnParams,
+    database: str,
+    work: str,
+    repeat: int,
+    algorithms: t.Sequence[str],
+) -> t.List[t.Dict[str, t.Any]]:
+    """Interleaved runs (bare, then pgshift with each checksum algorithm, then bare -Z1), best of ``repeat``."""
+    runs: t.Dict[str, t.List[t.Dict[str, t.Any]]] = {a: [] for a in algorithms}
+    bares: t.List[float] = []
+    bares_z1: t.List[float] = []
+    for index in range(repeat):
+        bares.append(bare_pair(cluster, params, database, work, []))
+        # Alternate the order of the algorithms from one run to the next: neither always goes first.
+        for algorithm in algorithms if index % 2 == 0 else list(reversed(algorithms)):
+            backup_s, verify_s, info = pgshift_pair(params, database, work, algorithm)
+            runs[algorithm].append(
+                {"backup": backup_s, "verify_restore": verify_s, "pgshift": backup_s + verify_s, "info": info}
+            )
+        bares_z1.append(bare_pair(cluster, params, database, work, ["-Z1"]))
+    out = []
+    for algorithm in algorithms:
+        best = {k: min(r[k] for r in runs[algorithm]) for k in ("backup", "verify_restore", "pgshift")}
+        best.update({"bare": min(bares), "bare_z1": min(bares_z1)})
+        out.append(
             {
-                "bare": bare,
-                "bare_z1": bare_z1,
-                "backup": backup_s,
-                "verify_restore": verify_s,
-                "pgshift": backup_s + verify_s,
-                "info": info,
+                "database": database,
+                "algorithm": algorithm,
+                "runs": runs[algorithm],
+                "bare_runs": bares,
+                "bare_z1_runs": bares_z1,
+                "best": best,
+                "ratio": best["pgshift"] / best["bare"],
+                "ratio_vs_z1": best["pgshift"] / best["bare_z1"],
             }
         )
-    best = {k: min(r[k] for r in rows["runs"]) for k in ("bare", "bare_z1", "backup", "verify_restore", "pgshift")}
-    rows["best"] = best
-    rows["ratio"] = best["pgshift"] / best["bare"]
-    rows["ratio_vs_z1"] = best["pgshift"] / best["bare_z1"]
-    return rows
+    return out
 
 
 def main() -> None:
@@ -146,7 +169,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="pgbench scale 5")
     parser.add_argument("--repeat", type=int, default=1, help="runs per database (the best time counts)")
     parser.add_argument("--no-pagila", action="store_true")
+    parser.add_argument(
+        "--algorithms",
+        default=",".join(_checksums.ALGORITHMS),
+        help="checksum algorithms to time, comma-separated (default: %(default)s; the first is the default one)",
+    )
     args = parser.parse_args()
+    algorithms = [a for a in args.algorithms.split(",") if a]
+    for algorithm in algorithms:
+        _checksums.check_algorithm(algorithm)
     scale = 5 if args.quick else args.scale
     base = tempfile.mkdtemp(prefix="pgshift-bench-backup-")
     cluster = pgworld.Cluster("bench", os.path.join(base, "pg"), pgworld.free_port(), "bench-" + os.urandom(8).hex())
@@ -159,23 +190,25 @@ def main() -> None:
         t0 = time.monotonic()
         load_pgbench(cluster, params, scale)
         print("pgbench -i -s %d loaded in %.1f s" % (scale, time.monotonic() - t0), flush=True)
-        results.append(bench(cluster, params, "bench", work, args.repeat))
+        results.extend(bench(cluster, params, "bench", work, args.repeat, algorithms))
         if not args.no_pagila and load_pagila(cluster, params):
-            results.append(bench(cluster, params, "pagila", work, args.repeat))
+            results.extend(bench(cluster, params, "pagila", work, args.repeat, algorithms))
     finally:
         cluster.destroy()
         shutil.rmtree(base, ignore_errors=True)
     print()
     print(
-        "%-8s %9s %9s %9s %9s %9s %7s %7s" % ("db", "bare", "bare-Z1", "backup", "verify", "pgshift", "ratio", "vs-Z1")
+        "%-8s %-12s %9s %9s %9s %9s %9s %7s %7s"
+        % ("db", "checksum", "bare", "bare-Z1", "backup", "verify", "pgshift", "ratio", "vs-Z1")
     )
     for r in results:
         b = r["best"]
         name = r["database"] if r["database"] != "bench" else "pgb-s%d" % scale
         print(
-            "%-8s %8.2fs %8.2fs %8.2fs %8.2fs %8.2fs %7.2f %7.2f"
+            "%-8s %-12s %8.2fs %8.2fs %8.2fs %8.2fs %8.2fs %7.2f %7.2f"
             % (
                 name,
+                r["algorithm"],
                 b["bare"],
                 b["bare_z1"],
                 b["backup"],

@@ -186,3 +186,36 @@ def test_table_refs_from_pairs_and_keys() -> None:
     assert as_ref(TableRef("s", "t")) == TableRef("s", "t")
     with pytest.raises(PgShiftError, match="schema.table"):
         as_ref("orders")
+
+
+def test_values_checksum_hashes_builtin_types_by_value_and_the_rest_as_text() -> None:
+    from ansible_collections.pgshift.ops.plugins.module_utils._checksums import ColumnType
+
+    query = checksum_query(
+        TableRef("public", "t"),
+        [ColumnType("id", 23), ColumnType("label", 25), ColumnType("amount", 1700), ColumnType("at", 1184)],
+        "values-v1",
+    )
+    text = repr(query)
+    assert "hashint4extended(" in text  # integer: by value
+    assert 'COLLATE "C"' in text  # text: bytes, whatever the column's collation
+    assert "::text, " in text  # numeric: the documented text fallback (display scale counts)
+    assert "AT TIME ZONE 'UTC'" in text  # timestamptz: never the session's TimeZone
+    assert " # " in text and "ROW(" not in text
+    legacy = repr(checksum_query(TableRef("public", "t"), ["id", "label"], "row-text-v1"))
+    assert "hashtextextended(ROW(" in legacy
+
+
+def test_checksum_algorithms_are_checked() -> None:
+    from ansible_collections.pgshift.ops.plugins.module_utils import _checksums
+
+    assert _checksums.algorithm_for(150004) == "values-v1"
+    assert _checksums.algorithm_for(100023) == "row-text-v1"
+    with pytest.raises(PgShiftError, match="needs PostgreSQL 11"):
+        _checksums.check_algorithm("values-v1", 100023)
+    with pytest.raises(PgShiftError, match="take a new backup"):
+        _checksums.check_algorithm("md5-v0")
+    assert _backup_verify.manifest_algorithm({"backup_id": "x"}) == "row-text-v1"  # before it was recorded
+    assert _backup_verify.manifest_algorithm({"checksum_algorithm": "values-v1"}) == "values-v1"
+    with pytest.raises(PgShiftError, match="'md5-v0'.*take a new backup"):
+        _backup_verify.manifest_algorithm({"backup_id": "x", "checksum_algorithm": "md5-v0"})

@@ -418,6 +418,9 @@ def plan_backup(params: ConnParams, opts: BackupOptions) -> t.Dict[str, t.Any]:
     pg_dump, dump_major = find_client("pg_dump", need)
     label = opts.label or facts["database"]
     compress_args(opts.compress, dump_major)
+    algorithm = _checksums.check_algorithm(
+        opts.checksum_algorithm or _checksums.algorithm_for(facts["server_version_num"]), facts["server_version_num"]
+    )
     free = _free_space(opts.dest_dir)
     # pg_database_size reads the folder sizes and takes no table lock; it includes indexes, so it errs on the safe side.
     estimated = facts["database_size"]
@@ -430,6 +433,7 @@ def plan_backup(params: ConnParams, opts: BackupOptions) -> t.Dict[str, t.Any]:
         "pg_dump_major": dump_major,
         "dest_dir": os.path.abspath(opts.dest_dir),
         "format": opts.format,
+        "checksum_algorithm": algorithm,
         "estimated_size_bytes": estimated,
         "database_size_bytes": facts["database_size"],
         "free_bytes": free,
@@ -520,9 +524,7 @@ def _run_backup(
             cur.execute("SELECT set_config('max_parallel_workers_per_gather', '0', false)")
         return conn
 
-    algorithm = _checksums.check_algorithm(
-        opts.checksum_algorithm or _checksums.algorithm_for(facts["server_version_num"]), facts["server_version_num"]
-    )
+    algorithm = str(plan["checksum_algorithm"])
     exporter = connect(params, autocommit=True)
     dump: t.Optional[_DumpProcess] = None
     try:

@@ -416,11 +416,12 @@ def restore_backup(
     matches the manifest is an existing ``target_database`` (with ``replace``) dropped and the new one renamed.
     """
     manifest = load_manifest(manifest_path)
-    manifest_algorithm(manifest)
+    algorithm = manifest_algorithm(manifest)
     admin = maintenance_params(params, [target_database])
     exists = database_exists(admin, target_database)
     result: t.Dict[str, t.Any] = {
         "backup_id": manifest.get("backup_id"),
+        "checksum_algorithm": algorithm,
         "target_database": target_database,
         "existed": exists,
         "replaced": False,

@@ -86,6 +86,14 @@ options:
     description: Lowest major version of C(pg_dump) to use (never lower than the server's).
     type: int
     default: 0
+  checksum_algorithm:
+    description:
+      - The content-checksum algorithm recorded in the manifest and used again by every verification of this backup.
+      - V(values-v1) hashes each column's value with its type's own hash function where the type allows it, and its
+        text form otherwise (PostgreSQL 11+). V(row-text-v1) hashes each row's text form (any version, slower).
+      - Default (null) is the best the server computes, V(values-v1) from PostgreSQL 11.
+    type: str
+    choices: [values-v1, row-text-v1]
 seealso:
   - module: pgshift.ops.backup_verify
   - module: pgshift.ops.restore
@@ -131,8 +139,8 @@ manifest_path:
 manifest:
   description:
     - The manifest (null in check mode). Keys include database, server_version, clients, snapshot_id,
-      snapshot_time, files (relative path to size and sha256), tables (C(schema.table) to rows and checksum),
-      ledger, schema_hash and manifest_sha256 (its seal).
+      snapshot_time, files (relative path to size and sha256), checksum_algorithm, tables (C(schema.table) to rows
+      and checksum), ledger, schema_hash and manifest_sha256 (its seal).
   returned: always
   type: dict
 size_bytes:
@@ -146,7 +154,7 @@ removed:
   type: list
   elements: str
 plan:
-  description: Target folder, clients, estimated size, free space and whether it is enough.
+  description: Target folder, clients, checksum algorithm, estimated size, free space and whether it is enough.
   returned: always
   type: dict
 """
@@ -173,6 +181,7 @@ def main() -> None:
         lock_wait_timeout=dict(type="str", default="60s"),
         space_check=dict(type="bool", default=True),
         min_client_major=dict(type="int", default=0),
+        checksum_algorithm=dict(type="str", choices=["values-v1", "row-text-v1"]),
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     p = module.params

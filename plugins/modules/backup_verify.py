@@ -88,6 +88,14 @@ checks:
   type: list
   elements: str
   sample: [manifest, checksum, restore]
+checksum_algorithm:
+  description:
+    - The manifest's content-checksum algorithm; the restored copy is hashed with it and no other. A manifest
+      without one is from before it was recorded and reads as V(row-text-v1); an algorithm this version does not
+      know fails the task (take a new backup).
+  returned: always
+  type: str
+  sample: values-v1
 tables:
   description:
     - Per table (C(schema.table)), the manifest's rows and checksum.

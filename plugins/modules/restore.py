@@ -96,6 +96,11 @@ verified:
   description: True when every table of the restored database matched the manifest.
   returned: when not in check mode
   type: bool
+checksum_algorithm:
+  description: The manifest's content-checksum algorithm, with which the restored copy was hashed.
+  returned: always
+  type: str
+  sample: values-v1
 tables:
   description: Per-table results (manifest rows and checksum against the restored ones).
   returned: when not in check mode

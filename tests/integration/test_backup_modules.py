@@ -43,6 +43,7 @@ def test_backup_verify_restore_round_trip(pg: t.Any, shopdb: str, run_module: t.
     assert manifest["database"] == shopdb and manifest["globals"] == "globals.sql"
     assert manifest["clients"]["pg_dump"]["major"] >= int(manifest["server_version_num"]) // 10000
     assert {k: v["rows"] for k, v in manifest["tables"].items()} == bs.SAMPLE_TABLES
+    assert manifest["checksum_algorithm"] == "values-v1"  # PostgreSQL 11+: the values are hashed, not the row text
     assert backup.result["size_bytes"] == sum(f["size"] for f in manifest["files"].values())
     with open(backup.result["manifest_path"]) as handle:
         assert json.load(handle)["manifest_sha256"] == manifest["manifest_sha256"]
@@ -53,6 +54,7 @@ def test_backup_verify_restore_round_trip(pg: t.Any, shopdb: str, run_module: t.
     assert not verify.failed, verify.output
     assert pg.password not in verify.output
     assert verify.result["verified"] is True and verify.result["mismatches"] == []
+    assert verify.result["checksum_algorithm"] == "values-v1"
     assert set(verify.result["tables"]) == set(bs.SAMPLE_TABLES)
     assert all(v["ok"] for v in verify.result["tables"].values())
     assert not bs.database_exists(pg, verify.result["throwaway_database"])
@@ -63,6 +65,7 @@ def test_backup_verify_restore_round_trip(pg: t.Any, shopdb: str, run_module: t.
     )
     assert not restore.failed, restore.output
     assert restore.result["verified"] is True and restore.result["replaced"] is False
+    assert restore.result["checksum_algorithm"] == "values-v1"
     assert bs.counts(pg, target, [("public", "orders"), (bs.HOSTILE_SCHEMA, bs.HOSTILE_TABLE)]) == {
         "public.orders": 504,
         "%s.%s" % (bs.HOSTILE_SCHEMA, bs.HOSTILE_TABLE): 300,

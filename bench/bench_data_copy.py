@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """Benchmark: pgshift's data_copy + integrity_check against pgcopydb and pg_dump/pg_restore, side by side.
 
 Not a test: it prints times and ratios. One throwaway cluster (free port, temp folder), one source database
@@ -140,7 +140,7 @@ class Bench:
         # data_copy and its peer run alternately, `repeat` times each, so that both see the same machine load; the
         # best time of each is kept (data_copy truncates and reloads on every run).
         copies, peers = [], []
-        for _ in range(self.repeat):
+        for _round in range(self.repeat):
             copy = step("copy", self.cluster, source, target, self.jobs)
             copies.append(copy["seconds"])
             peer = self.pgcopydb_table_data(source, dump)
@@ -155,7 +155,7 @@ class Bench:
             [self.bin("pg_restore"), "--section=post-data", "-j", str(self.jobs), "-d", target, dump], target
         )
         checks, devnulls = [], []
-        for _ in range(self.repeat):
+        for _round in range(self.repeat):
             devnulls.append(self.copy_to_devnull(source))
             check = step("check", self.cluster, source, target, self.jobs)
             if not check["ok"]:

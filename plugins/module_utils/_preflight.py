@@ -104,7 +104,7 @@ def run_checks(
                 problems.append(
                     "production has %d prepared transaction(s) (%s): COMMIT PREPARED or ROLLBACK PREPARED them first, "
                     "since they survive termination and block the swap"
-                    % (len(prepared), ", ".join(g for g, _ in prepared))
+                    % (len(prepared), ", ".join(gid for gid, _owner in prepared))
                 )
             cur.execute("SELECT slot_name FROM pg_replication_slots WHERE database = %s", (production_database,))
             slots = [r[0] for r in cur.fetchall()]

@@ -264,7 +264,7 @@ def refresh_materialized_views(target: ConnParams) -> t.List[str]:
                 "WHERE c.relkind = 'm' ORDER BY c.oid"
             )
             pending = list(cur.fetchall())
-            for _ in range(len(pending) + 1):
+            for _attempt in range(len(pending) + 1):
                 if not pending:
                     break
                 failed = []

@@ -135,7 +135,7 @@ def outcome(world: pgworld.World, before: t.Dict[str, t.Any]) -> str:
         time.sleep(0.2)
     assert lock_holders(world) == 0, "the run lock is still held"
     runs = journal_runs(prod) if "pgshift" in dbs else []
-    assert all(status != "running" for _, status in runs), "the journal left a run open: %s" % runs
+    assert all(status != "running" for _run_id, status in runs), "the journal left a run open: %s" % runs
     status, body = api(world, "/health")
     assert status == 200, "the API is not healthy"
     if "full_name" in columns(prod, "shop", "customers"):

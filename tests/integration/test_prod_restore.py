@@ -217,7 +217,7 @@ def test_failed_api_check_after_the_swap_swaps_back(fresh: pgworld.World, run_pl
 def test_rollback_is_idempotent(fresh: pgworld.World, run_playbook: t.Callable[..., t.Any]) -> None:
     world = fresh
     before = checksums(world.clusters["prod"], "shop")
-    for _ in range(2):
+    for _attempt in range(2):
         run = run_playbook("playbooks/rollback.yml", env={"PGSHIFT_WORLD": world.state})
         assert run.rc == 0, run.output[-3000:]
         assert "nothing to undo" in run.output or "no unfinished run" in run.output

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """Benchmark: a verified backup against the bare pg_dump + pg_restore pair, same machine, same run.
 
 pgshift side: ``backup`` (directory format, 2 jobs, light compression, checksums in the dump's snapshot) plus

@@ -5,12 +5,14 @@
 # This module_utils is PRIVATE to the pgshift.ops collection. It may change without notice.
 """Read a node-pg-migrate migrations folder exactly as node-pg-migrate reads it.
 
-- every regular file not matching the ignore pattern (default ``^\\..*``) is a migration; subfolders are skipped;
+- every regular file whose whole name does not match the ignore pattern (default ``\\..*``) is a migration;
+  subfolders are skipped;
 - the migration's name is the file's basename without extension;
 - order: numeric prefix first (a 17-digit prefix is a UTC ``YYYYMMDDhhmmssSSS`` timestamp), then the name with
   numeric collation; a file without a numeric prefix is an error;
 - SQL files: ``-- Up Migration`` / ``-- Down Migration`` markers (``^\\s*--[\\s-]*(up|down)\\s+migration``,
-  case-insensitive); no marker means the whole file is the up migration and there is no down.
+  case-insensitive); without an up marker the whole file is the up migration (down marker included, as
+  node-pg-migrate 9 does), and without a down marker there is no down.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import typing as t
 
 from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShiftError
 
-DEFAULT_IGNORE_PATTERN = r"^\..*"
+DEFAULT_IGNORE_PATTERN = r"\..*"
 LEDGER_TABLE = "pgmigrations"
 NODE_PG_MIGRATE_LOCK_ID = 7241865325823964
 
@@ -87,11 +89,12 @@ def list_migrations(folder: str, ignore_pattern: str = DEFAULT_IGNORE_PATTERN) -
     """The migrations of ``folder`` in node-pg-migrate's order."""
     if not os.path.isdir(folder):
         raise PgShiftError("migrations folder %r does not exist or is not a folder" % folder, path=folder)
-    ignore = re.compile(ignore_pattern)
+    # node-pg-migrate wraps the pattern as new RegExp(`^${ignorePattern}$`): it must match the whole file name
+    ignore = re.compile("^" + ignore_pattern + "$")
     files = []
     for entry in sorted(os.listdir(folder)):
         path = os.path.join(folder, entry)
-        if ignore.search(entry) or not os.path.isfile(path):
+        if ignore.match(entry) or not os.path.isfile(path):
             continue
         stem, ext = os.path.splitext(entry)
         files.append(
@@ -123,7 +126,9 @@ def split_sql(content: str) -> t.Tuple[str, t.Optional[str]]:
     if up_start >= 0:
         up_sql = content[up_start : down_start if down_start > up_start else None]
     else:
-        up_sql = content if down_start < 0 else content[:down_start]
+        # node-pg-migrate 9 (src/sqlMigration.ts): without an up marker the WHOLE file is the up migration, even
+        # when it has a down marker (the down part then runs on up too)
+        up_sql = content
     down_sql: t.Optional[str] = None
     if down_start >= 0:
         down_sql = content[down_start : up_start if up_start > down_start else None]

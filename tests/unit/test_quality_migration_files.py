@@ -198,6 +198,22 @@ def test_no_marker_means_all_up_and_no_down() -> None:
     assert mf.split_sql(content) == (content, None)
 
 
+def test_down_marker_only_runs_the_whole_file_up_as_node_pg_migrate_does() -> None:
+    # node-pg-migrate 9, src/sqlMigration.ts: no up marker -> the whole content is the up migration
+    content = "CREATE TABLE t (id int);\n" + DOWN
+    assert mf.split_sql(content) == (content, DOWN)
+
+
+def test_ignore_pattern_must_match_the_whole_name(tmp_path: t.Any) -> None:
+    folder = tmp_path / "m"
+    folder.mkdir()
+    for name in ("1_cmd.sql", "2_b.md"):
+        (folder / name).write_text("SELECT 1;\n")
+    # node-pg-migrate builds new RegExp(`^${ignorePattern}$`): "md" alone matches no whole name
+    assert [m.filename for m in mf.list_migrations(str(folder), ignore_pattern="md")] == ["1_cmd.sql", "2_b.md"]
+    assert [m.filename for m in mf.list_migrations(str(folder), ignore_pattern=r".*\.md")] == ["1_cmd.sql"]
+
+
 def test_up_marker_only_means_no_down() -> None:
     assert mf.split_sql(UP) == (UP, None)
 

@@ -24,6 +24,7 @@ import typing as t
 import pgworld
 import pytest
 from conftest import FAULT_RESULTS, ROOT, VENV_BIN, ansible_env
+from psycopg2 import sql
 from test_prod_restore import api, checksums, columns, databases, journal_runs
 
 FAST = {"pgshift_backup_verify_level": "read", "pgshift_swap_timeout": 5}
@@ -106,12 +107,57 @@ def flag_on(world: pgworld.World) -> t.Callable[[], bool]:
     return lambda: os.path.exists(os.path.join(world.state, "web", "maintenance.flag"))
 
 
+class CopyGate:
+    """A deterministic point in the middle of the copy step, whatever the machine's speed.
+
+    As soon as the new database's tables exist (the pre-data load committed), a session of the test locks them all
+    (ACCESS SHARE), so the copy workers' TRUNCATE waits; the predicate is true once a backend of the new database
+    waits for a lock. ``release()`` lets the copy go on (after the fault is injected)."""
+
+    def __init__(self, world: pgworld.World) -> None:
+        self.world = world
+        self.conn: t.Any = None
+
+    def __call__(self) -> bool:
+        prod = self.world.clusters["prod"]
+        if self.conn is None:
+            try:
+                conn = prod.connect("shop__next", autocommit=False)
+            except Exception:  # noqa: BLE001 - the database does not exist yet
+                return False
+            with conn.cursor() as cur:
+                cur.execute("SELECT schemaname, tablename FROM pg_tables WHERE schemaname = 'public'")
+                tables = cur.fetchall()
+                if not tables:
+                    conn.close()
+                    return False
+                cur.execute(
+                    sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(
+                        sql.SQL(", ").join(sql.Identifier(schema, name) for schema, name in tables)
+                    )
+                )
+            self.conn = conn
+            return False
+        with contextlib.closing(prod.connect()) as conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT 1 FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
+                "WHERE d.datname = 'shop__next' AND NOT l.granted"
+            )
+            return cur.fetchone() is not None
+
+    def release(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                self.conn.close()
+            self.conn = None
+
+
 TRIGGERS: t.Dict[str, t.Callable[[pgworld.World], t.Callable[[], bool]]] = {
     "backup": new_backup,
     "maintenance on": flag_on,
     "block access": lambda w: journal_step(w, "block_access", "started"),
     "build": lambda w: journal_step(w, "build", "started"),
-    "copy": lambda w: activity(w, "shop__next", "^\\s*COPY"),
+    "copy": CopyGate,
     "before swap": lambda w: journal_step(w, "build", "done"),
     "after swap": lambda w: journal_step(w, "swap", "done"),
 }

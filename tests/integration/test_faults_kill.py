@@ -13,6 +13,7 @@ import pgworld
 import pytest
 from fault_support import (
     TRIGGERS,
+    CopyGate,
     activity,
     fault_log,
     fresh,
@@ -34,10 +35,15 @@ def test_sigkill_of_the_controller_then_rollback(fresh: pgworld.World, tmp_path:
     world = fresh
     before = checksums(world.clusters["prod"], "shop")
     proc = start(world, "playbooks/prod_restore.yml", {}, tmp_path)
-    reached = wait_for(TRIGGERS[step](world), proc)
-    assert reached, "the run never reached %r:\n%s" % (step, output(tmp_path, "prod_restore.yml")[-3000:])
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    trigger = TRIGGERS[step](world)
+    try:
+        reached = wait_for(trigger, proc)
+        assert reached, "the run never reached %r:\n%s" % (step, output(tmp_path, "prod_restore.yml")[-3000:])
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if isinstance(trigger, CopyGate):
+            trigger.release()
     # the controller's orphaned workers finish or die with it; give them time, as an operator would
     with contextlib.suppress(ProcessLookupError):
         deadline = time.monotonic() + 60
@@ -57,13 +63,16 @@ def test_backends_killed_in_the_middle_of_a_step(fresh: pgworld.World, tmp_path:
     before = checksums(world.clusters["prod"], "shop")
     proc = start(world, "playbooks/prod_restore.yml", {}, tmp_path)
     trigger = TRIGGERS.get(step) or (lambda w: activity(w, "shop__next", "extended\\("))
-    reached = wait_for(trigger(world), proc)
+    gate = trigger(world)
+    reached = wait_for(gate, proc)
     with contextlib.closing(world.clusters["prod"].connect()) as conn, conn.cursor() as cur:
         cur.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname IN ('shop', 'shop__next') "
             "AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
         )
         killed = cur.fetchone()[0]
+    if isinstance(gate, CopyGate):
+        gate.release()
     rc = proc.wait(timeout=600)
     result = outcome(world, before)
     if result == "intact":

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -204,6 +205,8 @@ def release(journal: ConnParams, database: str, wait: float = 15.0) -> bool:
                 time.sleep(0.2)
     finally:
         conn.close()
+    # the lock is free: the holder's private folder (status, release flag, log) has served its purpose
+    shutil.rmtree(folder, ignore_errors=True)
     return had_holder
 
 

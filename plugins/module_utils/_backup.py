@@ -32,14 +32,13 @@ import typing as t
 
 from ansible_collections.pgshift.ops.plugins.module_utils import _checksums
 from ansible_collections.pgshift.ops.plugins.module_utils._clients import (
-    CommandResult,
+    BackgroundClient,
     check_client,
     run_client,
 )
 from ansible_collections.pgshift.ops.plugins.module_utils._clients import find_client as _find_client
 from ansible_collections.pgshift.ops.plugins.module_utils._connection import (
     ConnParams,
-    client_environment,
     connect,
     db_error,
     scrub,
@@ -363,47 +362,6 @@ def retention_plan(
 
 
 # --------------------------------------------------------------------------------------------- backup
-class _DumpProcess:
-    """pg_dump running in the background with the password in a 0600 PGPASSFILE (never argv or environment)."""
-
-    def __init__(self, argv: t.Sequence[str], params: ConnParams) -> None:
-        self.argv = list(argv)
-        self.params = params
-        self._env_cm = client_environment(params)
-        env = self._env_cm.__enter__()
-        self._stderr = tempfile.TemporaryFile()
-        try:
-            self.proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
-                self.argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._stderr
-            )
-        except OSError as exc:
-            self.close()
-            raise PgShiftError("cannot run %s: %s" % (self.argv[0], exc)) from None
-
-    def wait(self) -> CommandResult:
-        rc = self.proc.wait()
-        self._stderr.seek(0)
-        err = self._stderr.read().decode("utf-8", "replace")
-        self.close()
-        return CommandResult(rc, "", scrub(err, self.params.password))
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.close()
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._stderr.close()
-        with contextlib.suppress(Exception):
-            self._env_cm.__exit__(None, None, None)
-
-
 def plan_backup(params: ConnParams, opts: BackupOptions) -> t.Dict[str, t.Any]:
     """What a backup would do: target, clients, estimated size, free space (nothing is written)."""
     if opts.format not in FORMATS:
@@ -526,7 +484,7 @@ def _run_backup(
 
     algorithm = str(plan["checksum_algorithm"])
     exporter = connect(params, autocommit=True)
-    dump: t.Optional[_DumpProcess] = None
+    dump: t.Optional[BackgroundClient] = None
     try:
         with exporter.cursor() as cur:
             cur.execute("SELECT set_config('idle_in_transaction_session_timeout', '0', false)")
@@ -548,7 +506,7 @@ def _run_backup(
         ] + compress_args(opts.compress, dump_major)
         if opts.format == "directory" and opts.jobs > 1:
             argv.append("--jobs=%d" % opts.jobs)
-        dump = _DumpProcess(argv, params)
+        dump = BackgroundClient(argv, params)
         try:
             checksums, (schema_hash, schema_note), globals_info = run_parallel(
                 [

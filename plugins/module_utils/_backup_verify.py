@@ -22,8 +22,6 @@ import datetime
 import json
 import os
 import secrets
-import subprocess
-import tempfile
 import time
 import typing as t
 
@@ -41,16 +39,14 @@ from ansible_collections.pgshift.ops.plugins.module_utils._backup import (
     write_file_atomic,
 )
 from ansible_collections.pgshift.ops.plugins.module_utils._clients import (
-    CommandResult,
+    BackgroundClient,
     check_client,
     run_client,
 )
 from ansible_collections.pgshift.ops.plugins.module_utils._connection import (
     ConnParams,
-    client_environment,
     connect,
     db_error,
-    scrub,
     server_major,
 )
 from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShiftError
@@ -125,46 +121,6 @@ def verify_read(manifest_path: str, manifest: t.Mapping[str, t.Any]) -> t.List[t
 
 
 # --------------------------------------------------------------------------------------------- level restore
-class _Background:
-    """A client binary in the background, password only in a 0600 PGPASSFILE."""
-
-    def __init__(self, argv: t.Sequence[str], params: ConnParams) -> None:
-        self.params = params
-        self._env_cm = client_environment(params)
-        env = self._env_cm.__enter__()
-        self._stderr = tempfile.TemporaryFile()
-        try:
-            self.proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
-                list(argv), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._stderr
-            )
-        except OSError as exc:
-            self.close()
-            raise PgShiftError("cannot run %s: %s" % (argv[0], exc)) from None
-
-    def wait(self) -> CommandResult:
-        rc = self.proc.wait()
-        self._stderr.seek(0)
-        err = self._stderr.read().decode("utf-8", "replace")
-        self.close()
-        return CommandResult(rc, "", scrub(err, self.params.password))
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.close()
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._stderr.close()
-        with contextlib.suppress(Exception):
-            self._env_cm.__exit__(None, None, None)
-
-
 def database_exists(params: ConnParams, name: str) -> bool:
     conn = connect(params, autocommit=True)
     try:
@@ -246,7 +202,7 @@ def restore_and_check(
     )
     timings["create_and_data"] = round(time.monotonic() - started, 3)
     mark = time.monotonic()
-    post = _Background(base + ["--section=post-data"] + jobs_args + [archive], target)
+    post = BackgroundClient(base + ["--section=post-data"] + jobs_args + [archive], target)
     try:
 
         def worker_connect() -> t.Any:

@@ -12,11 +12,13 @@ server's, and records which binaries it used.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import re
 import shutil
 import subprocess
+import tempfile
 import typing as t
 
 from ansible_collections.pgshift.ops.plugins.module_utils._connection import ConnParams, client_environment, scrub
@@ -121,3 +123,48 @@ def check_client(result: CommandResult, what: str) -> None:
     if result.rc != 0:
         tail = "\n".join(result.stderr.strip().splitlines()[-8:])
         raise PgShiftError("%s failed (exit %d): %s" % (what, result.rc, tail), rc=result.rc)
+
+
+class BackgroundClient:
+    """A client binary running in the background (pg_dump, pg_restore) while the caller does other work.
+
+    The connection and the 0600 PGPASSFILE come from ``client_environment`` as for ``run_client``; stderr goes to an
+    anonymous temporary file and is returned scrubbed of the password by ``wait``. ``kill`` stops it (TERM, then KILL).
+    """
+
+    def __init__(self, argv: t.Sequence[str], params: ConnParams) -> None:
+        self.argv = list(argv)
+        self.params = params
+        self._env_cm = client_environment(params)
+        env = self._env_cm.__enter__()
+        self._stderr = tempfile.TemporaryFile()
+        try:
+            self.proc = subprocess.Popen(
+                self.argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._stderr
+            )
+        except OSError as exc:
+            self.close()
+            raise PgShiftError("cannot run %s: %s" % (self.argv[0], exc)) from None
+
+    def wait(self) -> CommandResult:
+        rc = self.proc.wait()
+        self._stderr.seek(0)
+        err = self._stderr.read().decode("utf-8", "replace")
+        self.close()
+        return CommandResult(rc, "", scrub(err, self.params.password))
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._stderr.close()
+        with contextlib.suppress(Exception):
+            self._env_cm.__exit__(None, None, None)

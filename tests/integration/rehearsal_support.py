@@ -169,7 +169,7 @@ INJECT = yaml.safe_load(
     PGPASSWORD: "{{ pgshift_prod_connection.password }}"
   changed_when: true
   no_log: true
-  when: pgshift_test_inject_regression | default(false) | bool
+  when: test_inject_regression | default(false) | bool
 """
 )
 

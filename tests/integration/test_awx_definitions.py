@@ -205,7 +205,7 @@ def test_credential_type_matches_the_github_vars_file(export: t.Dict[str, t.Any]
     assert injected == github, "AWX and the GitHub workflow hand the same variables to the inventory"
     assert all(field["secret"] for field in ctype["inputs"]["fields"])
     (credential,) = export["credentials"]
-    assert credential["inputs"] == {}, "no secret in the export"
+    assert set(credential["inputs"].values()) == {"REPLACE-ME-IN-AWX"}, "no secret in the export, placeholders only"
 
 
 def test_playbooks_pass_the_syntax_check() -> None:
@@ -228,3 +228,15 @@ def test_release_failed_node_fails(run_playbook: t.Callable[..., t.Any]) -> None
     assert "The production release failed and the rollback job ran" in run.output
     check = run_playbook("awx/playbooks/release_failed.yml", args=["--check"])
     assert check.rc == 2, "the node fails in check mode too"
+
+
+def test_every_credential_has_its_types_required_inputs(export: t.Dict[str, t.Any]) -> None:
+    from ansible_collections.pgshift.ops.plugins.module_utils._variables import PLACEHOLDER_PASSWORD
+
+    types = {ct["name"]: ct for ct in export["credential_types"]}
+    for cred in export["credentials"]:
+        ctype = types[cred["credential_type"]["name"]]
+        required = set(ctype["inputs"].get("required") or [])
+        assert required <= set(cred["inputs"]), cred["name"]
+        # placeholders only, which vars_check refuses as passwords: no secret is ever in this file
+        assert set(cred["inputs"].values()) == {PLACEHOLDER_PASSWORD}

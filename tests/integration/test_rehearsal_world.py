@@ -146,7 +146,7 @@ def test_release_wired_with_gate_and_perf_check(
     production_like["pgshift_rehearsals_dir"] = rehearsed.rehearsals_dir
 
     # the gate lets the release through; the regression after the swap is caught and production swapped back
-    run = run_playbook(playbook, extra_vars=dict(production_like, pgshift_test_inject_regression=True), env=env)
+    run = run_playbook(playbook, extra_vars=dict(production_like, test_inject_regression=True), env=env)
     assert run.rc != 0, run.output[-4000:]
     assert "maintenance window" in run.output and "forecast" in run.output
     assert "no longer uses order_lines_pkey" in run.output

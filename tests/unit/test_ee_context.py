@@ -152,6 +152,11 @@ def test_collection_in_the_context(context: t.Dict[str, str]) -> None:
     ):
         assert needed in names, needed
     assert not [n for n in names if "node_modules" in n or n.startswith((".venv", ".build", ".local", "artifacts"))]
+    # only what users run: no tests, benchmarks, repository tooling, sample app, local inventory, molecule or caches
+    assert "COPYING" in names
+    left_out = ("tests", "bench", ".github", ".ci", "mk", "Makefile", "tools", "sample_app", "inventories/local")
+    assert not [n for n in names if n in left_out or n.startswith(tuple(p + "/" for p in left_out))]
+    assert not [n for n in names if "/molecule/" in n or "_cache" in n or "__pycache__" in n]
     for name in ("package.json", "package-lock.json"):
         assert read(os.path.join(build, "node", name)) == read(os.path.join(ROOT, "tools", "node", name))
     lock = json.loads(read(os.path.join(build, "node", "package-lock.json")))

@@ -1,0 +1,57 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: pgshift contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: vars_check
+short_description: Refuse mistyped or unknown pgshift variables before anything changes
+version_added: 0.1.0
+description:
+  - Looks at every variable of the host whose name starts with C(pgshift_) and fails when no pgshift playbook reads
+    it, with the closest known name ("did you mean ..."), so that a typo such as C(pgshift_backup_verify_levle) stops
+    the run in Preflight instead of being ignored.
+  - Every C(pgshift_<environment>_connection) dictionary is checked too, and only the keys the playbooks read are
+    accepted (C(host), C(port), C(user), C(password), C(database), C(sslmode), C(sslrootcert)); a mistyped key such
+    as C(pasword) is refused instead of ending in an authentication error, and community.postgresql's names
+    (C(login_host), ...) are refused with the name to use. Values are never shown.
+  - Runs on the controller (an action plugin); it changes nothing.
+attributes:
+  check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target.
+    support: full
+  diff_mode:
+    description: Does not return a diff.
+    support: none
+  action:
+    description: Runs as an action plugin on the controller.
+    support: full
+options:
+  extra_known:
+    description: Further variable names to accept (variables of your own playbooks that use the C(pgshift_) prefix).
+    type: list
+    elements: str
+    default: []
+author:
+  - pgshift contributors (!UNKNOWN)
+"""
+
+EXAMPLES = r"""
+- name: Preflight | no mistyped pgshift variable
+  pgshift.ops.vars_check:
+"""
+
+RETURN = r"""
+checked:
+  description: The C(pgshift_) variables that were looked at.
+  returned: always
+  type: list
+  elements: str
+problems:
+  description: One message per unknown variable or connection key, with a suggestion where one is close.
+  returned: always
+  type: list
+  elements: str
+"""

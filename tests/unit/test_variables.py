@@ -1,0 +1,68 @@
+"""The list of known pgshift variables stays in step with what the playbooks and roles read."""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+
+from ansible_collections.pgshift.ops.plugins.module_utils import _variables as v
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+GROUPS = {"pgshift_db", "pgshift_app", "pgshift_web"}
+
+
+def _files() -> list:
+    out = []
+    for pattern in ("playbooks/*.yml", "roles/*/tasks/*.yml", "roles/*/defaults/*.yml", "inventories/*/group_vars/*"):
+        out += glob.glob(os.path.join(ROOT, pattern))
+    return sorted(out)
+
+
+def test_every_variable_the_playbooks_read_is_known() -> None:
+    read, registered = set(), set()
+    for path in _files():
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+        read |= set(re.findall(r"(?<![\w&*])pgshift_[a-z0-9_]+", text))
+        registered |= set(re.findall(r"register: (pgshift_[a-z0-9_]+)", text))
+        registered |= set(re.findall(r"^\s+(pgshift_[a-z0-9_]+): .*now\(", text, re.M))
+    unknown = sorted(
+        name
+        for name in read - registered - GROUPS
+        if name not in v.KNOWN_VARIABLES and not v.CONNECTION_VARIABLE.match(name) and not v.SECRET_VARIABLE.match(name)
+    )
+    assert not unknown, "add these to plugins/module_utils/_variables.py KNOWN_VARIABLES: %s" % unknown
+
+
+def test_a_typo_is_named_with_the_closest_known_name() -> None:
+    problems = v.unknown_variables(["pgshift_backup_verify_levle", "pgshift_jobs", "pgshift_prod_connection"])
+    assert problems == ["unknown variable pgshift_backup_verify_levle (did you mean pgshift_backup_verify_level?)"]
+
+
+def test_a_name_far_from_every_known_one_gets_no_suggestion() -> None:
+    assert v.unknown_variables(["pgshift_zzzzzz"]) == ["unknown variable pgshift_zzzzzz"]
+
+
+def test_secrets_and_connections_of_any_environment_are_accepted() -> None:
+    assert v.unknown_variables(["pgshift_secret_prod_password", "pgshift_qa_connection"]) == []
+    assert v.unknown_variables(["pgshift_mine"], extra_known=["pgshift_mine"]) == []
+
+
+def test_connection_keys_are_checked() -> None:
+    assert v.connection_problems("pgshift_prod_connection", {"host": "h", "pasword": "x"}) == [
+        "pgshift_prod_connection: unknown key pasword (did you mean password?)"
+    ]
+    assert v.connection_problems("pgshift_prod_connection", {"login_user": "u"}) == [
+        "pgshift_prod_connection: write user instead of login_user"
+    ]
+    (problem,) = v.connection_problems("pgshift_prod_connection", "host=x")
+    assert problem.startswith("pgshift_prod_connection must be a dictionary with keys database, host, password")
+    assert v.connection_problems("pgshift_prod_connection", dict.fromkeys(v.CONNECTION_KEYS, "x")) == []
+
+
+def test_the_awx_placeholder_password_is_refused() -> None:
+    conn = {"host": "h", "password": v.PLACEHOLDER_PASSWORD}
+    assert v.connection_problems("pgshift_dev_connection", conn) == [
+        "pgshift_dev_connection: the password is still the placeholder of the AWX import; set it in AWX"
+    ]

@@ -194,3 +194,16 @@ def test_plan_keeps_both_tables_and_their_losses_apart() -> None:
     assert pairs == {"a.b": ("a", "b"), '"a.b"': ("public", "a.b")}
     assert plan.accepted_columns == ['"a.b".gone'] and plan.lost_columns == ["a.b.gone"]
     assert plan.accepted_tables == ["x"] and plan.lost_tables == []
+
+
+def test_schema_diff_reads_dotted_renames_from_the_mapping(tmp_path: t.Any) -> None:
+    from ansible_collections.pgshift.ops.plugins.module_utils._schema_sources import renames_from_mapping
+
+    # Snapshot names are quote_ident-qualified; the mapping names the same tables by _identity keys.
+    source = {"objects": {"tables": {'public."a.b"': {}, "a.b": {}}, "columns": {'public."a.b".v': {}}}}
+    target = {"objects": {"tables": {'public."x.y"': {}, "a.b": {}}, "columns": {'public."x.y".w': {}}}}
+    path = _write(tmp_path, "tables:\n  '\"x.y\"':\n    from: '\"a.b\"'\n    columns:\n      w: {from: v}\n")
+    assert renames_from_mapping(path, source, target) == {
+        'public."a.b"': 'public."x.y"',
+        'public."a.b".v': 'public."x.y".w',
+    }

@@ -200,8 +200,12 @@ def test_schema_diff_reads_dotted_renames_from_the_mapping(tmp_path: t.Any) -> N
     from ansible_collections.pgshift.ops.plugins.module_utils._schema_sources import renames_from_mapping
 
     # Snapshot names are quote_ident-qualified; the mapping names the same tables by _identity keys.
-    source = {"objects": {"tables": {'public."a.b"': {}, "a.b": {}}, "columns": {'public."a.b".v': {}}}}
-    target = {"objects": {"tables": {'public."x.y"': {}, "a.b": {}}, "columns": {'public."x.y".w': {}}}}
+    source: t.Dict[str, t.Any] = {
+        "objects": {"tables": {'public."a.b"': {}, "a.b": {}}, "columns": {'public."a.b".v': {}}}
+    }
+    target: t.Dict[str, t.Any] = {
+        "objects": {"tables": {'public."x.y"': {}, "a.b": {}}, "columns": {'public."x.y".w': {}}}
+    }
     path = _write(tmp_path, "tables:\n  '\"x.y\"':\n    from: '\"a.b\"'\n    columns:\n      w: {from: v}\n")
     assert renames_from_mapping(path, source, target) == {
         'public."a.b"': 'public."x.y"',

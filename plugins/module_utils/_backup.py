@@ -565,6 +565,7 @@ def _run_backup(
         "user": params.user,
         "files": file_digests(partial),
         "checksum_algorithm": algorithm,
+        "table_keys": _checksums.TABLE_KEYS,
         "tables": checksums,
         "ledger": ledger,
         "schema_hash": schema_hash,

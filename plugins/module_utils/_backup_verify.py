@@ -220,7 +220,7 @@ def restore_and_check(
         raise
     check_client(post.wait(), "pg_restore (post-data) into %s" % database)
     timings["post_data_and_checksums"] = round(time.monotonic() - mark, 3)
-    table_results, mismatches = _checksums.compare_checksums(manifest.get("tables", {}), actual)
+    table_results, mismatches = _checksums.compare_checksums(_checksums.manifest_tables(manifest), actual)
     return {
         "database": database,
         "checksum_algorithm": algorithm,
@@ -297,7 +297,7 @@ def verify_backup(
     if not result["tables"]:
         result["tables"] = {
             key: {"expected_rows": v["rows"], "expected_checksum": v["checksum"], "ok": None}
-            for key, v in manifest.get("tables", {}).items()
+            for key, v in _checksums.manifest_tables(manifest).items()
         }
     result["checks"] = checks
     result["mismatches"] = mismatches

@@ -40,6 +40,11 @@ import contextlib
 import typing as t
 
 from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShiftError
+from ansible_collections.pgshift.ops.plugins.module_utils._identity import (
+    legacy_qualified_key,
+    parse_qualified_key,
+    qualified_key,
+)
 
 try:
     import psycopg2
@@ -51,28 +56,49 @@ SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
 
 
 class TableRef(t.NamedTuple):
-    """A table by schema and name; ``key`` is the ``schema.table`` form used in manifests and results."""
+    """A table by schema and name; ``key`` is the ``schema.table`` form used in manifests and results
+    (``_identity.qualified_key``: a part holding a dot or a double quote is double-quoted, so keys never collide)."""
 
     schema: str
     name: str
 
     @property
     def key(self) -> str:
-        return "%s.%s" % (self.schema, self.name)
+        return qualified_key(self.schema, self.name)
 
 
 TableLike = t.Union[TableRef, t.Tuple[str, str], str]
+# How a manifest's ``tables`` keys are written: ``_identity.qualified_key``. A manifest without ``table_keys`` was
+# written before: its keys are ``schema || '.' || table`` (equal to today's for every name without a dot or quote).
+TABLE_KEYS = "qualified-v1"
 
 
 def as_ref(table: TableLike) -> TableRef:
-    """A TableRef from a TableRef, a (schema, name) pair, or a ``schema.table`` key (split at its first dot: use a
-    pair for a schema name that holds a dot)."""
+    """A TableRef from a TableRef, a (schema, name) pair, or a ``schema.table`` key (``_identity.qualified_key``)."""
     if isinstance(table, str):
-        schema, dot, name = table.partition(".")
-        if not dot or not schema or not name:
-            raise PgShiftError("table %r is not of the form schema.table" % table)
-        return TableRef(schema, name)
+        return TableRef(*parse_qualified_key(table))
     return TableRef(*table)
+
+
+def manifest_tables(manifest: t.Mapping[str, t.Any]) -> t.Dict[str, t.Any]:
+    """A manifest's per-table entries keyed as :attr:`TableRef.key` keys them, whichever version wrote it."""
+    tables = manifest.get("tables") or {}
+    if manifest.get("table_keys") == TABLE_KEYS:
+        return dict(tables)
+    if manifest.get("table_keys") is not None:
+        raise PgShiftError(
+            "backup manifest writes table keys as %r, which this version of pgshift does not know (it knows %s)"
+            % (manifest.get("table_keys"), TABLE_KEYS)
+        )
+    out: t.Dict[str, t.Any] = {}
+    for key, entry in tables.items():
+        new = legacy_qualified_key(key)
+        if new in out:
+            raise PgShiftError(
+                "backup manifest lists table %s twice (written before table keys were quoted): take a new backup" % new
+            )
+        out[new] = entry
+    return out
 
 
 _LIST_TABLES = """

@@ -25,6 +25,12 @@ import typing as t
 
 from ansible_collections.pgshift.ops.plugins.module_utils._connection import db_error
 from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShiftError
+from ansible_collections.pgshift.ops.plugins.module_utils._identity import (
+    column_key,
+    normalize_column_key,
+    normalize_table_key,
+    table_key,
+)
 
 try:
     import psycopg2
@@ -86,7 +92,8 @@ class Table:
 
     @property
     def key(self) -> str:
-        return self.name if self.schema == "public" else "%s.%s" % (self.schema, self.name)
+        """The table's identity as a string (``_identity.table_key``: injective, ``public.`` left out)."""
+        return table_key(self.schema, self.name)
 
     @property
     def ident(self) -> "sql.Composable":
@@ -192,11 +199,11 @@ class KeyConstraint:
 
 
 _KEYS_SQL = """
-SELECT CASE WHEN n.nspname = 'public' THEN c.relname ELSE n.nspname || '.' || c.relname END,
+SELECT n.nspname, c.relname,
        con.contype::text, con.conname,
        ARRAY(SELECT a.attname FROM unnest(con.conkey) WITH ORDINALITY k(n, i)
              JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n ORDER BY k.i),
-       CASE WHEN rn.nspname = 'public' THEN rc.relname ELSE rn.nspname || '.' || rc.relname END,
+       rn.nspname, rc.relname,
        ARRAY(SELECT a.attname FROM unnest(con.confkey) WITH ORDINALITY k(n, i)
              JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n ORDER BY k.i)
 FROM pg_constraint con
@@ -207,11 +214,11 @@ LEFT JOIN pg_namespace rn ON rn.oid = rc.relnamespace
 WHERE con.contype IN ('p', 'u', 'f') AND NOT c.relispartition AND con.conparentid = 0
   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
 UNION ALL
-SELECT CASE WHEN n.nspname = 'public' THEN c.relname ELSE n.nspname || '.' || c.relname END,
+SELECT n.nspname, c.relname,
        'u', ic.relname,
        ARRAY(SELECT a.attname FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(n, o)
              JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.n ORDER BY k.o),
-       NULL, NULL
+       NULL, NULL, NULL
 FROM pg_index i
 JOIN pg_class c ON c.oid = i.indrelid
 JOIN pg_class ic ON ic.oid = i.indexrelid
@@ -231,7 +238,17 @@ def read_key_constraints(conn: t.Any) -> t.List[KeyConstraint]:
             rows = cur.fetchall()
     except psycopg2.Error as exc:
         raise db_error(exc, "reading key constraints") from None
-    return [KeyConstraint(r[0], r[1], list(r[3]), r[4], list(r[5]) if r[5] else None, r[2]) for r in rows]
+    return [
+        KeyConstraint(
+            table_key(r[0], r[1]),
+            r[2],
+            list(r[4]),
+            table_key(r[5], r[6]) if r[6] is not None else None,
+            list(r[7]) if r[7] else None,
+            r[3],
+        )
+        for r in rows
+    ]
 
 
 def check_constraints(conn: t.Any, table: Table) -> t.List[t.Tuple[str, str]]:
@@ -251,6 +268,25 @@ class Mapping:
     tables: t.Dict[str, t.Dict[str, t.Any]] = dataclasses.field(default_factory=dict)
     accept_tables: t.Set[str] = dataclasses.field(default_factory=set)
     accept_columns: t.Set[str] = dataclasses.field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        # Every table and column named in the file, in the one canonical key form (_identity): ``public.orders`` and
+        # ``orders`` are one table, ``a.b`` (schema a) and ``"a.b"`` (public) are two.
+        try:
+            tables: t.Dict[str, t.Dict[str, t.Any]] = {}
+            for name, raw in self.tables.items():
+                key = normalize_table_key(name)
+                if key in tables:
+                    raise PgShiftError("tables names table %s twice (as %r and another spelling)" % (key, name))
+                spec = dict(raw or {})
+                if spec.get("from") is not None:
+                    spec["from"] = normalize_table_key(str(spec["from"]))
+                tables[key] = spec
+            self.tables = tables
+            self.accept_tables = {normalize_table_key(x) for x in self.accept_tables}
+            self.accept_columns = {normalize_column_key(x) for x in self.accept_columns}
+        except PgShiftError as exc:
+            raise PgShiftError("mapping_file: %s" % exc) from None
 
     def table_from(self, target_key: str) -> t.Optional[str]:
         spec = self.tables.get(target_key) or {}
@@ -461,7 +497,7 @@ def build_plan(
     ``ledger_source_tables``: when given, the ledger tables are planned from these tables (the dev database) instead
     of the source; a ledger table missing there stays empty.
     """
-    ledger = set(ledger_tables)
+    ledger = {normalize_table_key(x) for x in ledger_tables}
     for name in mapping.tables:
         if name not in target_tables:
             raise PgShiftError(
@@ -541,7 +577,7 @@ def build_plan(
         for col in source_tables[skey].columns:
             if col.name in used_columns.get(skey, set()):
                 continue
-            name = "%s.%s" % (skey, col.name)
+            name = column_key(skey, col.name)
             (accepted_columns if name in mapping.accept_columns else lost_columns).append(name)
     for name in sorted(mapping.accept_tables - set(accepted_tables)):
         warnings.append("accept_loss.tables lists %r, which is not lost (it is carried or absent)" % name)
@@ -843,10 +879,10 @@ def normalize_constraints(items: t.Sequence[t.Mapping[str, t.Any]]) -> t.List[Ke
             )
         out.append(
             KeyConstraint(
-                str(item["table"]),
+                normalize_table_key(str(item["table"])),
                 ctype,
                 [str(c) for c in item["columns"]],
-                item.get("ref_table"),
+                normalize_table_key(str(item["ref_table"])) if item.get("ref_table") else None,
                 [str(c) for c in item.get("ref_columns") or []] or None,
                 item.get("name"),
             )
@@ -888,7 +924,8 @@ def prepare_plan(
     ledger_source: t.Optional[t.Dict[str, Table]] = None
     if ledger_conn is not None:
         ledger_all = read_tables(ledger_conn)
-        ledger_source = {k: v for k, v in ledger_all.items() if k in set(ledger_tables)}
+        wanted = {normalize_table_key(x) for x in ledger_tables}
+        ledger_source = {k: v for k, v in ledger_all.items() if k in wanted}
     return build_plan(source_tables, target_tables, mapping, ledger_tables, ledger_source)
 
 

@@ -38,6 +38,7 @@ from ansible_collections.pgshift.ops.plugins.module_utils._connection import (
     server_major,
 )
 from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShiftError
+from ansible_collections.pgshift.ops.plugins.module_utils._identity import table_key
 
 try:
     import psycopg2
@@ -258,7 +259,7 @@ class SequenceInfo(t.NamedTuple):
 
     @property
     def key(self) -> str:
-        return self.name if self.schema == "public" else "%s.%s" % (self.schema, self.name)
+        return table_key(self.schema, self.name)
 
 
 def read_sequences(conn: t.Any) -> t.List[SequenceInfo]:
@@ -268,7 +269,7 @@ def read_sequences(conn: t.Any) -> t.List[SequenceInfo]:
         for r in cur.fetchall():
             table = None
             if r[3] is not None:
-                table = r[3] if r[2] == "public" else "%s.%s" % (r[2], r[3])
+                table = table_key(r[2], r[3])
             out.append(SequenceInfo(r[0], r[1], table, r[2], r[3], r[4], int(r[5])))
         return out
 

@@ -34,6 +34,7 @@ import typing as t
 
 from ansible_collections.pgshift.ops.plugins.module_utils._backup import make_private_dir, write_file_atomic
 from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShiftError
+from ansible_collections.pgshift.ops.plugins.module_utils._identity import qualified_key
 
 try:
     import psycopg2
@@ -141,7 +142,7 @@ def table_statistics(cur: t.Any) -> t.List[t.Dict[str, t.Any]]:
         last = max([x for x in (manual, auto) if x is not None], default=None)
         out.append(
             {
-                "table": "%s.%s" % (schema, name),
+                "table": qualified_key(schema, name),
                 "last_analyzed": last.isoformat() if last else None,
                 "live_rows": int(live or 0),
                 "modified_since_analyze": int(modified or 0),
@@ -176,11 +177,11 @@ def not_analyzed(stats: t.Sequence[t.Mapping[str, t.Any]], since: t.Optional[str
 
 def invalid_indexes(cur: t.Any) -> t.List[str]:
     cur.execute(
-        "SELECT n.nspname || '.' || c.relname FROM pg_catalog.pg_index i"
+        "SELECT n.nspname, c.relname FROM pg_catalog.pg_index i"
         " JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE NOT i.indisvalid OR NOT i.indisready ORDER BY 1"
+        " WHERE NOT i.indisvalid OR NOT i.indisready ORDER BY 1, 2"
     )
-    return [r[0] for r in cur.fetchall()]
+    return [qualified_key(r[0], r[1]) for r in cur.fetchall()]
 
 
 def _parse_time(value: str) -> datetime.datetime:

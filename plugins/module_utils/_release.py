@@ -29,6 +29,7 @@ from ansible_collections.pgshift.ops.plugins.module_utils import _journal as jou
 from ansible_collections.pgshift.ops.plugins.module_utils._clients import check_client, find_client, run_client
 from ansible_collections.pgshift.ops.plugins.module_utils._connection import ConnParams, connect, db_error, server_major
 from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShiftError
+from ansible_collections.pgshift.ops.plugins.module_utils._identity import qualified_key
 
 try:
     import psycopg2
@@ -271,7 +272,7 @@ def refresh_materialized_views(target: ConnParams) -> t.List[str]:
                 for schema, name in pending:
                     try:
                         cur.execute(sql.SQL("REFRESH MATERIALIZED VIEW {}").format(sql.Identifier(schema, name)))
-                        refreshed.append("%s.%s" % (schema, name))
+                        refreshed.append(qualified_key(schema, name))
                     except psycopg2.errors.ObjectNotInPrerequisiteState:
                         failed.append((schema, name))
                 pending = failed

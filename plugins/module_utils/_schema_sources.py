@@ -21,6 +21,7 @@ import uuid
 from ansible_collections.pgshift.ops.plugins.module_utils import _ledger, _migration_files
 from ansible_collections.pgshift.ops.plugins.module_utils._connection import ConnParams, connect, db_error
 from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShiftError
+from ansible_collections.pgshift.ops.plugins.module_utils._identity import parse_table_key
 from ansible_collections.pgshift.ops.plugins.module_utils._schema import Snapshot, read_snapshot_file, take_snapshot
 
 try:
@@ -207,9 +208,10 @@ def _raw_index(snapshot: Snapshot, plural: str) -> t.Dict[t.Tuple[str, ...], str
 def renames_from_mapping(path: str, source: Snapshot, target: Snapshot) -> t.Dict[str, str]:
     """Renames declared by a data mapping file (``tables.<new>.from``, ``tables.<t>.columns.<new>.from``).
 
-    The file names objects unquoted (``customers`` or ``schema.table``; no schema means ``public``); they are matched
-    against the snapshots' names, so quoting never gets in the way. A declared rename that neither snapshot shows
-    is left out (the data mapping may describe an older release).
+    The file names tables by ``_identity`` keys (``customers``, ``schema.table``, ``"a.b"``; no schema means
+    ``public``), read back into (schema, name) and matched against the snapshots' raw names, so quoting never gets in
+    the way. A declared rename that neither snapshot shows is left out (the data mapping may describe an older
+    release).
     """
     from ansible_collections.pgshift.ops.plugins.module_utils._data import load_mapping
 
@@ -218,8 +220,7 @@ def renames_from_mapping(path: str, source: Snapshot, target: Snapshot) -> t.Dic
     source_columns, target_columns = _raw_index(source, "columns"), _raw_index(target, "columns")
 
     def table_parts(name: str) -> t.Tuple[str, ...]:
-        schema, sep, table = str(name).rpartition(".")
-        return (schema if sep else "public", table)
+        return parse_table_key(name)
 
     renames: t.Dict[str, str] = {}
     for new_name, spec in mapping.tables.items():

@@ -43,7 +43,9 @@ options:
     default: []
     suboptions:
       table:
-        description: Table key (C(name), or C(schema.name) outside public).
+        description:
+          - Table key (C(name), or C(schema.name) outside public); a part holding a dot or a double quote is
+            double-quoted, a quote inside doubled (C("a.b") is table C(a.b) in public).
         type: str
         required: true
       type:

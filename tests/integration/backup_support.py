@@ -13,6 +13,7 @@ from psycopg2 import sql
 
 from ansible_collections.pgshift.ops.plugins.module_utils import _backup, _backup_verify
 from ansible_collections.pgshift.ops.plugins.module_utils._connection import ConnParams
+from ansible_collections.pgshift.ops.plugins.module_utils._identity import qualified_key
 
 HOSTILE_SCHEMA = "With a space"
 HOSTILE_TABLE = 'we"ird.tab'
@@ -58,7 +59,7 @@ SAMPLE_SQL = [
 ]
 
 SAMPLE_TABLES = {
-    "%s.%s" % (HOSTILE_SCHEMA, HOSTILE_TABLE): 300,
+    qualified_key(HOSTILE_SCHEMA, HOSTILE_TABLE): 300,  # 'With a space."we""ird.tab"': the dot is quoted
     "public.orders": 504,
     "public.measures_2023": 214,
     "public.measures_2024": 187,

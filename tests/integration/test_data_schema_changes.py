@@ -129,7 +129,7 @@ def test_problems_reported_before_copy(world: t.Any, run_module: t.Callable[...,
         assert ("people", None, "check") in found  # score < 100 evaluated on the mapped source values
         assert ("people", "score", "out_of_range") in found  # 1234567.125 does not fit numeric(10,4)
         assert ("people", "kind", "enum") in found
-        assert ('we"ird', "select", "orphan") in found
+        assert ('"we""ird"', "select", "orphan") in found
         assert ("people", "full_name", "duplicate") in found  # from post_data_constraints
         assert res.result["notes"] == []
         too_long = next(p for p in res.result["problems"] if p["kind"] == "too_long")
@@ -168,8 +168,8 @@ def test_copy_and_prove_with_changed_schema(world: t.Any, run_module: t.Callable
     assert people["nick"]["target_type"] == "character varying(10)" and people["nick"]["cast"] is True
     assert by_table["people"]["defaulted"] == ["status"] and by_table["people"]["format"] == "text"
     assert by_table["badges"]["new"] is True
-    assert by_table['we"ird']["format"] == "binary"
-    assert by_table["a.b.select"]["generated"] == ["doubled"]
+    assert by_table['"we""ird"']["format"] == "binary"
+    assert by_table['"a.b".select']["generated"] == ["doubled"]
     assert plan.result["lost"] == {
         "tables": [],
         "columns": [],
@@ -180,8 +180,8 @@ def test_copy_and_prove_with_changed_schema(world: t.Any, run_module: t.Callable
     copy = run_module("data_copy", dict(carry.common_args(accepted), jobs=3))
     assert not copy.failed, copy.output
     assert copy.result["tables"]["people"]["rows"] == 300
-    assert copy.result["tables"]['we"ird']["rows"] == 200
-    assert copy.result["tables"]["a.b.select"]["rows"] == 150
+    assert copy.result["tables"]['"we""ird"']["rows"] == 200
+    assert copy.result["tables"]['"a.b".select']["rows"] == 150
     cluster, target = carry.cluster, carry.target
     assert ds.execute(
         cluster, target, 'SELECT "Ünïcode", doubled FROM "we""ird", "a.b"."select" WHERE "a.b" = 3 AND id = 3'
@@ -191,7 +191,7 @@ def test_copy_and_prove_with_changed_schema(world: t.Any, run_module: t.Callable
     carry.post_data()
     proof = run_module("integrity_check", dict(carry.common_args(accepted), jobs=2))
     assert not proof.failed, proof.output
-    assert set(proof.result["tables"]) == {"people", 'we"ird', "a.b.select", "log", "badges", "Ünïcode"}
+    assert set(proof.result["tables"]) == {"people", '"we""ird"', '"a.b".select', "log", "badges", "Ünïcode"}
     assert proof.result["tables"]["Ünïcode"]["source"] == "With a space"
     assert proof.result["tables"]["Ünïcode"]["target_rows"] == 50
     assert all(v["match"] for v in proof.result["tables"].values())
@@ -214,7 +214,7 @@ def test_copy_and_prove_with_changed_schema(world: t.Any, run_module: t.Callable
         res = run_module("integrity_check", carry.common_args(accepted))
         assert res.failed
         [mismatch] = res.result["mismatches"]
-        assert mismatch["table"] == 'we"ird' and mismatch["keyed_by"] == "(a.b)"
+        assert mismatch["table"] == '"we""ird"' and mismatch["keyed_by"] == "(a.b)"
         assert mismatch["first_differing_keys"] == [{"key": "(17)", "difference": "changed"}]
     finally:
         ds.execute(cluster, target, 'UPDATE "we""ird" SET "With a space" = \'space 17\' WHERE "a.b" = 17')

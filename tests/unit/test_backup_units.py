@@ -181,7 +181,9 @@ def test_compare_checksums_names_tables() -> None:
 def test_table_refs_from_pairs_and_keys() -> None:
     from ansible_collections.pgshift.ops.plugins.module_utils._checksums import as_ref
 
-    assert as_ref(("a.b", "c")).key == "a.b.c"
+    assert as_ref(("a.b", "c")).key == '"a.b".c'  # never the same key as schema a, table b.c
+    assert as_ref(("a", "b.c")).key == 'a."b.c"'
+    assert as_ref('"a.b".c') == TableRef("a.b", "c")
     assert as_ref("public.orders") == TableRef("public", "orders")
     assert as_ref(TableRef("s", "t")) == TableRef("s", "t")
     with pytest.raises(PgShiftError, match="schema.table"):

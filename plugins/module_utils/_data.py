@@ -517,7 +517,8 @@ def build_plan(
         source_key = mapping.table_from(key) or key
         if mapping.table_from(key) and source_key not in source_tables:
             raise PgShiftError(
-                "mapping_file: tables.%s.from names %r, which the source database does not have" % (key, source_key),
+                "mapping_file: tables.%s.from names %r, which the source database does not have%s"
+                % (key, source_key, _did_you_mean(source_key, source_tables)),
                 table=key,
             )
         source = pool.get(source_key)
@@ -555,8 +556,14 @@ def build_plan(
             if src_col is None:
                 if "from" in spec:
                     raise PgShiftError(
-                        "mapping_file: tables.%s.columns.%s.from names %r, which source table %s does not have"
-                        % (key, col.name, src_name, source.key),
+                        "mapping_file: tables.%s.columns.%s.from names %r, which source table %s does not have%s"
+                        % (
+                            key,
+                            col.name,
+                            src_name,
+                            source.key,
+                            _did_you_mean(src_name, [c.name for c in source.columns]),
+                        ),
                         table=key,
                     )
                 defaulted.append(col)

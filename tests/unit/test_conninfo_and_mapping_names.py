@@ -55,3 +55,13 @@ def test_unknown_mapping_names_come_with_the_closest_names() -> None:
     far = _data.Mapping({"customers": {"columns": {"zzz": {"from": "full_name"}}}})
     with pytest.raises(PgShiftError, match=r"\(its columns: id, display_name\)$"):
         _data.build_plan(source, target, far)
+
+
+def test_unknown_source_names_in_the_mapping_come_with_the_closest_names() -> None:
+    source = _tables(persons=["id", "full_name"])
+    target = _tables(people=["id", "display_name"])
+    with pytest.raises(PgShiftError, match=r"names 'person', which the source database does not have; did you mean"):
+        _data.build_plan(source, target, _data.Mapping({"people": {"from": "person"}}))
+    column = _data.Mapping({"people": {"from": "persons", "columns": {"display_name": {"from": "fullname"}}}})
+    with pytest.raises(PgShiftError, match=r"names 'fullname', which source table persons does not have; did you mean"):
+        _data.build_plan(source, target, column)

@@ -143,6 +143,26 @@ def test_rows_with_no_partition_in_dev_are_refused_with_the_count(
     clean = _plan(run_module, pg, prod, dev)
     assert not clean.failed, clean.result.get("msg", clean.output[-2000:])
 
+    # hash partitions: their constraint names the dev table's oid, so they are left to the load, and said so
+    _sql(
+        pg,
+        prod,
+        "CREATE TABLE hashed (id int) PARTITION BY HASH (id);"
+        "CREATE TABLE hashed_0 PARTITION OF hashed FOR VALUES WITH (MODULUS 2, REMAINDER 0);"
+        "CREATE TABLE hashed_1 PARTITION OF hashed FOR VALUES WITH (MODULUS 2, REMAINDER 1);"
+        "INSERT INTO hashed SELECT generate_series(1, 10)",
+    )
+    _sql(
+        pg,
+        dev,
+        "CREATE TABLE hashed (id int) PARTITION BY HASH (id);"
+        "CREATE TABLE hashed_0 PARTITION OF hashed FOR VALUES WITH (MODULUS 2, REMAINDER 0);"
+        "CREATE TABLE hashed_1 PARTITION OF hashed FOR VALUES WITH (MODULUS 2, REMAINDER 1)",
+    )
+    hashed = _plan(run_module, pg, prod, dev)
+    assert not hashed.failed, hashed.result.get("msg", hashed.output[-2000:])
+    assert "the hash partitions of hashed were not checked on the source" in " ".join(hashed.result["notes"])
+
 
 def test_a_table_with_no_columns_is_refused_with_its_rows(
     pg: pgworld.Cluster, new_db: t.Callable[..., str], run_module: t.Callable[..., t.Any]

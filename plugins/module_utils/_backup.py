@@ -41,6 +41,8 @@ from ansible_collections.pgshift.ops.plugins.module_utils._connection import (
     ConnParams,
     connect,
     db_error,
+    dbname_option,
+    libpq_dbname,
     scrub,
     server_major,
 )
@@ -261,15 +263,6 @@ def _free_space(path: str) -> int:
             break
         probe = parent
     return int(shutil.disk_usage(probe).free)
-
-
-def libpq_dbname(name: str) -> str:
-    """A connection string naming only the database (host, user, password come from the environment).
-
-    Client binaries read a ``--dbname`` containing ``=`` as a connection string: quoting it this way keeps any
-    database name a name.
-    """
-    return "dbname='%s'" % name.replace("\\", "\\\\").replace("'", "\\'")
 
 
 def new_backup_id() -> str:
@@ -503,6 +496,7 @@ def _run_backup(
             "--snapshot=%s" % snapshot_id,
             "--no-password",
             "--lock-wait-timeout=%s" % lock_timeout,
+            dbname_option(params),
         ] + compress_args(opts.compress, dump_major)
         if opts.format == "directory" and opts.jobs > 1:
             argv.append("--jobs=%d" % opts.jobs)

@@ -32,7 +32,6 @@ from ansible_collections.pgshift.ops.plugins.module_utils._backup import (
     archive_path,
     backup_folder,
     find_client,
-    libpq_dbname,
     list_files,
     load_manifest,
     sha256_file,
@@ -47,6 +46,7 @@ from ansible_collections.pgshift.ops.plugins.module_utils._connection import (
     ConnParams,
     connect,
     db_error,
+    dbname_option,
     server_major,
 )
 from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShiftError
@@ -189,7 +189,7 @@ def restore_and_check(
     pg_restore, restore_major = restore_client(manifest, target_major)
     archive = archive_path(manifest_path, manifest)
     target = params.with_database(database)
-    base = [pg_restore, "--no-password", "--exit-on-error", "--dbname=%s" % libpq_dbname(database)]
+    base = [pg_restore, "--no-password", "--exit-on-error", dbname_option(target)]
     if not keep_owners:
         base += ["--no-owner", "--no-acl"]
     jobs_args = ["--jobs=%d" % jobs] if jobs > 1 else []

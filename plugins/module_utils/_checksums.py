@@ -18,7 +18,9 @@ do not cancel), of a 64-bit hash per row. Two algorithms, recorded by name in ev
     (see :data:`_HASH_FUNCTIONS`, :data:`_HASH_ARRAY_OIDS`); text-like values are hashed under ``COLLATE "C"`` so a
     nondeterministic collation cannot make different strings hash equal. Every other column (numeric and floats,
     whose hashes ignore display scale and the sign of zero; interval; date; bytea; user types, whose OIDs differ
-    between databases) falls back to ``hashtextextended(value::text, seed)``. A NULL gets a constant of its own
+    between databases) falls back to ``hashtextextended(value::text, seed)``; ``xml`` is hashed in its output form
+    (``xml_out``: what pg_dump and COPY write, without the ``<?xml ...?>`` declaration that a cast to text keeps), so
+    a correct restore always hashes like the original. A NULL gets a constant of its own
     per column. Only built-in OIDs (below 16384, fixed across databases and versions) pick a hash function, so both
     sides of a comparison always choose the same hashing for a column.
 ``row-text-v1`` (any version; backups taken before the algorithm was recorded used it)
@@ -157,6 +159,12 @@ _HASH_FUNCTIONS: t.Dict[int, str] = {
     2950: "uuid_hash_extended({v}, {s})",  # uuid
     3802: "jsonb_hash_extended({v}, {s})",  # jsonb
 }
+# Types hashed through their output function (the form pg_dump and COPY write) rather than a cast to text: xml's cast
+# to text returns the stored text, while its output drops the XML declaration (and one newline after it), so a
+# correct restore of an xml value holding ``<?xml ...?>`` would otherwise hash differently from the original.
+_HASH_OUTPUT_FORM: t.Dict[int, str] = {
+    142: "hashtextextended((xml_out({v}))::text, {s})",  # xml
+}
 # Arrays hashed element by element by the server (hash_array_extended): of the types above and of bytea, date, ...
 _HASH_ARRAY_OIDS = frozenset({1000, 1001, 1002, 1003, 1005, 1007, 1016, 1028, 1041, 1115, 1182, 1183, 1185, 2951, 3807})
 # Arrays of text-like types: hashed under COLLATE "C" as well.
@@ -198,7 +206,7 @@ def by_value(algorithm: str) -> bool:
 def hash_term(value: "sql.Composable", type_oid: int, index: int) -> "sql.Composable":
     """The ``values-v1`` hash of one column's value (``type_oid`` its type, ``index`` its 0-based position)."""
     seed = sql.Literal(index + 1)
-    template = _HASH_FUNCTIONS.get(int(type_oid))
+    template = _HASH_FUNCTIONS.get(int(type_oid)) or _HASH_OUTPUT_FORM.get(int(type_oid))
     if template is not None:
         expr = sql.SQL(template).format(v=value, s=seed)
     elif type_oid in _HASH_ARRAY_OIDS:

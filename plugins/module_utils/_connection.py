@@ -207,6 +207,29 @@ def qualified(schema: str, name: str) -> "sql.Composable":
     return sql.Identifier(schema, name)
 
 
+def conninfo_quote(value: t.Any) -> str:
+    """A value as libpq's keyword=value connection string needs it: single-quoted, backslash and quote escaped."""
+    return "'%s'" % str(value).replace("\\", "\\\\").replace("'", "\\'")
+
+
+def conninfo(params: ConnParams, application_name: str = APPLICATION_NAME, pin: bool = True) -> str:
+    """The one connection string pgshift builds, for client binaries (``--dbname``): every value quoted, so a name
+    holding ``=``, a space or a quote stays a name. No password: it travels in the 0600 PGPASSFILE."""
+    kwargs = params.libpq_kwargs(application_name=application_name, pin=pin)
+    kwargs.pop("password", None)
+    return " ".join("%s=%s" % (key, conninfo_quote(value)) for key, value in kwargs.items())
+
+
+def dbname_option(params: ConnParams, application_name: str = APPLICATION_NAME) -> str:
+    """``--dbname=<conninfo>`` for pg_dump, pg_restore, pg_dumpall and psql."""
+    return "--dbname=" + conninfo(params, application_name)
+
+
+def libpq_dbname(name: str) -> str:
+    """A connection string naming only the database (host, user, password come from the environment)."""
+    return "dbname=" + conninfo_quote(name)
+
+
 def _pgpass_escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace(":", "\\:")
 

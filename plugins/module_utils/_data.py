@@ -20,6 +20,7 @@ itself generated (``format_type``, ``pg_get_expr``).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import re
 import typing as t
 
@@ -485,6 +486,48 @@ def _words(expression: str) -> t.Set[str]:
     return {w.strip('"') for w in re.findall(r'"(?:[^"]|"")+"|[A-Za-z_\u0080-\uffff][\w$\u0080-\uffff]*', expression)}
 
 
+def _did_you_mean(name: str, choices: t.Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(choices), n=3, cutoff=0.6)
+    if not close:
+        return ""
+    return "; did you mean %s?" % " or ".join(repr(c) for c in close)
+
+
+def check_mapping_names(
+    source_tables: t.Mapping[str, Table],
+    target_tables: t.Mapping[str, Table],
+    mapping: Mapping,
+    ledger: t.AbstractSet[str] = frozenset(DEFAULT_LEDGER_TABLES),
+) -> None:
+    """Refuse a target with no tables (an empty dev schema) and mapping entries naming a target table or column that
+    does not exist, with the closest names (a typo would otherwise surface as a source column "lost")."""
+    user_targets = [k for k in target_tables if k not in ledger]
+    user_sources = [k for k in source_tables if k not in ledger]
+    if not user_targets and (user_sources or mapping.tables):
+        raise PgShiftError(
+            "the dev schema is empty: the target database has no tables, while production has %d (%s%s); point "
+            "pgshift_dev_connection at the database that holds the dev schema, or run its migrations first"
+            % (len(user_sources), ", ".join(sorted(user_sources)[:5]), ", ..." if len(user_sources) > 5 else "")
+        )
+    for name, spec in mapping.tables.items():
+        target = target_tables.get(name)
+        if target is None:
+            raise PgShiftError(
+                "mapping_file names table %r, which the dev schema does not have%s"
+                % (name, _did_you_mean(name, target_tables)),
+                table=name,
+            )
+        names = [c.name for c in target.columns]
+        for col in (spec or {}).get("columns") or {}:
+            if str(col) not in names:
+                raise PgShiftError(
+                    "mapping_file names column %s.%s, which the dev schema's table %s does not have (its columns: %s)%s"
+                    % (name, col, name, ", ".join(names) or "none", _did_you_mean(str(col), names)),
+                    table=name,
+                    column=str(col),
+                )
+
+
 def build_plan(
     source_tables: t.Mapping[str, Table],
     target_tables: t.Mapping[str, Table],
@@ -498,11 +541,7 @@ def build_plan(
     of the source; a ledger table missing there stays empty.
     """
     ledger = {normalize_table_key(x) for x in ledger_tables}
-    for name in mapping.tables:
-        if name not in target_tables:
-            raise PgShiftError(
-                "mapping_file names table %r, which the target database does not have" % name, table=name
-            )
+    check_mapping_names(source_tables, target_tables, mapping, ledger)
     plans: t.List[TablePlan] = []
     used_sources: t.Dict[str, str] = {}
     used_columns: t.Dict[str, t.Set[str]] = {}
@@ -514,7 +553,8 @@ def build_plan(
         source_key = mapping.table_from(key) or key
         if mapping.table_from(key) and source_key not in source_tables:
             raise PgShiftError(
-                "mapping_file: tables.%s.from names %r, which the source database does not have" % (key, source_key),
+                "mapping_file: tables.%s.from names %r, which the source database does not have%s"
+                % (key, source_key, _did_you_mean(source_key, source_tables)),
                 table=key,
             )
         source = pool.get(source_key)
@@ -552,8 +592,14 @@ def build_plan(
             if src_col is None:
                 if "from" in spec:
                     raise PgShiftError(
-                        "mapping_file: tables.%s.columns.%s.from names %r, which source table %s does not have"
-                        % (key, col.name, src_name, source.key),
+                        "mapping_file: tables.%s.columns.%s.from names %r, which source table %s does not have%s"
+                        % (
+                            key,
+                            col.name,
+                            src_name,
+                            source.key,
+                            _did_you_mean(src_name, [c.name for c in source.columns]),
+                        ),
                         table=key,
                     )
                 defaulted.append(col)
@@ -864,6 +910,171 @@ class ProblemFinder:
                         % (int(rows[0][0]), kc.table, kc.ref_table, ", ".join(kc.ref_columns), label),
                     )
 
+    # -------------------------------------------------------------------------------- shape checks (issue 14)
+    def no_columns(self, tp: TablePlan) -> bool:
+        """A table that carries no column cannot receive production's rows (COPY needs a column): the dev table has
+        no columns, or none fed from the source. True when reported (the other checks of the table are moot)."""
+        if tp.carried:
+            return False
+        source = _need(tp.source, "source table")
+        rows, err = self._query(sql.SQL("SELECT count(*) FROM {}").format(source.from_clause()))
+        count = int(rows[0][0]) if rows and err is None else 0
+        if not count:
+            return False
+        if not tp.target.columns:
+            why = "the dev schema's table %s has no columns" % tp.key
+        else:
+            why = "no column of the dev schema's table %s is fed from production's %s (its columns: %s)" % (
+                tp.key,
+                source.key,
+                ", ".join(c.name for c in tp.target.columns),
+            )
+        self.add(
+            tp.key,
+            None,
+            "no_columns",
+            count,
+            [],
+            "%s: production's %d rows of %s cannot be carried; give the table a column (or map one), or drop it "
+            "from dev and list %s under accept_loss.tables" % (why, count, source.key, source.key),
+        )
+        return True
+
+    def domains(self, tp: TablePlan) -> None:
+        """Carried values checked against the dev schema's domain constraints (CHECK and NOT NULL, on every level of
+        a domain over a domain): a domain whose CHECK dev tightened fails here, not in the copy."""
+        targets = [cc for cc in tp.carried if cc.target.typtype == "d"]
+        if not targets:
+            return
+        with self.tgt.cursor() as cur:
+            cur.execute(_DOMAIN_RULES_SQL, ([cc.target.type_oid for cc in targets],))
+            rules: t.Dict[int, t.List[t.Tuple[t.Any, ...]]] = {}
+            for r in cur.fetchall():
+                rules.setdefault(int(r[0]), []).append(tuple(r[1:]))
+        for cc in targets:
+            seen_notnull: t.Set[str] = set()
+            for domain, base_type, name, definition, notnull, base_oid in rules.get(cc.target.type_oid, []):
+                checks: t.List[t.Tuple[str, "sql.Composable"]] = []
+                if notnull and domain not in seen_notnull:
+                    seen_notnull.add(domain)
+                    checks.append(("NOT NULL of domain %s" % domain, sql.SQL("v IS NULL")))
+                if definition is not None:
+                    label = "CHECK %s of domain %s: %s" % (name, domain, definition)
+                    if int(base_oid) >= FIRST_USER_OID:
+                        self.plan.warnings.append(
+                            "%s (column %s.%s) was not checked on the source: its base type %s is not built in; the "
+                            "load will enforce it" % (label, tp.key, cc.target.name, base_type)
+                        )
+                    else:
+                        typed = sql.SQL("CAST((v)::text AS {})").format(sql.SQL(base_type))
+                        checks.append((label, sql.SQL("({}) IS FALSE").format(_domain_expression(definition, typed))))
+                for label, condition in checks:
+                    count, sample, err = self._count_where(tp, cc.source_value(), condition)
+                    if err is not None:
+                        self.plan.warnings.append(
+                            "%s (column %s.%s) could not be evaluated on the source (%s); the load will enforce it"
+                            % (label, tp.key, cc.target.name, err)
+                        )
+                    elif count:
+                        self.add(
+                            tp.key,
+                            cc.target.name,
+                            "domain",
+                            count,
+                            sample,
+                            "%d source values of %s.%s fail %s; fix those rows in production or change the domain "
+                            "in dev" % (count, tp.key, cc.target.name, label),
+                        )
+
+    def partitions(self, tp: TablePlan) -> None:
+        """Every source row of a partitioned dev table must have a partition there (bounds may have changed)."""
+        if not tp.target.partitioned:
+            return
+        with self.tgt.cursor() as cur:
+            cur.execute(_PARTITION_LEAVES_SQL, (tp.target.oid,))
+            leaves = [(r[0], r[1], r[2]) for r in cur.fetchall()]
+        if any("satisfies_hash_partition(" in expr for _n, _b, expr in leaves):
+            # its partition constraint names the dev table's oid, meaningless on the source
+            self.plan.warnings.append(
+                "the hash partitions of %s were not checked on the source; the load will enforce them" % tp.key
+            )
+            return
+        names = ", ".join("%s %s" % (name, bound) for name, bound, _expr in leaves) or "none"
+        fits: "sql.Composable" = sql.SQL("false")
+        if leaves:
+            fits = sql.SQL(" OR ").join(
+                sql.SQL("({})").format(sql.SQL(expr.replace("%", "%%"))) for _n, _b, expr in leaves
+            )
+        rows, err = None, None
+        for cast in (True, False):
+            query = sql.SQL(
+                "SELECT count(*) OVER (), row_to_json(s)::text FROM {} s WHERE ({}) IS NOT TRUE LIMIT %s"
+            ).format(tp.mapped_source(cast), fits)
+            rows, err = self._query(query, [SAMPLE_LIMIT])
+            if err is None:
+                break
+        if err is not None:
+            self.plan.warnings.append(
+                "the partitions of %s could not be checked on the source (%s); the load will enforce them"
+                % (tp.key, err)
+            )
+        elif rows:
+            self.add(
+                tp.key,
+                None,
+                "no_partition",
+                int(rows[0][0]),
+                _sample(r[1] for r in rows),
+                "%d source rows of %s have no partition in the dev schema's partitioned table %s (partitions: %s); "
+                "add partitions (or a DEFAULT partition) in dev that cover them"
+                % (int(rows[0][0]), tp.key, tp.key, names),
+            )
+
+
+# Per domain (the column's type): its own constraints and those of the domains it is built on, with the built-in
+# type at the bottom of the chain (its typmod included).
+_DOMAIN_RULES_SQL = """
+WITH RECURSIVE chain(top, dom, depth) AS (
+  SELECT t.oid, t.oid, 0 FROM pg_type t WHERE t.oid = ANY(%s) AND t.typtype = 'd'
+  UNION ALL
+  SELECT c.top, t.typbasetype, c.depth + 1 FROM chain c JOIN pg_type t ON t.oid = c.dom
+  WHERE (SELECT b.typtype FROM pg_type b WHERE b.oid = t.typbasetype) = 'd'
+), base AS (
+  SELECT DISTINCT ON (c.top) c.top, t.typbasetype AS boid, t.typtypmod AS bmod
+  FROM chain c JOIN pg_type t ON t.oid = c.dom ORDER BY c.top, c.depth DESC
+)
+SELECT c.top, format_type(c.dom, NULL), format_type(b.boid, b.bmod), con.conname, pg_get_constraintdef(con.oid),
+       d.typnotnull, b.boid
+FROM chain c
+JOIN pg_type d ON d.oid = c.dom
+JOIN base b ON b.top = c.top
+LEFT JOIN pg_constraint con ON con.contypid = c.dom AND con.contype = 'c'
+ORDER BY c.top, c.depth, con.conname
+"""
+
+# Leaf partitions of a partitioned table with their bound and full partition constraint (ancestors included).
+_PARTITION_LEAVES_SQL = """
+SELECT p.relid::regclass::text, pg_get_expr(c.relpartbound, c.oid),
+       coalesce(pg_get_partition_constraintdef(p.relid), 'true')
+FROM pg_partition_tree(%s) p JOIN pg_class c ON c.oid = p.relid
+WHERE p.isleaf ORDER BY 1
+"""
+
+
+def _domain_expression(definition: str, typed: "sql.Composable") -> "sql.Composable":
+    """The domain's ``CHECK (...)`` (server-printed) with every bare VALUE keyword replaced by the typed value."""
+    body = definition.strip()
+    if body.upper().startswith("CHECK"):
+        body = body[5:].strip()
+    body = re.sub(r"\s+NOT VALID$", "", body)
+    parts: t.List["sql.Composable"] = []
+    for piece in re.findall(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|[A-Za-z_][A-Za-z_0-9$]*|.", body, flags=re.S):
+        if piece == "VALUE":
+            parts.append(typed)
+        else:
+            parts.append(sql.SQL(piece.replace("%", "%%")))
+    return sql.Composed(parts)
+
 
 def normalize_constraints(items: t.Sequence[t.Mapping[str, t.Any]]) -> t.List[KeyConstraint]:
     out = []
@@ -904,8 +1115,12 @@ def find_problems(
     for tp in plan.tables:
         if tp.source is None or tp.ledger:
             continue
+        if finder.no_columns(tp):
+            continue
         finder.columns(tp)
         finder.checks(tp)
+        finder.domains(tp)
+        finder.partitions(tp)
     finder.keys(unique)
     return finder.problems
 

@@ -33,6 +33,7 @@ from ansible_collections.pgshift.ops.plugins.module_utils._connection import (
     ConnParams,
     client_environment,
     connect,
+    conninfo,
     db_error,
     scrub,
     server_major,
@@ -116,8 +117,8 @@ def _statements(
     return source, target
 
 
-def _psql_argv(psql: str, statements: t.Sequence[str], quiet: bool) -> t.List[str]:
-    argv = [psql, "-X", "-v", "ON_ERROR_STOP=1", "--no-psqlrc"]
+def _psql_argv(psql: str, statements: t.Sequence[str], quiet: bool, dsn: str) -> t.List[str]:
+    argv = [psql, "-X", "-v", "ON_ERROR_STOP=1", "--no-psqlrc", "--dbname=" + dsn]
     if quiet:
         argv.append("-q")
     for statement in statements:
@@ -172,7 +173,7 @@ def run_pipeline(
         src_env["PGAPPNAME"] = "pgshift data_copy source"
         tgt = stack.enter_context(contextlib.closing(connect(target, application_name="pgshift data_copy target")))
         src_proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
-            _psql_argv(psql_source, job.source_sql, quiet=True),
+            _psql_argv(psql_source, job.source_sql, quiet=True, dsn=conninfo(job.source, "pgshift data_copy source")),
             env=src_env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,

@@ -58,6 +58,78 @@ def _free_bytes(path: str) -> t.Optional[int]:
         return None
 
 
+_IDENTITY_SQL = """
+SELECT (SELECT system_identifier FROM pg_control_system())::text, d.oid::bigint, d.datname
+FROM pg_database d WHERE d.datname = current_database()
+"""
+
+_SUPERUSER_SESSIONS_SQL = """
+SELECT a.pid, a.usename, coalesce(a.application_name, ''), coalesce(host(a.client_addr), 'local socket'),
+       a.backend_start::text
+FROM pg_stat_activity a JOIN pg_roles r ON r.oid = a.usesysid
+WHERE a.datname = %s AND r.rolsuper AND a.pid <> pg_backend_pid() AND a.backend_type = 'client backend'
+  AND coalesce(a.application_name, '') NOT LIKE 'pgshift%%'
+ORDER BY a.backend_start, a.pid
+"""
+
+
+def database_identity(params: ConnParams) -> t.Tuple[str, int, str]:
+    """(cluster system identifier, database oid, database name) of the database ``params`` points at."""
+    conn = connect(params)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(_IDENTITY_SQL)
+            row = _one(cur)
+            return str(row[0]), int(row[1]), str(row[2])
+    finally:
+        conn.close()
+
+
+def same_database_problem(prod: ConnParams, dev: ConnParams) -> t.Tuple[t.Optional[str], t.Dict[str, t.Any]]:
+    """Dev and production must be two databases: compared by what the servers say (cluster system identifier and
+    database oid), not by host strings, so 127.0.0.1, localhost and a DNS alias of the same server are one."""
+    prod_id = database_identity(prod)
+    dev_id = database_identity(dev)
+    facts = {
+        "production": {"system_identifier": prod_id[0], "oid": prod_id[1], "name": prod_id[2]},
+        "dev": {"system_identifier": dev_id[0], "oid": dev_id[1], "name": dev_id[2]},
+    }
+    if prod_id[0] == dev_id[0] and prod_id[1] == dev_id[1]:
+        return (
+            "dev and production are the same database: pgshift_dev_connection (%s) and pgshift_prod_connection (%s) "
+            "both reach database %r (oid %d) of the cluster with system identifier %s (or dev is a physical replica "
+            "of production); point pgshift_dev_connection at the dev database"
+            % (dev.describe(), prod.describe(), prod_id[2], prod_id[1], prod_id[0]),
+            facts,
+        )
+    return None, facts
+
+
+def superuser_sessions(cur: t.Any, production_database: str) -> t.List[t.Dict[str, t.Any]]:
+    """Sessions of superusers connected to production: the connection limit that blocks applications does not stop
+    them (they may reconnect and write during the window)."""
+    cur.execute(_SUPERUSER_SESSIONS_SQL, (production_database,))
+    return [
+        {"pid": r[0], "user": r[1], "application_name": r[2], "client": r[3], "backend_start": r[4]}
+        for r in cur.fetchall()
+    ]
+
+
+def superuser_sessions_text(production_database: str, sessions: t.Sequence[t.Mapping[str, t.Any]]) -> str:
+    names = "; ".join(
+        "pid %s user %s application %r from %s since %s"
+        % (s["pid"], s["user"], s["application_name"] or "-", s["client"], s["backend_start"])
+        for s in sessions[:10]
+    )
+    return (
+        "%d session(s) of superusers are connected to production %r (%s%s): the connection limit that keeps "
+        "applications out during the window does not stop superusers, so they could reconnect and write while the "
+        "data is copied, and those writes would not be carried; connect the applications as roles without SUPERUSER "
+        "(ALTER ROLE ... NOSUPERUSER) or stop those clients, or set pgshift_allow_superuser_sessions=true to go on "
+        "anyway" % (len(sessions), production_database, names, ", ..." if len(sessions) > 10 else "")
+    )
+
+
 def run_checks(
     prod: ConnParams,
     production_database: str,
@@ -65,6 +137,7 @@ def run_checks(
     backup_dir: t.Optional[str],
     journal_db: str,
     space_factor: float = 1.2,
+    allow_superuser_sessions: bool = False,
 ) -> t.Dict[str, t.Any]:
     """Return facts and the list of problems; raise only when a connection fails (the message says why)."""
     problems: t.List[str] = []
@@ -93,6 +166,14 @@ def run_checks(
             facts["production"] = info
             if not info["allowconn"]:
                 warnings.append("production %r refuses connections (datallowconn false)" % production_database)
+            sessions = superuser_sessions(cur, production_database)
+            facts["superuser_sessions"] = sessions
+            if sessions:
+                text = superuser_sessions_text(production_database, sessions)
+                if allow_superuser_sessions:
+                    warnings.append(text.replace(", or set pgshift_allow_superuser_sessions=true to go on anyway", ""))
+                else:
+                    problems.append(text)
             leftover = release.next_name(production_database)
             if release.database_info(cur, leftover) is not None:
                 problems.append(
@@ -159,6 +240,10 @@ def run_checks(
                 admin.rollback()
     finally:
         admin.close()
+
+    same, facts["identity"] = same_database_problem(prod.with_database(production_database), dev)
+    if same:
+        problems.append(same)
 
     dev_conn = connect(dev)
     try:

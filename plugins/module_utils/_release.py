@@ -27,7 +27,13 @@ except ImportError:  # pragma: no cover - the module reports it: _connection.con
 
 from ansible_collections.pgshift.ops.plugins.module_utils import _journal as journal
 from ansible_collections.pgshift.ops.plugins.module_utils._clients import check_client, find_client, run_client
-from ansible_collections.pgshift.ops.plugins.module_utils._connection import ConnParams, connect, db_error, server_major
+from ansible_collections.pgshift.ops.plugins.module_utils._connection import (
+    ConnParams,
+    connect,
+    db_error,
+    dbname_option,
+    server_major,
+)
 from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShiftError
 from ansible_collections.pgshift.ops.plugins.module_utils._identity import qualified_key
 
@@ -190,7 +196,7 @@ def dump_schema(dev: ConnParams, workdir: str) -> t.Dict[str, t.Any]:
     path = os.path.join(workdir, "dev-schema.dump")
     old_umask = os.umask(0o077)
     try:
-        result = run_client([pg_dump, "--schema-only", "--format=custom", "--file", path], dev)
+        result = run_client([pg_dump, "--schema-only", "--format=custom", "--file", path, dbname_option(dev)], dev)
     finally:
         os.umask(old_umask)
     check_client(result, "pg_dump --schema-only of the dev database %r" % dev.database)
@@ -244,8 +250,7 @@ def restore_section(target: ConnParams, archive: str, section: str, min_major: i
             "--section=" + section,
             "--exit-on-error",
             "--single-transaction",
-            "--dbname",
-            target.database,
+            dbname_option(target),
             archive,
         ],
         target,
@@ -281,6 +286,44 @@ def refresh_materialized_views(target: ConnParams) -> t.List[str]:
     finally:
         conn.close()
     return refreshed
+
+
+_NOT_VALID_SQL = """
+SELECT c.oid, c.conname, c.contype::text, cn.nspname, coalesce(r.relname, ty.typname), c.conrelid <> 0
+FROM pg_constraint c
+LEFT JOIN pg_class r ON r.oid = c.conrelid
+LEFT JOIN pg_type ty ON ty.oid = c.contypid
+JOIN pg_namespace cn ON cn.oid = coalesce(r.relnamespace, ty.typnamespace)
+WHERE NOT c.convalidated AND c.conparentid = 0 AND cn.nspname NOT IN ('pg_catalog', 'information_schema')
+ORDER BY cn.nspname, 5, c.conname
+"""
+
+
+def validate_constraints(target: ConnParams) -> t.List[str]:
+    """Validate the constraints the dev schema holds as NOT VALID (CHECK, FOREIGN KEY, domain CHECK).
+
+    pg_dump carries them as NOT VALID, and a NOT VALID constraint never passes the integrity check's "every
+    constraint validated": they are validated here, once the data is in. The data plan has already checked
+    production's rows against them in Preflight, so this only fails if the data changed since.
+    """
+    conn = connect(target, autocommit=True)
+    done: t.List[str] = []
+    try:
+        with conn.cursor() as cur:
+            cur.execute(_NOT_VALID_SQL)
+            for _oid, name, _kind, schema, owner, on_table in cur.fetchall():
+                statement = sql.SQL("ALTER {} {} VALIDATE CONSTRAINT {}").format(
+                    sql.SQL("TABLE" if on_table else "DOMAIN"), sql.Identifier(schema, owner), sql.Identifier(name)
+                )
+                text = statement.as_string(cur)
+                try:
+                    cur.execute(statement)
+                except psycopg2.Error as exc:
+                    raise db_error(exc, text) from None
+                done.append(text)
+    finally:
+        conn.close()
+    return done
 
 
 def analyze(target: ConnParams) -> None:

@@ -100,6 +100,13 @@ statements:
   returned: always
   type: list
   elements: str
+validated_constraints:
+  description:
+    - The C(VALIDATE CONSTRAINT) statements run for the dev schema's NOT VALID constraints (CHECK, FOREIGN KEY,
+      domain CHECK), once the data is in; the data plan checked production's rows against them before.
+  returned: when step is post-data
+  type: list
+  elements: str
 refreshed_materialized_views:
   description: Materialized views filled after the data load.
   returned: when step is post-data
@@ -172,12 +179,16 @@ def main() -> None:
             if not module.check_mode:
                 target = cluster.with_database(name)
                 release.restore_section(target, p["archive"], "post-data", p["min_client_major"])
+                validated = release.validate_constraints(target)
+                result["statements"] += validated
+                result["validated_constraints"] = validated
                 result["refreshed_materialized_views"] = release.refresh_materialized_views(target)
                 release.analyze(target)
                 result["statements"].append("ANALYZE")
                 module.add_cleanup_file(p["archive"])
             else:
                 result["refreshed_materialized_views"] = []
+                result["validated_constraints"] = []
         else:
             dropped = release.drop_database(cluster, name, prod, module.check_mode)
             result = dict(

@@ -16,6 +16,9 @@ description:
     replication slots, the dev schema needs roles or extensions the production cluster lacks, dev runs a newer major
     version than production, no fitting client binaries are installed, or the disk lacks space for the backup and the
     rebuilt database.
+  - Also refuses when dev and production are the same database (same cluster system identifier and database oid,
+    whatever the host strings say), and when sessions of superusers are connected to production (named, unless
+    O(allow_superuser_sessions)).
   - Connection failures (unreachable server, wrong password, missing database) fail with a message that says what to
     check; the password never appears in it.
 extends_documentation_fragment:
@@ -45,6 +48,12 @@ options:
     description: Free space needed, as a multiple of production's size, for the backup and for the new database each.
     type: float
     default: 1.2
+  allow_superuser_sessions:
+    description:
+      - Sessions of superusers connected to production are refused by default (the connection limit that keeps
+        applications out during the window does not stop them). V(true) lists them as a caution instead.
+    type: bool
+    default: false
 author:
   - pgshift contributors (!UNKNOWN)
 """
@@ -95,6 +104,7 @@ def main() -> None:
         backup_dir=dict(type="path"),
         journal_database=dict(type="str", default="pgshift"),
         space_factor=dict(type="float", default=1.2),
+        allow_superuser_sessions=dict(type="bool", default=False),
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     p = module.params
@@ -108,6 +118,7 @@ def main() -> None:
             p["backup_dir"],
             p["journal_database"],
             p["space_factor"],
+            p["allow_superuser_sessions"],
         )
     except PgShiftError as exc:
         fail_from(module, exc)

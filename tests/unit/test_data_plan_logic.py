@@ -117,7 +117,7 @@ def test_expression_columns_count_their_source_columns_as_used(tmp_path: t.Any) 
 def test_mapping_errors_name_what_is_wrong(tmp_path: t.Any) -> None:
     source = tables(table("t", col("id")))
     target = tables(table("t", col("id"), col("b")))
-    with pytest.raises(PgShiftError, match="target database does not have"):
+    with pytest.raises(PgShiftError, match="dev schema does not have"):
         _data.build_plan(source, target, _data.load_mapping(write(tmp_path, "tables:\n  nope: {from: t}\n")))
     with pytest.raises(PgShiftError, match="source database does not have"):
         _data.build_plan(source, target, _data.load_mapping(write(tmp_path, "tables:\n  t: {from: nope}\n")))

@@ -41,6 +41,7 @@ KNOWN_VARIABLES = frozenset(
         "pgshift_swap_timeout",
         "pgshift_app_tier",
         "pgshift_app_roles",
+        "pgshift_allow_superuser_sessions",
         "pgshift_work_dir",
         "pgshift_perf_queries_file",
         "pgshift_perf_runs",

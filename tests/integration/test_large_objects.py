@@ -186,9 +186,8 @@ def test_integrity_check_fails_naming_changed_missing_and_extra(
         assert res.failed
         assert res.result["large_objects"]["differences"]["changed"] == [{"oid": owned, "difference": "owner or ACL"}]
     finally:
-        ds.execute(
-            carry.cluster, tgt, sql.SQL("ALTER LARGE OBJECT %s OWNER TO {}" % owned).format(sql.Identifier(OWNER))
-        )
+        with contextlib.closing(carry.cluster.connect(tgt)) as conn, conn.cursor() as cur:
+            cur.execute(sql.SQL("ALTER LARGE OBJECT {} OWNER TO {}").format(sql.Literal(owned), sql.Identifier(OWNER)))
 
     # one removed, one extra
     data, comment = _read(carry, tgt, "SELECT lo_get(%s), obj_description(%s, 'pg_largeobject')" % (small, small))[0]
@@ -255,7 +254,12 @@ def test_backup_records_and_restore_level_checks_large_objects(
     def edit(change: t.Callable[[t.Dict[str, t.Any]], None]) -> None:
         manifest = json.loads(json.dumps(pristine))
         change(manifest)
-        bs.reseal(manifest_path, refresh_files=False, edit=lambda m: (m.clear(), m.update(manifest)))
+
+        def replace(m: t.Dict[str, t.Any]) -> None:
+            m.clear()
+            m.update(manifest)
+
+        bs.reseal(manifest_path, refresh_files=False, edit=replace)
 
     for change, words in (
         (lambda m: m["large_objects"].update(count=m["large_objects"]["count"] + 1), "large objects"),

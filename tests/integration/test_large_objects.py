@@ -19,6 +19,9 @@ import data_support as ds
 import pytest
 from psycopg2 import sql
 
+from ansible_collections.pgshift.ops.plugins.module_utils import _large_objects
+from ansible_collections.pgshift.ops.plugins.module_utils._connection import ConnParams, connect
+
 HIGH_OID = 3000000001
 SUFFIX = uuid.uuid4().hex[:6]
 OWNER = 'lo owner "%s"' % SUFFIX  # a hostile role name: a space and a double quote
@@ -205,6 +208,34 @@ def test_integrity_check_fails_naming_changed_missing_and_extra(
         ds.execute(carry.cluster, tgt, "COMMENT ON LARGE OBJECT %s IS %s", [small, comment])
     res = _check(world, run_module)
     assert not res.failed, res.output
+
+
+def test_batches_and_cursor_pages_cross_object_boundaries(
+    world: World, new_db: t.Callable[..., str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small batches, fetches and commits: every boundary falls inside or between objects; the target's own large
+    objects are replaced."""
+    monkeypatch.setattr(_large_objects, "OBJECTS_PER_TRANSACTION", 3)
+    monkeypatch.setattr(_large_objects, "FETCH_OBJECTS", 2)
+    monkeypatch.setattr(_large_objects, "FETCH_PAGES", 5)
+    monkeypatch.setattr(_large_objects, "WRITE_BATCH_BYTES", 5000)
+    carry = world.carry
+    target = new_db()
+    for _ in range(4):
+        ds.execute(carry.cluster, target, "SELECT lo_from_bytea(0, 'the target had this'::bytea)")
+    ds.execute(
+        carry.cluster, target, "SELECT lo_from_bytea(%s, 'same OID as production'::bytea)", [world.oids["small"]]
+    )
+    src_params = ConnParams.from_params(carry.conn("source"))
+    with (
+        contextlib.closing(connect(src_params)) as src,
+        contextlib.closing(connect(src_params.with_database(target))) as tgt,
+    ):
+        result = _large_objects.copy_large_objects(src, tgt)
+        assert result["count"] == len(world.oids) and result["removed_from_target"] == 5
+        assert _large_objects.fingerprint(src) == _large_objects.fingerprint(tgt)
+    for query in (METADATA, CONTENTS, PAGES):
+        assert _read(carry, target, query) == _read(carry, carry.source, query)
 
 
 def test_backup_records_and_restore_level_checks_large_objects(

@@ -306,3 +306,48 @@ def test_backup_records_and_restore_level_checks_large_objects(
     old = run_module("backup_verify", dict(pg.conn(), manifest_path=manifest_path, level="restore"))
     assert not old.failed, old.output
     assert old.result["large_objects"]["ok"] is None
+
+
+@pytest.fixture
+def world_release() -> t.Iterator[t.Any]:
+    """A throwaway local world (the conftest's ``world`` fixture is shadowed by this module's own)."""
+    import shutil
+
+    import pgworld
+    from conftest import _tmp_base
+
+    base = _tmp_base("pgshift-lo-world-")
+    release_world = pgworld.World(os.path.join(base, "world"))
+    release_world.reset(scale=0.5)
+    yield release_world
+    release_world.destroy()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_release_carries_large_objects(world_release: t.Any, run_playbook: t.Callable[..., t.Any]) -> None:
+    """prod_restore.yml end to end: the new production has production's large objects, the previous one keeps its."""
+    world = world_release
+    prod = world.clusters["prod"]
+    role = "lo_release_%s" % SUFFIX
+    with contextlib.closing(prod.connect("shop")) as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL("CREATE ROLE {}").format(sql.Identifier(role)))
+        cur.execute("SELECT lo_from_bytea(0, decode(repeat('ab', 1500000), 'hex'))")
+        big = cur.fetchone()[0]
+        cur.execute(sql.SQL("ALTER LARGE OBJECT {} OWNER TO {}").format(sql.Literal(big), sql.Identifier(role)))
+        cur.execute("SELECT lo_from_bytea(0, 'small'::bytea)")
+        small = cur.fetchone()[0]
+        cur.execute(sql.SQL("GRANT SELECT ON LARGE OBJECT {} TO {}").format(sql.Literal(small), sql.Identifier(role)))
+        cur.execute("COMMENT ON LARGE OBJECT %s IS 'kept'", (small,))
+    before = {q: ds.execute(prod, "shop", q) for q in (METADATA, CONTENTS, PAGES)}
+    assert len(before[METADATA]) == 2
+
+    run = run_playbook("playbooks/prod_restore.yml", env={"PGSHIFT_WORLD": world.state})
+    assert run.rc == 0, run.output[-4000:]
+    previous = [r[0] for r in ds.execute(prod, "postgres", "SELECT datname FROM pg_database") if "__prev_" in r[0]]
+    assert len(previous) == 1
+    for query, rows in before.items():
+        assert ds.execute(prod, "shop", query) == rows, query
+        assert ds.execute(prod, previous[0], query) == rows, query
+    with open(os.path.join(os.path.dirname(world.state), "artifacts", "last-summary.json")) as handle:
+        assert int(json.load(handle)["large_objects"]) == 2

@@ -264,8 +264,13 @@ def copy_large_objects(
                 raise PgShiftError("copy of large objects was stopped because a table copy failed")
             current = lo.oid
             with tgt_conn.cursor() as cur:
-                for statement, params in object_statements(lo):
-                    cur.execute(statement, params or None)
+                # one round trip per object: each statement bound on its own (values as driver parameters)
+                cur.execute(
+                    b"; ".join(
+                        cur.mogrify(statement, params) if params else statement.as_string(cur).encode("utf-8")
+                        for statement, params in object_statements(lo)
+                    )
+                )
             while page is not None and page[0] < lo.oid:  # pragma: no cover - a snapshot never shows orphan pages
                 page = next(pages, None)
             while page is not None and page[0] == lo.oid:

@@ -24,7 +24,7 @@ from ansible_collections.pgshift.ops.plugins.module_utils._connection import Con
 
 HIGH_OID = 3000000001
 SUFFIX = uuid.uuid4().hex[:6]
-OWNER = 'lo owner "%s"' % SUFFIX  # a hostile role name: a space and a double quote
+OWNER = 'lo owner "%s" 50%%' % SUFFIX  # a hostile role name: a space, a double quote, a percent sign
 READER = "lo_reader_%s" % SUFFIX
 
 # what the test's own SQL reads on each side

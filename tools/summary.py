@@ -26,9 +26,11 @@ def main() -> int:
         rows = info.get("rows", info) if isinstance(info, dict) else info
         print("    %-40s %12s" % (table, rows))
     print("  total rows: %s" % summary["total_rows"])
-    checks = "integrity %s over %s tables, %s API checks passed" % (
+    large_objects = int(summary.get("large_objects") or 0)
+    checks = "integrity %s over %s tables%s, %s API checks passed" % (
         "proven" if summary["integrity_ok"] in (True, "True", "true") else "NOT proven",
         summary["integrity_tables"],
+        " and %d large objects" % large_objects if large_objects else "",
         summary["api_checks"],
     )
     print("  checks: " + checks)

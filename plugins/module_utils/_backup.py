@@ -6,9 +6,10 @@
 """Verified backups, part 1: taking a backup and writing its manifest.
 
 One ``REPEATABLE READ`` transaction exports its snapshot; ``pg_dump --snapshot=<id>`` writes the archive while other
-connections, importing the same snapshot, compute every table's row count and content checksum (``_checksums``). The
-manifest beside the archive records what the archive must contain: versions, the snapshot, sha256 and size of every
-file, per-table counts and checksums, the node-pg-migrate ledger and the schema hash. Everything is written 0600 in
+connections, importing the same snapshot, compute every table's row count and content checksum (``_checksums``) and the
+large objects' count and fingerprint (``_large_objects``). The manifest beside the archive records what the archive
+must contain: versions, the snapshot, sha256 and size of every file, per-table counts and checksums, the large objects,
+the node-pg-migrate ledger and the schema hash. Everything is written 0600 in
 0700 folders: the backup is built in a hidden ``.partial`` folder that is renamed into place only when complete.
 """
 
@@ -30,7 +31,7 @@ import tempfile
 import time
 import typing as t
 
-from ansible_collections.pgshift.ops.plugins.module_utils import _checksums
+from ansible_collections.pgshift.ops.plugins.module_utils import _checksums, _large_objects
 from ansible_collections.pgshift.ops.plugins.module_utils._clients import (
     BackgroundClient,
     check_client,
@@ -300,6 +301,18 @@ def _schema_hash(
             conn.close()
 
 
+def _large_objects_fingerprint(snapshot_id: str, connector: t.Callable[[], t.Any]) -> t.Dict[str, t.Any]:
+    """Count and fingerprint of the large objects, read in the backup's snapshot."""
+    conn = connector()
+    try:
+        _checksums.set_snapshot(conn, snapshot_id)
+        return _large_objects.fingerprint(conn)
+    finally:
+        with contextlib.suppress(Exception):
+            conn.rollback()
+            conn.close()
+
+
 # --------------------------------------------------------------------------------------------- retention
 def list_backups(dest_dir: str, label: t.Optional[str] = None) -> t.List[t.Dict[str, t.Any]]:
     """Complete backups in ``dest_dir`` (newest first): folder, backup_id, label, created."""
@@ -502,11 +515,12 @@ def _run_backup(
             argv.append("--jobs=%d" % opts.jobs)
         dump = BackgroundClient(argv, params)
         try:
-            checksums, (schema_hash, schema_note), globals_info = run_parallel(
+            checksums, large_objects, (schema_hash, schema_note), globals_info = run_parallel(
                 [
                     lambda: _checksums.parallel_checksums(
                         worker_connect, tables, opts.checksum_jobs, snapshot_id, algorithm=algorithm
                     ),
+                    lambda: _large_objects_fingerprint(snapshot_id, worker_connect),
                     lambda: _schema_hash(params, snapshot_id, worker_connect),
                     lambda: (
                         _dump_globals(params, plan, os.path.join(partial, GLOBALS_NAME), facts["database"])
@@ -561,6 +575,7 @@ def _run_backup(
         "checksum_algorithm": algorithm,
         "table_keys": _checksums.TABLE_KEYS,
         "tables": checksums,
+        "large_objects": large_objects,
         "ledger": ledger,
         "schema_hash": schema_hash,
         "schema_hash_note": schema_note,

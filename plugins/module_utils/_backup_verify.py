@@ -11,7 +11,9 @@ Levels are cumulative and each one catches what the one before cannot:
   an unexpected file).
 - ``read``: the above, then ``pg_restore -f /dev/null`` reads and decompresses every block of the archive.
 - ``restore``: ``checksum``, then a restore into a throwaway database (always dropped) whose per-table row counts and
-  content checksums must equal the manifest's, which were computed on production in the dump's own snapshot.
+  content checksums must equal the manifest's, which were computed on production in the dump's own snapshot; and so
+  must the large objects' count and fingerprint (data and comments; owners and ACLs too when the restore keeps them).
+  A manifest written before large objects were recorded has no such field: its large objects are not compared.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import secrets
 import time
 import typing as t
 
-from ansible_collections.pgshift.ops.plugins.module_utils import _checksums
+from ansible_collections.pgshift.ops.plugins.module_utils import _checksums, _large_objects
 from ansible_collections.pgshift.ops.plugins.module_utils._backup import (
     MANIFEST_NAME,
     VERIFICATION_NAME,
@@ -221,14 +223,45 @@ def restore_and_check(
     check_client(post.wait(), "pg_restore (post-data) into %s" % database)
     timings["post_data_and_checksums"] = round(time.monotonic() - mark, 3)
     table_results, mismatches = _checksums.compare_checksums(_checksums.manifest_tables(manifest), actual)
+    large_objects = check_large_objects(manifest, target, with_access=keep_owners)
+    if large_objects.get("reason"):
+        mismatches.append({"large_objects": True, "reason": large_objects["reason"]})
     return {
         "database": database,
         "checksum_algorithm": algorithm,
         "pg_restore": {"path": pg_restore, "major": restore_major},
         "tables": table_results,
+        "large_objects": large_objects,
         "mismatches": mismatches,
         "timings": timings,
     }
+
+
+def check_large_objects(manifest: t.Mapping[str, t.Any], target: ConnParams, with_access: bool) -> t.Dict[str, t.Any]:
+    """The restored database's large objects against the manifest's (``ok`` None: the manifest records none).
+
+    Without ``with_access`` (a restore with ``--no-owner --no-acl``) owners and ACLs are not compared.
+    """
+    expected = manifest.get("large_objects")
+    if expected is not None:
+        _large_objects.check_algorithm(expected.get("algorithm"))
+    conn = connect(target)
+    try:
+        conn.set_session(readonly=True)
+        actual = _large_objects.fingerprint(conn)
+    finally:
+        with contextlib.suppress(psycopg2.Error):
+            conn.rollback()
+        conn.close()
+    out: t.Dict[str, t.Any] = {"expected": expected, "actual": actual, "owners_and_acls_compared": with_access}
+    if expected is None:
+        out.update({"ok": None, "note": "the manifest records no large objects (an older backup): not compared"})
+        return out
+    reason = _large_objects.compare_fingerprints(expected, actual, with_access=with_access)
+    out["ok"] = reason is None
+    if reason:
+        out["reason"] = "large objects: %s" % reason
+    return out
 
 
 def manifest_algorithm(manifest: t.Mapping[str, t.Any]) -> str:
@@ -294,6 +327,8 @@ def verify_backup(
             result["would_restore_into"] = name
         else:
             mismatches = _restore_drill(manifest_path, manifest, params, name, jobs, checksum_jobs, result)
+    if "large_objects" not in result:
+        result["large_objects"] = {"expected": manifest.get("large_objects"), "ok": None}
     if not result["tables"]:
         result["tables"] = {
             key: {"expected_rows": v["rows"], "expected_checksum": v["checksum"], "ok": None}
@@ -350,6 +385,7 @@ def _restore_drill(
     if error is not None or drill is None:
         raise error or PgShiftError("the restore drill of %s gave no result" % name)
     result["tables"] = drill["tables"]
+    result["large_objects"] = drill["large_objects"]
     result["timings"] = drill["timings"]
     result["pg_restore"] = drill["pg_restore"]
     return list(drill["mismatches"])
@@ -407,6 +443,7 @@ def restore_backup(
         drop_database(admin, temp)
         raise
     result["tables"] = drill["tables"]
+    result["large_objects"] = drill["large_objects"]
     result["mismatches"] = drill["mismatches"]
     result["timings"] = drill["timings"]
     if drill["mismatches"]:

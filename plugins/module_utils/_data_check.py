@@ -14,6 +14,9 @@ time; every source connection reads one exported snapshot. On a mismatch the tab
 key (the hash of the target's primary key, or of the whole row when it has none), recursively, and the first
 differing keys are named. Then the target's health: every constraint validated, every index valid and ready, every
 owned sequence and identity past ``max(column)``, and optionally ``amcheck`` on every B-tree index.
+
+Large objects are proven apart from the tables (``_large_objects.fingerprint``, computed from the catalogs on each
+side: count, data per page, comment, owner and ACL); on a mismatch the differing large object OIDs are named.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import threading
 import time
 import typing as t
 
-from ansible_collections.pgshift.ops.plugins.module_utils import _checksums, _data
+from ansible_collections.pgshift.ops.plugins.module_utils import _checksums, _data, _large_objects
 from ansible_collections.pgshift.ops.plugins.module_utils._connection import ConnParams, connect, db_error
 from ansible_collections.pgshift.ops.plugins.module_utils._data_copy import (
     column_max,
@@ -412,6 +415,7 @@ def integrity_check(
                 if tp.source is not None and tp.carried:
                     entry.update(checker.narrow(sides_pool, tp))
                 mismatches.append(entry)
+            large_objects = compare_large_objects(sides, sides_pool)
         try:
             health = target_health(tgt_conn, amcheck, check_mode)
         except psycopg2.Error as exc:
@@ -421,6 +425,7 @@ def integrity_check(
     amcheck_errors = (health["amcheck"] or {}).get("errors") or []
     ok = not (
         mismatches
+        or not large_objects["match"]
         or health["invalid_indexes"]
         or health["unvalidated_constraints"]
         or health["sequences_behind"]
@@ -435,14 +440,42 @@ def integrity_check(
         "checksum_algorithm": checker.algorithm,
         "tables": tables,
         "mismatches": mismatches,
+        "large_objects": large_objects,
         "lost": plan.lost(),
         "seconds": round(time.monotonic() - started, 3),
         **health,
     }
 
 
+def compare_large_objects(sides: Sides, pool: concurrent.futures.Executor) -> t.Dict[str, t.Any]:
+    """Large object fingerprints of both sides (the source in the snapshot); on a mismatch, the OIDs that differ."""
+    fa = pool.submit(lambda: _large_objects.fingerprint(sides.conn("source")))
+    fb = pool.submit(lambda: _large_objects.fingerprint(sides.conn("target")))
+    source, target = fa.result(), fb.result()
+    match = _large_objects.compare_fingerprints(source, target) is None
+    out: t.Dict[str, t.Any] = {"source": source, "target": target, "match": match}
+    if not match:
+        try:
+            out["differences"] = _large_objects.differences(sides.conn("source"), sides.conn("target"))
+        except psycopg2.Error as exc:
+            raise db_error(exc, "naming the large objects that differ") from None
+    return out
+
+
 def summary(result: t.Dict[str, t.Any]) -> str:
     parts = []
+    large_objects = result.get("large_objects") or {}
+    if large_objects and not large_objects.get("match"):
+        parts.append(
+            "large objects differ (source %d, target %d)%s"
+            % (
+                large_objects["source"]["count"],
+                large_objects["target"]["count"],
+                ": " + _large_objects.describe_differences(large_objects["differences"])
+                if large_objects.get("differences")
+                else "",
+            )
+        )
     for m in result["mismatches"]:
         keys = ", ".join("%s %s" % (k["key"], k["difference"]) for k in m.get("first_differing_keys", [])[:5])
         parts.append(

@@ -12,6 +12,9 @@ become Python objects; the controller's memory stays flat). Binary format when e
 text otherwise (the target's input functions convert). The target commits only after the source side has exited
 cleanly: if the source fails the target psql is killed, its transaction rolls back and the table stays empty.
 
+Large objects (``_large_objects``) are copied beside the tables by one more worker, in the same snapshot, with their
+OIDs, owners, ACLs and comments.
+
 Sequences are then set from the source and checked to be past ``max(column)`` of the column that owns them.
 """
 
@@ -27,7 +30,7 @@ import threading
 import time
 import typing as t
 
-from ansible_collections.pgshift.ops.plugins.module_utils import _data
+from ansible_collections.pgshift.ops.plugins.module_utils import _data, _large_objects
 from ansible_collections.pgshift.ops.plugins.module_utils._clients import find_client
 from ansible_collections.pgshift.ops.plugins.module_utils._connection import (
     ConnParams,
@@ -233,6 +236,21 @@ def run_pipeline(
     }
 
 
+def run_large_objects(
+    source: ConnParams, target: ConnParams, snapshot: str, stop: threading.Event, log: t.Optional[LogFn] = None
+) -> t.Dict[str, t.Any]:
+    """Copy every large object of the source, read in ``snapshot``, on connections of its own."""
+    with contextlib.closing(
+        connect(source, application_name="pgshift data_copy large objects")
+    ) as src, contextlib.closing(connect(target, application_name="pgshift data_copy large objects")) as tgt:
+        join_snapshot(src, snapshot)
+        try:
+            return _large_objects.copy_large_objects(src, tgt, stop=stop.is_set, log=log)
+        finally:
+            with contextlib.suppress(psycopg2.Error):
+                src.rollback()
+
+
 # ------------------------------------------------------------------------------------------------ sequences
 _SEQUENCES_SQL = """
 SELECT sn.nspname, s.relname, tn.nspname, t.relname, a.attname, seq.seqincrement
@@ -380,7 +398,7 @@ def copy_data(
     check_mode: bool = False,
     log: t.Optional[LogFn] = None,
 ) -> t.Dict[str, t.Any]:
-    """Copy every carried table (largest first, ``jobs`` at a time), then the sequences."""
+    """Copy every carried table (largest first, ``jobs`` at a time) and the large objects, then the sequences."""
     say = log or (lambda _msg: None)
     jobs = max(1, int(jobs))
     with contextlib.ExitStack() as stack:
@@ -428,6 +446,7 @@ def copy_data(
             "sequences": [],
         }
         result.update(_data.plan_result(plan))
+        result["large_objects"] = {"count": _large_objects.count(src_conn)}
         if check_mode:
             result["sequences"] = set_sequences(plan, src_conn, tgt_conn, led_conn, check_mode=True)
             return result
@@ -436,8 +455,22 @@ def copy_data(
         errors: t.List[PgShiftError] = []
         started = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+            lo_future = None
+            if result["large_objects"]["count"]:
+                lo_future = pool.submit(run_large_objects, source, target, used_snapshot, stop, say)
             futures = {pool.submit(run_pipeline, job, target, psql_src, stop): job for job in work}
-            for fut in concurrent.futures.as_completed(futures):
+            for fut in concurrent.futures.as_completed(list(futures) + ([lo_future] if lo_future else [])):
+                if fut is lo_future:
+                    try:
+                        result["large_objects"] = fut.result()
+                    except PgShiftError as exc:
+                        if not stop.is_set():
+                            errors.append(exc)
+                        stop.set()
+                    except Exception as exc:  # noqa: BLE001 - reported as the large objects' failure
+                        errors.append(PgShiftError("copy of large objects failed: %s" % exc))
+                        stop.set()
+                    continue
                 job = futures[fut]
                 try:
                     info = fut.result()

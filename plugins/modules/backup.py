@@ -140,7 +140,8 @@ manifest:
   description:
     - The manifest (null in check mode). Keys include database, server_version, clients, snapshot_id,
       snapshot_time, files (relative path to size and sha256), checksum_algorithm, tables (C(schema.table) to rows
-      and checksum), ledger, schema_hash and manifest_sha256 (its seal).
+      and checksum), large_objects (count and fingerprint, in the same snapshot), ledger, schema_hash and
+      manifest_sha256 (its seal).
   returned: always
   type: dict
 size_bytes:

@@ -102,8 +102,16 @@ tables:
     - For O(level=restore) also the restored ones and C(ok).
   returned: always
   type: dict
+large_objects:
+  description:
+    - The manifest's large objects (C(expected) - count and fingerprint) and, for O(level=restore), the restored
+      ones (C(actual)) and C(ok) (null when the manifest records none, as a backup from an older version). The drill
+      restores without owners and ACLs, so it compares the count, the data and the comments.
+  returned: always
+  type: dict
 mismatches:
-  description: Every problem found; each names its C(file) or C(table) and gives a C(reason).
+  description:
+    - Every problem found; each names its C(file) or C(table) (or has C(large_objects=true)) and gives a C(reason).
   returned: always
   type: list
   elements: dict

@@ -17,6 +17,8 @@ description:
     naming it.
   - Identity columns are copied as they are; generated columns are left to the target. Sequences are then set from
     the source and advanced past C(max(column)) when needed.
+  - Large objects are copied beside the tables, read in the same snapshot, with their OIDs (so C(oid) columns that
+    reference them stay valid), owners, ACLs and comments; the target's own large objects, if any, are replaced.
   - The ledger tables are copied from O(ledger_from) (the dev database) when given, so that the new database lists
     exactly dev's migrations.
   - Fails without copying anything when production data would be lost without being accepted in the mapping file.
@@ -96,6 +98,13 @@ sequences:
   sample:
     - {sequence: orders_id_seq, table: orders, column: id, from: orders_id_seq, last_value: 1000, is_called: true,
        column_max: 1000, advanced_to_column_max: false, statements: ["setval(orders_id_seq, 1000, True)"]}
+large_objects:
+  description:
+    - Large objects copied - C(count), C(bytes) of data, C(seconds), and C(removed_from_target) (large objects the
+      target held before, replaced). In check mode only C(count), the large objects that would be copied.
+  returned: always
+  type: dict
+  sample: {count: 3, bytes: 1310720, seconds: 0.21, removed_from_target: 0}
 not_copied:
   description: Target tables not copied, with the reason (new table, no carried column).
   returned: always
@@ -172,7 +181,11 @@ def main():
         )
     except PgShiftError as exc:
         fail_from(module, exc)
-    module.exit_json(changed=not module.check_mode and bool(result["tables"] or result["sequences"]), **result)
+    module.exit_json(
+        changed=not module.check_mode
+        and bool(result["tables"] or result["sequences"] or result["large_objects"]["count"]),
+        **result,
+    )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,9 @@ description:
     (C(count(*)) and the sum of a 64-bit hash per row) over the carried columns between O(source) and O(target);
     the source side is computed on its values converted to the target types through the same mapping.
     Source and target queries run at the same time; every source reader shares one snapshot.
+  - Compares the large objects the same way, from the catalogs of both sides - their number and a fingerprint over
+    each one's OID, data (page by page), comment, owner and ACL - and names the large object OIDs that are missing,
+    extra or changed in the target.
   - On a mismatch, narrows the table down by buckets of its primary key and names the first differing keys.
   - Checks that every constraint of the target is validated, that no index is invalid, and that every owned sequence
     and identity column is past C(max(column)); optionally runs C(amcheck) on every B-tree index.
@@ -96,6 +99,17 @@ mismatches:
       target_rows: 999
       keyed_by: (id)
       first_differing_keys: [{key: "(42)", difference: missing in target}]
+large_objects:
+  description:
+    - The large objects' fingerprints on both sides (C(algorithm), C(count), C(content_checksum) over OIDs, data and
+      comments, C(checksum) adding owners and ACLs), C(match), and on a mismatch C(differences) -
+      C(missing_in_target), C(only_in_target), C(changed) (first OIDs of each) and C(total).
+  returned: always
+  type: dict
+  sample:
+    source: {algorithm: lo-pages-v1, count: 3, content_checksum: "-1234", checksum: "5678"}
+    target: {algorithm: lo-pages-v1, count: 3, content_checksum: "-1234", checksum: "5678"}
+    match: true
 invalid_indexes:
   description: Indexes of the target that are not valid and ready.
   returned: always

@@ -105,8 +105,15 @@ tables:
   description: Per-table results (manifest rows and checksum against the restored ones).
   returned: when not in check mode
   type: dict
+large_objects:
+  description:
+    - The manifest's large objects (count and fingerprint) against the restored ones, owners and ACLs included
+      when they are restored; C(ok) is null when the manifest records none (a backup from an older version).
+  returned: when not in check mode
+  type: dict
 mismatches:
-  description: Tables that did not match (empty on success; on failure the task fails and names them).
+  description:
+    - Tables (or the large objects) that did not match (empty on success; on failure the task fails and names them).
   returned: when not in check mode
   type: list
   elements: dict

@@ -13,6 +13,11 @@ Two layers:
 from __future__ import annotations
 
 import contextlib
+import http.server
+import json
+import os
+import threading
+import time
 import typing as t
 
 import pgworld
@@ -198,3 +203,336 @@ def test_the_capture_costs_and_survives_an_application_role(pg: pgworld.Cluster,
     finally:
         execute(pg, pair.new, sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
         execute(pg, pair.new, sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+# ------------------------------------------------------------------------------------------------ on the world
+APP_ROLE = "shop_app"
+AFTER_SWAP_WRITES = 40  # committed on the new production before the swap-back may begin
+MAX_WRITES = 20000
+PACE = 0.02  # seconds between two commits: at most 50 a second
+MAX_SECONDS = 300
+
+
+class Writer(threading.Thread):
+    """An application: numbered inserts and updates of orders as the shop's role, each commit recorded once the
+    server confirmed it; reconnects when its session is terminated or refused; bounded in count and time."""
+
+    def __init__(self, world: pgworld.World) -> None:
+        super().__init__(daemon=True)
+        self.world = world
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.notes: t.Dict[int, str] = {}  # order id -> note it must have (inserts and updates, in commit order)
+        self.on_new = 0  # commits that went to a database with the new schema
+        self.commits = 0
+        self.failures = 0
+        self.error: t.Optional[str] = None
+
+    def _connect(self) -> t.Tuple[t.Any, bool]:
+        conn = psycopg2.connect(
+            host="127.0.0.1",
+            port=self.world.clusters["prod"].port,
+            user=APP_ROLE,
+            password=self.world.meta["app_password"],
+            dbname="shop",
+            sslmode="disable",
+            connect_timeout=5,
+        )
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT count(*) > 0 FROM information_schema.columns WHERE table_name = 'customers' "
+                "AND column_name = 'display_name'"
+            )
+            new_schema = bool(cur.fetchone()[0])
+        conn.commit()
+        return conn, new_schema
+
+    def run(self) -> None:
+        conn, new_schema, n = None, False, 0
+        deadline = time.monotonic() + MAX_SECONDS
+        while not self.stop.is_set() and n < MAX_WRITES and time.monotonic() < deadline:
+            try:
+                if conn is None:
+                    conn, new_schema = self._connect()
+                n += 1
+                with conn.cursor() as cur:
+                    note = "w-%d" % n
+                    cur.execute(
+                        "INSERT INTO orders (customer_id, status, note) VALUES (1 + %s %% 50, 'pending', %s) "
+                        "RETURNING id",
+                        (n, note),
+                    )
+                    order_id = int(cur.fetchone()[0])
+                    updated: t.Optional[t.Tuple[int, str]] = None
+                    with self.lock:
+                        earlier = sorted(self.notes)[-5:]
+                    if n % 3 == 0 and earlier:
+                        target = earlier[n % len(earlier)]
+                        cur.execute("UPDATE orders SET note = %s, status = 'paid' WHERE id = %s", ("u-%d" % n, target))
+                        if cur.rowcount == 1:
+                            updated = (target, "u-%d" % n)
+                conn.commit()
+                with self.lock:
+                    self.notes[order_id] = note
+                    if updated:
+                        self.notes[updated[0]] = updated[1]
+                    self.commits += 1
+                    if new_schema:
+                        self.on_new += 1
+                time.sleep(PACE)
+            except psycopg2.Error:
+                # terminated, refused while blocked, or an in-doubt commit: not recorded, retried on a new session
+                self.failures += 1
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        conn.close()
+                conn = None
+                time.sleep(0.05)
+            except Exception as exc:  # noqa: BLE001 - reported by the test
+                self.error = repr(exc)
+                break
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def wait_on_new(self, count: int, timeout: float = 120) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.is_alive():
+            if self.on_new >= count:
+                return True
+            time.sleep(0.05)
+        return self.on_new >= count
+
+    def wait_commits(self, count: int, timeout: float = 120) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.is_alive() and self.commits < count:
+            time.sleep(0.05)
+        return self.commits >= count
+
+    def finish(self) -> t.Dict[int, str]:
+        self.stop.set()
+        self.join(60)
+        assert not self.is_alive() and self.error is None, self.error
+        return dict(self.notes)
+
+
+class FailingCheck:
+    """An API check endpoint that answers only once the writer has committed writes on the new production, and then
+    says the release is wrong: the post-swap failure, at a deterministic point."""
+
+    def __init__(self, writer: Writer) -> None:
+        writer_ref = writer
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                ready = writer_ref.wait_on_new(AFTER_SWAP_WRITES)
+                body = json.dumps({"release_ok": False, "writes_seen": ready}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: t.Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", pgworld.free_port()), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def checks(self) -> t.List[t.Dict[str, t.Any]]:
+        url = "http://127.0.0.1:%d/release" % self.server.server_address[1]
+        return [
+            {
+                "name": "the release works",
+                "url": url,
+                "json_path": "release_ok",
+                "expect": True,
+                "timeout": 150,
+                "retries": 0,
+            }
+        ]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def prod_databases(world: pgworld.World) -> t.Dict[str, t.Tuple[int, bool]]:
+    return {
+        r[0]: (r[1], r[2])
+        for r in execute(
+            world.clusters["prod"], "postgres", "SELECT datname, datconnlimit, datallowconn FROM pg_database"
+        )
+    }
+
+
+def shop_columns(world: pgworld.World, database: str = "shop") -> t.List[str]:
+    return [
+        r[0]
+        for r in execute(
+            world.clusters["prod"],
+            database,
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'customers' ORDER BY 1",
+        )
+    ]
+
+
+def assert_every_write_is_in_production(world: pgworld.World, notes: t.Dict[int, str]) -> None:
+    prod = world.clusters["prod"]
+    found = dict(execute(prod, "shop", "SELECT id, note FROM orders WHERE id = ANY(%s)", (sorted(notes),)))
+    missing = sorted(set(notes) - set(found))
+    assert not missing, "%d committed orders are not in production, e.g. %s" % (len(missing), missing[:5])
+    wrong = {k: (found[k], v) for k, v in notes.items() if found[k] != v}
+    assert not wrong, "committed values lost: %s" % dict(list(wrong.items())[:5])
+    # no id is reused: a new order gets an id above every id the applications ever got, on either database
+    new_id = execute(
+        prod, "shop", "INSERT INTO orders (customer_id, note) VALUES (1, 'after the swap-back') RETURNING id"
+    )[0][0]
+    assert new_id > max(notes), (new_id, max(notes))
+
+
+def carry_steps(world: pgworld.World) -> t.List[t.Any]:
+    return [
+        r[0]
+        for r in execute(
+            world.clusters["prod"], "pgshift", "SELECT detail FROM pgshift.steps WHERE step = 'carry_back' ORDER BY id"
+        )
+    ]
+
+
+@pytest.fixture
+def fresh(world: pgworld.World) -> pgworld.World:
+    world.reset(scale=0.3)
+    return world
+
+
+FAST = {"pgshift_backup_verify_level": "read", "pgshift_swap_timeout": 10}
+
+
+def test_failed_api_check_after_the_swap_carries_every_write_back(
+    fresh: pgworld.World, run_playbook: t.Callable[..., t.Any]
+) -> None:
+    world = fresh
+    writer = Writer(world)
+    check = FailingCheck(writer)
+    writer.start()
+    try:
+        run = run_playbook(
+            "playbooks/prod_restore.yml",
+            extra_vars=dict(FAST, pgshift_api_checks=check.checks),
+            env={"PGSHIFT_WORLD": world.state},
+        )
+        notes = writer.finish()
+    finally:
+        writer.stop.set()
+        check.close()
+    assert run.rc != 0
+    assert "production was swapped back" in run.output and "carried back the rows written after the swap" in run.output
+    assert writer.on_new >= AFTER_SWAP_WRITES, "the writes after the swap were not made: the fault was not injected"
+    assert "full_name" in shop_columns(world), "production is the previous database again"
+    assert_every_write_is_in_production(world, notes)
+    dbs = prod_databases(world)
+    assert dbs["shop"] == (-1, True)
+    kept = [d for d in dbs if d.startswith("shop__failed_")]
+    assert len(kept) == 1 and dbs[kept[0]][0] == 0, "the new database is kept, closed to applications: %s" % dbs
+    assert "display_name" in shop_columns(world, kept[0])
+    (detail,) = carry_steps(world)
+    orders = detail["tables"]["orders"]
+    assert orders["inserted"] >= AFTER_SWAP_WRITES and orders["proof"]["equal"], orders
+    assert not os.path.exists(os.path.join(world.state, "web", "maintenance.flag"))
+
+
+def test_make_rollback_after_a_successful_release_carries_every_write_back(
+    fresh: pgworld.World, run_playbook: t.Callable[..., t.Any]
+) -> None:
+    world = fresh
+    run = run_playbook("playbooks/prod_restore.yml", extra_vars=FAST, env={"PGSHIFT_WORLD": world.state})
+    assert run.rc == 0, run.output[-3000:]
+    writer = Writer(world)
+    writer.start()
+    try:
+        assert writer.wait_on_new(AFTER_SWAP_WRITES), "the writer did not write to the new production"
+        back = run_playbook("playbooks/rollback.yml", env={"PGSHIFT_WORLD": world.state})
+        # the writer goes on, on the previous production once it serves again
+        assert writer.wait_commits(writer.commits + 10), "the writer could not write after the swap-back"
+        notes = writer.finish()
+    finally:
+        writer.stop.set()
+    assert back.rc == 0, back.output[-3000:]
+    assert "carried back the rows written after the swap" in back.output
+    assert "full_name" in shop_columns(world)
+    assert_every_write_is_in_production(world, notes)
+    (detail,) = carry_steps(world)
+    assert detail["tables"]["orders"]["inserted"] >= AFTER_SWAP_WRITES
+    assert detail["tables"]["orders"]["proof"]["equal"]
+    runs = execute(world.clusters["prod"], "pgshift", "SELECT status FROM pgshift.runs ORDER BY started_at")
+    assert runs[-1][0] == "rolled_back"
+    # idempotent: nothing left to undo
+    again = run_playbook("playbooks/rollback.yml", env={"PGSHIFT_WORLD": world.state})
+    assert again.rc == 0 and "no unfinished run to roll back" in again.output, again.output[-2000:]
+
+
+def test_a_write_that_cannot_go_back_refuses_the_swap_back(
+    fresh: pgworld.World, run_playbook: t.Callable[..., t.Any]
+) -> None:
+    world = fresh
+    prod = world.clusters["prod"]
+    run = run_playbook("playbooks/prod_restore.yml", extra_vars=FAST, env={"PGSHIFT_WORLD": world.state})
+    assert run.rc == 0, run.output[-3000:]
+    conn = psycopg2.connect(
+        host="127.0.0.1",
+        port=prod.port,
+        user=APP_ROLE,
+        password=world.meta["app_password"],
+        dbname="shop",
+        sslmode="disable",
+    )
+    with contextlib.closing(conn), conn.cursor() as cur:
+        cur.execute("UPDATE customers SET loyalty_points = 42 WHERE id IN (3, 4)")
+        cur.execute("INSERT INTO orders (customer_id, note) VALUES (3, 'fine to carry')")
+        conn.commit()
+    previous = [d for d in prod_databases(world) if d.startswith("shop__prev_")]
+    before_previous = execute(prod, previous[0], "SELECT count(*), sum(hashtext(o::text)) FROM orders o")
+    back = run_playbook("playbooks/rollback.yml", env={"PGSHIFT_WORLD": world.state})
+    assert back.rc != 0
+    assert "swap-back refused" in back.output
+    assert "customers: 2 of 2 rows written after the swap cannot go back (column loyalty_points" in back.output, (
+        back.output[-3000:]
+    )
+    assert "orders 1" in back.output, "the report names every table written after the swap"
+    # the new database stays production, serving again; the previous one is untouched
+    dbs = prod_databases(world)
+    assert dbs["shop"] == (-1, True)
+    assert "display_name" in shop_columns(world)
+    assert execute(prod, "shop", "SELECT count(*) FROM customers WHERE loyalty_points = 42") == [(2,)]
+    assert execute(prod, previous[0], "SELECT count(*), sum(hashtext(o::text)) FROM orders o") == before_previous
+    assert not os.path.exists(os.path.join(world.state, "web", "maintenance.flag"))
+    # forced: swapped back, and the new database kept under a name retention never removes
+    forced = run_playbook(
+        "playbooks/rollback.yml", extra_vars={"pgshift_swap_back_force": True}, env={"PGSHIFT_WORLD": world.state}
+    )
+    assert forced.rc == 0, forced.output[-3000:]
+    dbs = prod_databases(world)
+    kept = [d for d in dbs if d.startswith("shop__kept_")]
+    assert len(kept) == 1 and "full_name" in shop_columns(world)
+    assert execute(prod, kept[0], "SELECT count(*) FROM customers WHERE loyalty_points = 42") == [(2,)]
+    assert execute(prod, "shop", "SELECT count(*) FROM orders WHERE note = 'fine to carry'") == [(1,)]
+
+
+def test_a_release_closed_as_final_is_not_swapped_back(
+    fresh: pgworld.World, run_playbook: t.Callable[..., t.Any]
+) -> None:
+    world = fresh
+    prod = world.clusters["prod"]
+    run = run_playbook("playbooks/prod_restore.yml", extra_vars=FAST, env={"PGSHIFT_WORLD": world.state})
+    assert run.rc == 0, run.output[-3000:]
+    assert execute(prod, "shop", "SELECT count(*) FROM pg_trigger WHERE tgname = 'pgshift_capture'")[0][0] > 0
+    final = run_playbook("playbooks/release_final.yml", env={"PGSHIFT_WORLD": world.state})
+    assert final.rc == 0 and "change capture removed" in final.output, final.output[-3000:]
+    assert execute(prod, "shop", "SELECT to_regnamespace('pgshift_capture')") == [(None,)]
+    assert execute(prod, "shop", "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'pgshift%'") == [(0,)]
+    back = run_playbook("playbooks/rollback.yml", env={"PGSHIFT_WORLD": world.state})
+    assert back.rc == 0 and "is final" in back.output, back.output[-3000:]
+    assert "display_name" in shop_columns(world), "a final release stays"

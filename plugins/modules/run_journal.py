@@ -166,11 +166,11 @@ def main() -> None:
                     journal.finish_run(cur, p["run_id"], p["status"], p["note"])
                     result = dict(changed=True, run_id=p["run_id"])
                 elif p["action"] == "final":
-                    run_id = p["run_id"] or journal.latest_run(cur, p["production_database"], only_open=False)
+                    final_run = p["run_id"] or journal.latest_run(cur, p["production_database"], only_open=False)
                     removed = release.close_as_final(cluster, p["production_database"])
-                    if run_id:
-                        journal.record_step(cur, run_id, "final", "done", {"capture_removed": removed})
-                    result = dict(changed=removed, run_id=run_id, capture_removed=removed)
+                    if final_run:
+                        journal.record_step(cur, final_run, "final", "done", {"capture_removed": removed})
+                    result = dict(changed=removed, run_id=final_run, capture_removed=removed)
                 else:
                     shown = p["run_id"] or journal.latest_run(cur, p["production_database"], only_open=False)
                     run = journal.get_run(cur, shown) if shown else None

@@ -243,7 +243,7 @@ class Writer(threading.Thread):
                 "SELECT count(*) > 0 FROM information_schema.columns WHERE table_name = 'customers' "
                 "AND column_name = 'display_name'"
             )
-            new_schema = bool(cur.fetchone()[0])
+            new_schema = bool(t.cast(t.Tuple[t.Any, ...], cur.fetchone())[0])
         conn.commit()
         return conn, new_schema
 

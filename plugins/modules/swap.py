@@ -20,7 +20,7 @@ description:
   - Right before the renames, with both databases blocked, a change capture (row triggers writing to the schema
     C(pgshift_capture)) is installed on every carried table of the rebuilt database, with the inverse of the
     release's mapping, so that a swap-back (M(pgshift.ops.rollback)) carries every write made after the swap back
-    into the previous production. The capture of an earlier release is removed from the outgoing production: that
+    into the previous production. The capture of an earlier release is removed from the outgoing production, as that
     release is final once a new one swaps.
 extends_documentation_fragment:
   - pgshift.ops.connection

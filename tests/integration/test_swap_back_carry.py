@@ -23,6 +23,7 @@ import typing as t
 import pgworld
 import psycopg2
 import pytest
+from fault_support import fault_log, record
 from psycopg2 import sql
 
 from ansible_collections.pgshift.ops.plugins.module_utils import _carry as carry
@@ -58,6 +59,8 @@ SELECT setval(pg_get_serial_sequence('products', 'id'), 20);
 INSERT INTO events (id, at, kind) SELECT g, DATE '2025-06-01' + g * 3, 'k' || g FROM generate_series(1, 100) g;
 SELECT setval('events_id_seq', 100);
 """
+
+__all__ = ["fault_log"]
 
 MAPPING = "tables:\n  customers:\n    columns:\n      display_name: {from: full_name}\n"
 
@@ -175,7 +178,7 @@ def test_a_write_that_cannot_go_back_stops_the_carry(
     assert ("fine",) in rows(pg, pair.old, "SELECT full_name FROM customers WHERE full_name = 'fine'")
 
 
-def test_the_capture_costs_and_survives_an_application_role(pg: pgworld.Cluster, pair: Pair) -> None:
+def test_an_application_role_writes_through_the_capture(pg: pgworld.Cluster, pair: Pair) -> None:
     """An application role without any privilege on pgshift_capture writes through the trigger."""
     role = "app_" + pair.new
     password = "pw-" + pair.new
@@ -411,6 +414,7 @@ def fresh(world: pgworld.World) -> pgworld.World:
 FAST = {"pgshift_backup_verify_level": "read", "pgshift_swap_timeout": 10}
 
 
+@pytest.mark.slow
 def test_failed_api_check_after_the_swap_carries_every_write_back(
     fresh: pgworld.World, run_playbook: t.Callable[..., t.Any]
 ) -> None:
@@ -442,8 +446,15 @@ def test_failed_api_check_after_the_swap_carries_every_write_back(
     orders = detail["tables"]["orders"]
     assert orders["inserted"] >= AFTER_SWAP_WRITES and orders["proof"]["equal"], orders
     assert not os.path.exists(os.path.join(world.state, "web", "maintenance.flag"))
+    record(
+        "post-swap writes, API check fails",
+        "after swap",
+        "intact",
+        "%d writes after the swap carried back, proven" % writer.on_new,
+    )
 
 
+@pytest.mark.slow
 def test_make_rollback_after_a_successful_release_carries_every_write_back(
     fresh: pgworld.World, run_playbook: t.Callable[..., t.Any]
 ) -> None:
@@ -467,6 +478,7 @@ def test_make_rollback_after_a_successful_release_carries_every_write_back(
     (detail,) = carry_steps(world)
     assert detail["tables"]["orders"]["inserted"] >= AFTER_SWAP_WRITES
     assert detail["tables"]["orders"]["proof"]["equal"]
+    record("post-release writes, make rollback", "after release", "intact", "%d writes carried back" % writer.on_new)
     runs = execute(world.clusters["prod"], "pgshift", "SELECT status FROM pgshift.runs ORDER BY started_at")
     assert runs[-1][0] == "rolled_back"
     # idempotent: nothing left to undo
@@ -474,6 +486,7 @@ def test_make_rollback_after_a_successful_release_carries_every_write_back(
     assert again.rc == 0 and "no unfinished run to roll back" in again.output, again.output[-2000:]
 
 
+@pytest.mark.slow
 def test_a_write_that_cannot_go_back_refuses_the_swap_back(
     fresh: pgworld.World, run_playbook: t.Callable[..., t.Any]
 ) -> None:
@@ -519,8 +532,10 @@ def test_a_write_that_cannot_go_back_refuses_the_swap_back(
     assert len(kept) == 1 and "full_name" in shop_columns(world)
     assert execute(prod, kept[0], "SELECT count(*) FROM customers WHERE loyalty_points = 42") == [(2,)]
     assert execute(prod, "shop", "SELECT count(*) FROM orders WHERE note = 'fine to carry'") == [(1,)]
+    record("post-swap write the old schema lacks", "swap-back", "released", "refused, new database kept serving")
 
 
+@pytest.mark.slow
 def test_a_release_closed_as_final_is_not_swapped_back(
     fresh: pgworld.World, run_playbook: t.Callable[..., t.Any]
 ) -> None:

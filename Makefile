@@ -74,6 +74,10 @@ prod-restore-from-dev: venv ## prod_restore.yml against INVENTORY (default: the 
 rollback: venv ## put production back as it was before the last run, from the run journal
 	$(BIN)/ansible-playbook playbooks/rollback.yml -i $(INVENTORY) $(ANSIBLE_ARGS)
 
+.PHONY: release-final
+release-final: venv ## close the latest release as final: its swap-back change capture is removed from production
+	$(BIN)/ansible-playbook playbooks/release_final.yml -i $(INVENTORY) $(ANSIBLE_ARGS)
+
 -include mk/*.mk
 
 .PHONY: lint

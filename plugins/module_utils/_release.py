@@ -25,6 +25,7 @@ try:
 except ImportError:  # pragma: no cover - the module reports it: _connection.connect() checks HAS_PSYCOPG2 first
     pass
 
+from ansible_collections.pgshift.ops.plugins.module_utils import _carry as carry
 from ansible_collections.pgshift.ops.plugins.module_utils import _journal as journal
 from ansible_collections.pgshift.ops.plugins.module_utils._clients import check_client, find_client, run_client
 from ansible_collections.pgshift.ops.plugins.module_utils._connection import (
@@ -45,6 +46,7 @@ except ImportError:  # pragma: no cover - reported by the connection layer
 NEXT_SUFFIX = "__next"
 PREV_INFIX = "__prev_"
 FAILED_INFIX = "__failed_"
+KEPT_INFIX = "__kept_"
 MAX_NAME = 63
 
 
@@ -59,6 +61,11 @@ def prev_name(prod: str, when: t.Optional[datetime.datetime] = None) -> str:
 
 def failed_name(prod: str) -> str:
     return _fit(prod, FAILED_INFIX + datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d%H%M%S"))
+
+
+def kept_name(prod: str) -> str:
+    """Where a forced swap-back keeps the new database (writes that could not go back): retention never removes it."""
+    return _fit(prod, KEPT_INFIX + datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d%H%M%S"))
 
 
 def _fit(prod: str, suffix: str) -> str:
@@ -337,9 +344,13 @@ def analyze(target: ConnParams) -> None:
 
 
 def drop_database(cluster: ConnParams, name: str, prod: str, check_mode: bool = False) -> bool:
-    """Drop a database pgshift made (``__next`` or ``__failed_*``). Refuses anything else, production above all."""
-    if name == prod or not (name == next_name(prod) or name.startswith(prod + FAILED_INFIX)):
-        raise PgShiftError("refusing to drop %r: pgshift only drops the databases it builds" % name)
+    """Drop the half-built ``__next`` (it never served). Refuses anything else: production above all, and every
+    database applications could write to (``__failed_*`` and ``__kept_*`` served after a swap)."""
+    if name == prod or name != next_name(prod):
+        raise PgShiftError(
+            "refusing to drop %r: pgshift only drops the database it is building (%r), never one that served"
+            % (name, next_name(prod))
+        )
     conn = admin(cluster)
     try:
         with conn.cursor() as cur:
@@ -361,8 +372,14 @@ def swap(
     journal_db: str = journal.DEFAULT_JOURNAL_DB,
     check_mode: bool = False,
     timeout: float = 30.0,
+    mapping_file: t.Optional[str] = None,
+    capture: bool = True,
 ) -> t.Dict[str, t.Any]:
-    """Rename production to ``__prev_<ts>`` and ``__next`` to production, atomically, journal included."""
+    """Rename production to ``__prev_<ts>`` and ``__next`` to production, atomically, journal included.
+
+    Right before, with both databases blocked: the change capture is installed in ``__next`` (every write made after
+    the swap can be carried back by a swap-back, see _carry.py), and the capture of an earlier release is removed
+    from the outgoing production (that release is final once a new one swaps)."""
     new = next_name(prod)
     prev = prev_name(prod)
     plan = {"production": prod, "previous": prev, "next": new, "connlimit": connlimit}
@@ -387,6 +404,13 @@ def swap(
             for name in (prod, new):
                 cur.execute(sql.SQL("ALTER DATABASE {} CONNECTION LIMIT 0").format(sql.Identifier(name)))
                 terminate_sessions(cur, name, timeout)
+            if capture:
+                plan["capture"] = carry.install_capture(
+                    cluster.with_database(prod), cluster.with_database(new), run_id, mapping_file
+                )
+                carry.remove_capture(cluster.with_database(prod))
+                for name in (prod, new):
+                    terminate_sessions(cur, name, timeout)
             conn.autocommit = False
             cur.execute("SET LOCAL lock_timeout = '10s'")
             cur.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(prod), sql.Identifier(prev)))
@@ -435,8 +459,15 @@ def rollback(
     journal_db: str = journal.DEFAULT_JOURNAL_DB,
     check_mode: bool = False,
     reason: str = "rollback requested",
+    force_swap_back: bool = False,
 ) -> t.Dict[str, t.Any]:
-    """Put production back as it was before ``run_id`` (default: the latest unfinished run), from the journal.
+    """Put production back as it was before ``run_id`` (default: the latest unfinished run, else the latest release
+    that succeeded and is not final yet), from the journal.
+
+    Once the swap is done the new database has served the applications: the swap-back first carries every write
+    made since then back into the previous production (_carry.py), proven, and the new database is kept, never
+    dropped. When a write cannot go back, nothing is swapped: the new database stays production, access is restored,
+    and the result says which tables hold what (``refused``), unless ``force_swap_back``.
 
     Idempotent: every action first looks at the actual state of the cluster, so a second call does nothing.
     """
@@ -444,14 +475,17 @@ def rollback(
     conn = connect(journal.journal_params(cluster, journal_db))
     try:
         with conn.cursor() as cur:
-            run_id = run_id or journal.latest_run(cur, prod)
+            run_id = run_id or journal.latest_run(cur, prod) or _latest_succeeded(cur, prod)
             if not run_id:
                 conn.rollback()
                 return {"run_id": None, "actions": [], "changed": False, "message": "no unfinished run to roll back"}
             run = journal.get_run(cur, run_id)
             if run is None:
                 raise PgShiftError("run %r is not in the journal" % run_id)
-            if run["status"] in ("rolled_back", "succeeded"):
+            states = journal.step_states(run)
+            swap_state = states.get("swap")
+            swapped = bool(swap_state and swap_state["state"] == "done")
+            if run["status"] == "rolled_back" or (run["status"] == "succeeded" and not swapped):
                 conn.rollback()
                 return {
                     "run_id": run_id,
@@ -460,50 +494,81 @@ def rollback(
                     "status": run["status"],
                     "message": "run %s is already %s" % (run_id, run["status"]),
                 }
-            states = journal.step_states(run)
+            if run["status"] == "succeeded" and _capture_run(cluster, prod) != run_id:
+                conn.rollback()
+                return {
+                    "run_id": run_id,
+                    "actions": [],
+                    "changed": False,
+                    "status": run["status"],
+                    "message": "run %s succeeded and is final (its change capture was removed): nothing to roll "
+                    "back; restore a verified backup with playbooks/restore_backup.yml to go further back" % run_id,
+                }
             access = states.get("block_access", {}).get("detail", {})
             previous_connlimit = int(access.get("previous", {}).get("connlimit", -1))
-            swap_state = states.get("swap")
             conn.rollback()  # end the read transaction before switching modes
             conn.autocommit = True
+            carried: t.Optional[t.Dict[str, t.Any]] = None
+            kept: t.Optional[str] = None
             # 1. undo the swap: the database carrying the production name is the new one; the previous is intact
-            if swap_state and swap_state["state"] == "done":
-                prev = swap_state["detail"].get("previous")
-                if database_info(cur, prev) is not None:
-                    failed = failed_name(prod)
-                    actions.append("swap back: %s -> %s, %s -> %s" % (prod, failed, prev, prod))
-                    if not check_mode:
+            if swapped:
+                prev = t.cast(t.Dict[str, t.Any], swap_state)["detail"].get("previous")
+                if database_info(cur, prev) is not None and database_info(cur, prod) is not None:
+                    if check_mode:
+                        actions.append(
+                            "carry the writes made after the swap from %s back into %s, then swap back" % (prod, prev)
+                        )
+                    else:
                         for name in (prod, prev):
-                            if database_info(cur, name) is not None:
-                                cur.execute(
-                                    sql.SQL("ALTER DATABASE {} CONNECTION LIMIT 0").format(sql.Identifier(name))
-                                )
-                                terminate_sessions(cur, name)
+                            cur.execute(sql.SQL("ALTER DATABASE {} CONNECTION LIMIT 0").format(sql.Identifier(name)))
+                            terminate_sessions(cur, name)
+                        carried = carry.carry_back(cluster, prod, prev, run_id, force_swap_back)
+                        if not carried["ok"] and not force_swap_back:
+                            return _refuse_swap_back(cur, run, prod, prev, previous_connlimit, carried, reason)
+                        kept = failed_name(prod) if carried["ok"] else kept_name(prod)
+                        actions.append("carry back: %s" % carried["message"])
+                        actions.append("swap back: %s -> %s (kept), %s -> %s" % (prod, kept, prev, prod))
                         conn.autocommit = False
                         cur.execute("SET LOCAL lock_timeout = '10s'")
-                        if database_info(cur, prod) is not None:
-                            cur.execute(
-                                sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
-                                    sql.Identifier(prod), sql.Identifier(failed)
-                                )
-                            )
+                        cur.execute(
+                            sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(prod), sql.Identifier(kept))
+                        )
                         cur.execute(
                             sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(prev), sql.Identifier(prod))
                         )
-                        journal.record_step(cur, run_id, "swap", "undone", {"failed_copy": failed})
+                        journal.record_step(
+                            cur,
+                            run_id,
+                            "carry_back",
+                            "done",
+                            {
+                                "tables": carried["tables"],
+                                "sequences": carried["sequences"],
+                                "forced": not carried["ok"],
+                                "refused": carried["refused"],
+                            },
+                        )
+                        journal.record_step(cur, run_id, "swap", "undone", {"kept": kept})
                         conn.commit()
                         conn.autocommit = True
+                elif database_info(cur, prev) is not None:
+                    # an earlier attempt renamed the new database away but stopped before renaming the previous back
+                    actions.append("rename %s -> %s" % (prev, prod))
+                    if not check_mode:
+                        cur.execute(
+                            sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(prev), sql.Identifier(prod))
+                        )
                 elif database_info(cur, prod) is None:
                     raise PgShiftError(
                         "neither %r nor the previous database %r exists: restore production from the verified backup "
                         "with playbooks/restore_backup.yml" % (prod, prev)
                     )
-            # 2. drop what this run built and no longer needs
-            for name in [next_name(prod)] + _failed_copies(cur, prod):
-                if database_info(cur, name) is not None:
-                    actions.append("drop %s" % name)
-                    if not check_mode:
-                        cur.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+            # 2. drop what this run built and that never served (the half-built next database)
+            name = next_name(prod)
+            if database_info(cur, name) is not None:
+                actions.append("drop %s" % name)
+                if not check_mode:
+                    cur.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
             # 3. production accepts connections again, with its previous limit
             info = database_info(cur, prod)
             if info is None:
@@ -521,20 +586,90 @@ def rollback(
             if not check_mode:
                 journal.record_step(cur, run_id, "rollback", "done", {"actions": actions, "reason": reason})
                 journal.finish_run(cur, run_id, "rolled_back", reason)
-            return {
+            result: t.Dict[str, t.Any] = {
                 "run_id": run_id,
                 "actions": actions,
                 "changed": bool(actions) or not check_mode,
                 "status": "rolled_back",
+                "refused": False,
             }
+            if carried is not None:
+                result["carried"] = carried["tables"]
+                result["kept"] = kept
+                result["message"] = "production was swapped back; %s; the new database is kept as %s%s" % (
+                    carried["message"],
+                    kept,
+                    ""
+                    if carried["ok"]
+                    else " (forced: it holds writes that did not go back: %s)" % "; ".join(carried["refused"]),
+                )
+            return result
     except psycopg2.Error as exc:
         raise db_error(exc, "rolling back run %s" % run_id) from None
     finally:
         conn.close()
 
 
-def _failed_copies(cur: t.Any, prod: str) -> t.List[str]:
+def _refuse_swap_back(
+    cur: t.Any,
+    run: t.Dict[str, t.Any],
+    prod: str,
+    prev: str,
+    connlimit: int,
+    carried: t.Dict[str, t.Any],
+    reason: str,
+) -> t.Dict[str, t.Any]:
+    """Writes made after the swap cannot go back: the new database stays production and serves again."""
     cur.execute(
-        "SELECT datname FROM pg_database WHERE datname LIKE %s", (prod.replace("_", "\\_") + "\\_\\_failed\\_%",)
+        sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true CONNECTION LIMIT {}").format(
+            sql.Identifier(prod), sql.Literal(int(connlimit))
+        )
     )
-    return [r[0] for r in cur.fetchall()]
+    message = (
+        "swap-back refused, nothing was swapped: %s. %r stays production (the new database, accepting connections "
+        "again); the previous production is %r, unchanged. Put those rows in a form the previous schema takes (or "
+        "remove them) and roll back again, or swap back anyway with -e pgshift_swap_back_force=true (the new "
+        "database is then kept as %s)" % (carried["message"], prod, prev, prod + KEPT_INFIX + "<timestamp>")
+    )
+    detail = {"tables": carried["tables"], "refused": carried["refused"], "reason": reason}
+    journal.record_step(cur, run["run_id"], "swap_back", "failed", detail)
+    if run["status"] == "running":
+        journal.finish_run(cur, run["run_id"], "failed", message)
+    return {
+        "run_id": run["run_id"],
+        "actions": [
+            "restore access to %s (connection limit %d): the new database stays production" % (prod, connlimit)
+        ],
+        "changed": True,
+        "status": "failed" if run["status"] == "running" else run["status"],
+        "refused": True,
+        "carried": carried["tables"],
+        "cannot_go_back": carried["refused"],
+        "message": message,
+    }
+
+
+def _latest_succeeded(cur: t.Any, prod: str) -> t.Optional[str]:
+    """The latest run, when it is a release that succeeded (``make rollback`` right after a release undoes it)."""
+    latest = journal.latest_run(cur, prod, only_open=False)
+    if latest is None:
+        return None
+    run = journal.get_run(cur, latest)
+    return latest if run is not None and run["status"] == "succeeded" else None
+
+
+def _capture_run(cluster: ConnParams, prod: str) -> t.Optional[str]:
+    try:
+        conn = connect(cluster.with_database(prod))
+    except PgShiftError:
+        return None
+    try:
+        return carry.capture_run(conn)
+    finally:
+        conn.close()
+
+
+def close_as_final(cluster: ConnParams, prod: str, check_mode: bool = False) -> bool:
+    """Close the latest release as final: its change capture is removed (writes stop paying for it), and it can no
+    longer be swapped back. True when there was a capture."""
+    return carry.remove_capture(cluster.with_database(prod), check_mode)

@@ -42,6 +42,8 @@ KNOWN_VARIABLES = frozenset(
         "pgshift_app_tier",
         "pgshift_app_roles",
         "pgshift_allow_superuser_sessions",
+        "pgshift_swap_back_force",
+        "pgshift_release_final",
         "pgshift_work_dir",
         "pgshift_perf_queries_file",
         "pgshift_perf_runs",

@@ -13,6 +13,16 @@ description:
   - Reads the run journal on the production cluster and undoes what the run did to the databases, whatever step it
     reached. It swaps back when the swap was done (one transaction), drops the half-built C(<production>__next), and
     restores production's previous connection limit so it accepts connections again.
+  - Without O(run_id) it undoes the latest unfinished run or, when there is none, the latest release if it
+    succeeded and is not final yet (its change capture is still in production).
+  - After the swap the new production has served the applications. The swap-back first carries every row inserted,
+    updated or deleted there since the swap back into the previous production (through the inverse of the
+    release's mapping, in one transaction, applications blocked), sets its sequences past what the new one issued,
+    and proves the carried rows equal on both sides (counts and checksums). The new database is kept as
+    C(<production>__failed_<timestamp>); pgshift never drops a database that served.
+  - When a write cannot go back (a table or a column value the previous schema lacks, a row an old constraint
+    refuses) nothing is swapped - the new database stays production, access is restored - and the result says per
+    table how many rows were written and which cannot go back (RV(refused) true), unless O(force_swap_back).
   - Idempotent, since every action looks at the actual state first; running it twice is harmless.
   - Services and maintenance pages are restored by the C(pgshift.ops.recover) role around this module.
   - When neither production nor its previous copy exists, it stops and says to restore from the verified backup
@@ -43,6 +53,13 @@ options:
     description: Why, recorded in the journal.
     type: str
     default: rollback requested
+  force_swap_back:
+    description:
+      - Swap back even when some writes made after the swap cannot go back; what can go back is carried, and the new
+        database, which still holds the rest, is kept as C(<production>__kept_<timestamp>), a name retention never
+        removes.
+    type: bool
+    default: false
 seealso:
   - module: pgshift.ops.swap
 author:
@@ -68,7 +85,23 @@ actions:
   returned: always
   type: list
   elements: str
-  sample: ["swap back: shop -> shop__failed_20261125, shop__prev_20261125 -> shop", "drop shop__next"]
+  sample: ["carry back: ...", "swap back: shop -> shop__failed_20261125101500 (kept), shop__prev_20261125 -> shop"]
+refused:
+  description: True when the swap-back was refused because writes made after the swap cannot go back.
+  returned: always
+  type: bool
+carried:
+  description: Per table, rows written after the swap (inserted, updated, deleted, truncated) and the proof.
+  returned: when a swap-back was attempted
+  type: dict
+kept:
+  description: Name under which the new database is kept after a swap-back.
+  returned: when the swap was undone
+  type: str
+message:
+  description: What was done (or why not), for people.
+  returned: when there is something to say
+  type: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -86,6 +119,7 @@ def main() -> None:
         run_id=dict(type="str"),
         journal_database=dict(type="str", default="pgshift"),
         reason=dict(type="str", default="rollback requested"),
+        force_swap_back=dict(type="bool", default=False),
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     p = module.params
@@ -93,12 +127,21 @@ def main() -> None:
     try:
         missing = journal.ensure_journal(cluster, p["journal_database"], module.check_mode)
         if module.check_mode and missing:
-            module.exit_json(changed=False, run_id=None, actions=[], message="no journal yet: nothing to roll back")
+            module.exit_json(
+                changed=False, run_id=None, actions=[], refused=False, message="no journal yet: nothing to roll back"
+            )
         result = release.rollback(
-            cluster, p["production_database"], p["run_id"], p["journal_database"], module.check_mode, p["reason"]
+            cluster,
+            p["production_database"],
+            p["run_id"],
+            p["journal_database"],
+            module.check_mode,
+            p["reason"],
+            p["force_swap_back"],
         )
     except PgShiftError as exc:
         fail_from(module, exc)
+    result.setdefault("refused", False)
     module.exit_json(**result)
 
 

@@ -29,9 +29,12 @@ options:
   action:
     description:
       - V(start) registers a run, V(step) records a step state, V(finish) closes the run, V(show) returns a run.
+      - V(final) closes the latest release (or O(run_id)) as final - its swap-back change capture is removed from
+        production (triggers, function, log), writes stop paying for it, and the release can no longer be swapped
+        back with its writes carried; recorded as step C(final).
     type: str
     required: true
-    choices: [start, step, finish, show]
+    choices: [start, step, finish, show, final]
   production_database:
     description: Name of the production database the run releases to.
     type: str
@@ -100,6 +103,10 @@ run:
   description: The run with its steps, for O(action=show).
   returned: when action is show
   type: dict
+capture_removed:
+  description: Whether production had a swap-back change capture that was removed, for O(action=final).
+  returned: when action is final
+  type: bool
 """
 
 import typing as t
@@ -107,6 +114,7 @@ import typing as t
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.pgshift.ops.plugins.module_utils import _journal as journal
+from ansible_collections.pgshift.ops.plugins.module_utils import _release as release
 from ansible_collections.pgshift.ops.plugins.module_utils._connection import (
     ConnParams,
     connect,
@@ -118,7 +126,7 @@ from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShift
 def main() -> None:
     spec = connection_argument_spec()
     spec.update(
-        action=dict(type="str", required=True, choices=["start", "step", "finish", "show"]),
+        action=dict(type="str", required=True, choices=["start", "step", "finish", "show", "final"]),
         production_database=dict(type="str", required=True),
         journal_database=dict(type="str", default=journal.DEFAULT_JOURNAL_DB),
         run_id=dict(type="str"),
@@ -157,6 +165,12 @@ def main() -> None:
                 elif p["action"] == "finish":
                     journal.finish_run(cur, p["run_id"], p["status"], p["note"])
                     result = dict(changed=True, run_id=p["run_id"])
+                elif p["action"] == "final":
+                    final_run = p["run_id"] or journal.latest_run(cur, p["production_database"], only_open=False)
+                    removed = release.close_as_final(cluster, p["production_database"])
+                    if final_run:
+                        journal.record_step(cur, final_run, "final", "done", {"capture_removed": removed})
+                    result = dict(changed=removed, run_id=final_run, capture_removed=removed)
                 else:
                     shown = p["run_id"] or journal.latest_run(cur, p["production_database"], only_open=False)
                     run = journal.get_run(cur, shown) if shown else None

@@ -17,6 +17,11 @@ description:
     connection limit production had before the run (O(connlimit)).
   - Production is never dropped; previous databases beyond O(retention_keep) (at least one is always kept) are
     removed after a successful swap.
+  - Right before the renames, with both databases blocked, a change capture (row triggers writing to the schema
+    C(pgshift_capture)) is installed on every carried table of the rebuilt database, with the inverse of the
+    release's mapping, so that a swap-back (M(pgshift.ops.rollback)) carries every write made after the swap back
+    into the previous production. The capture of an earlier release is removed from the outgoing production, as that
+    release is final once a new one swaps.
 extends_documentation_fragment:
   - pgshift.ops.connection
 attributes:
@@ -51,6 +56,17 @@ options:
     description: Seconds to wait for terminated sessions to go away.
     type: int
     default: 30
+  mapping_file:
+    description:
+      - The release's mapping file (renamed tables and columns), the one M(pgshift.ops.data_copy) used; its inverse
+        is stored with the change capture.
+    type: path
+  capture:
+    description:
+      - Install the change capture in the rebuilt database. Without it, a swap-back cannot find the writes made after
+        the swap and refuses unless forced.
+    type: bool
+    default: true
 seealso:
   - module: pgshift.ops.rollback
 author:
@@ -77,6 +93,10 @@ previous:
   returned: always
   type: str
   sample: shop__prev_20261125231500
+capture:
+  description: The change capture installed in the new production (its database and the tables captured).
+  returned: when the swap happened with O(capture)
+  type: dict
 removed:
   description: Previous databases removed by retention.
   returned: always
@@ -100,6 +120,8 @@ def main() -> None:
         journal_database=dict(type="str", default="pgshift"),
         retention_keep=dict(type="int", default=2),
         timeout=dict(type="int", default=30),
+        mapping_file=dict(type="path"),
+        capture=dict(type="bool", default=True),
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     p = module.params
@@ -113,6 +135,8 @@ def main() -> None:
             p["journal_database"],
             module.check_mode,
             float(p["timeout"]),
+            p["mapping_file"],
+            p["capture"],
         )
         result["diff"] = {
             "before": "%(production)s: production\n%(next)s: rebuilt, proven\n" % result,

@@ -91,7 +91,9 @@ def assert_production_intact(world: pgworld.World, before: t.Dict[str, t.Any]) -
     prod = world.clusters["prod"]
     dbs = databases(prod)
     assert dbs["shop"] == (-1, True), "production must accept connections with its old limit"
-    assert not [d for d in dbs if d.startswith("shop__next") or d.startswith("shop__failed")]
+    assert not [d for d in dbs if d.startswith("shop__next")]
+    # a new database that served after a swap is kept by a swap-back (never dropped), closed to applications
+    assert all(dbs[d][0] == 0 for d in dbs if d.startswith("shop__failed_")), dbs
     assert checksums(prod, "shop") == before, "production content changed"
     assert "full_name" in columns(prod, "shop", "customers"), "production must still have its old schema"
     assert not os.path.exists(os.path.join(world.state, "web", "maintenance.flag")), "maintenance left on"
@@ -209,8 +211,10 @@ def test_failed_api_check_after_the_swap_swaps_back(fresh: pgworld.World, run_pl
     assert run.rc != 0
     assert "production was swapped back" in run.output
     assert_production_intact(world, before)
-    # the previous database is production again: no __prev_ copy is left behind by the failed run
+    # the previous database is production again: no __prev_ copy is left behind by the failed run; the new database,
+    # which served after the swap, is kept (test_swap_back_carry.py proves the writes made there are carried back)
     assert not [d for d in databases(world.clusters["prod"]) if d.startswith("shop__prev_")]
+    assert len([d for d in databases(world.clusters["prod"]) if d.startswith("shop__failed_")]) == 1
     assert journal_runs(world.clusters["prod"])[-1][1] == "rolled_back"
 
 

@@ -83,18 +83,20 @@ class Sides:
                 conn.close()
 
 
+def _row(items: t.Sequence[t.Tuple["sql.Composable", int, bool]], algorithm: str) -> t.List["sql.Composable"]:
+    return _checksums.row_items([i[0] for i in items], [i[1] for i in items], algorithm, [i[2] for i in items])
+
+
 def source_row(tp: _data.TablePlan, algorithm: str) -> t.List["sql.Composable"]:
-    """The source side's carried row, converted to what the target holds, as ``_checksums.row_items``."""
-    return _checksums.row_items(
-        [c.source_as_target() for c in tp.carried], [c.target.type_oid for c in tp.carried], algorithm
-    )
+    """The source side's carried row as ``_checksums.row_items``: production's original values for a type change
+    that is not accepted (``CarriedColumn.proof_source``), else the values converted as the copy converts them."""
+    return _row([c.proof_source() for c in tp.carried], algorithm)
 
 
 def target_row(tp: _data.TablePlan, algorithm: str) -> t.List["sql.Composable"]:
-    """The target side's carried row, hashed with the target's column types, as ``_checksums.row_items``."""
-    return _checksums.row_items(
-        [sql.Identifier(c.target.name) for c in tp.carried], [c.target.type_oid for c in tp.carried], algorithm
-    )
+    """The target side's carried row as ``_checksums.row_items``: its values, converted back to the source type for
+    a type change that is not accepted (``CarriedColumn.proof_target``), computed from the target alone."""
+    return _row([c.proof_target() for c in tp.carried], algorithm)
 
 
 class Side(t.NamedTuple):
@@ -113,8 +115,8 @@ def _sides(
     src_key: t.List["sql.Composable"]
     tgt_key: t.List["sql.Composable"]
     if key_columns and all(k in by_target for k in key_columns):
-        src_key = [by_target[k].source_as_target() for k in key_columns]
-        tgt_key = [sql.Identifier(k) for k in key_columns]
+        src_key = [by_target[k].proof_source()[0] for k in key_columns]
+        tgt_key = [by_target[k].proof_target()[0] for k in key_columns]
     else:
         src_key = source_row(tp, _checksums.ALGORITHM_ROW_TEXT)
         tgt_key = target_row(tp, _checksums.ALGORITHM_ROW_TEXT)
@@ -413,6 +415,11 @@ def integrity_check(
                     entry.update(checker.narrow(sides_pool, tp))
                 mismatches.append(entry)
         try:
+            accepted_changes = _data.accepted_change_counts(sides.conn("source"), tgt_conn, plan)
+        except psycopg2.Error as exc:
+            raise db_error(exc, "counting the accepted value changes on the source") from None
+        tgt_conn.rollback()
+        try:
             health = target_health(tgt_conn, amcheck, check_mode)
         except psycopg2.Error as exc:
             raise db_error(exc, "checking the target's constraints, indexes and sequences") from None
@@ -436,6 +443,7 @@ def integrity_check(
         "tables": tables,
         "mismatches": mismatches,
         "lost": plan.lost(),
+        "accepted_changes": accepted_changes,
         "seconds": round(time.monotonic() - started, 3),
         **health,
     }

@@ -12,7 +12,7 @@ description:
   - For every table of the carry-over plan (see M(pgshift.ops.data_plan)), compares row counts and content checksums
     (C(count(*)) and the sum of a 64-bit hash per row) over the carried columns between O(source) and O(target);
     the source side is computed on its values converted to the target types through the same mapping, except for a
-    changed type the mapping does not accept (C(accept_change)): there production's original values are compared with
+    changed type the mapping does not accept (C(accept_change)), where production's original values are compared with
     the target's converted back to the source type, so a copy that changed a value is caught.
     Source and target queries run at the same time; every source reader shares one snapshot.
   - On a mismatch, narrows the table down by buckets of its primary key and names the first differing keys.

@@ -147,6 +147,15 @@ def test_accepted_changes_copy_and_prove_and_the_proof_compares_original_values(
         assert changes[(table, column)]["accepted_by"] == "accept_change"
     assert changes[("lines_ok", "total")]["accepted_by"] == "no row differs"
     assert plan.result["notes"] == []
+    # production's stored values of a column dev makes generated may also be accepted as a loss of that column
+    by_loss = os.path.join(os.path.dirname(accepted), "by_loss.yml")
+    with open(by_loss, "w", encoding="utf-8") as handle:
+        handle.write(ACCEPTED.replace(", lines.total", "") + "accept_loss:\n  columns: [lines.total]\n")
+    plan = run_module("data_plan", carry.common_args(by_loss))
+    assert not plan.failed, plan.output
+    lines = [c for c in plan.result["accepted_changes"] if c["table"] == "lines"]
+    assert lines == [dict(changes[("lines", "total")], accepted_by="accept_loss")]
+    assert plan.result["notes"] == [] and plan.result["lost"]["columns"] == []
 
     copy = run_module("data_copy", dict(carry.common_args(accepted), jobs=2))
     assert not copy.failed, copy.output

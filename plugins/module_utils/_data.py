@@ -401,14 +401,6 @@ class CarriedColumn:
         the target server knows)."""
         return self.type_change and not self.accepted and _need(self.source, "source").builtin
 
-    def round_trip(self, value: "sql.Composable") -> "sql.Composable":
-        """What a source value becomes after the copy, read back as the source type: its text form read by the
-        target type's input function, that value's text form read by the source type's (the target type must be
-        builtin: this runs on the source server)."""
-        src = _need(self.source, "source column")
-        converted = sql.SQL("CAST({} AS {})").format(text_out(value), sql.SQL(self.target.type))
-        return sql.SQL("CAST({} AS {})").format(text_out(converted), sql.SQL(src.type))
-
     def proof_source(self) -> t.Tuple["sql.Composable", int, bool]:
         """(value, type OID to hash it as, hash by the type's equality) of the source side of the proof."""
         src = _need(self.source, "source column") if self.compared_as_source else None
@@ -849,63 +841,78 @@ class ProblemFinder:
     def cast_errors(self, tp: TablePlan, cc: CarriedColumn, first_error: str) -> None:
         """Count every source row whose text form the target type rejects, with examples.
 
-        PostgreSQL 15 has no safe cast (``pg_input_is_valid`` is 16+) and the plan is read-only on the source, so
-        the distinct text forms (with their row counts) are streamed from a server-side cursor and probed in batches
-        of ``CAST_BATCH``, each in a savepoint; a failing batch is split in halves until the failing values are
-        alone. Memory stays one batch; the cost is one query per batch plus about log2(batch) per bad value, bounded
-        by ``CAST_PROBE_BUDGET`` queries, beyond which the count is a lower bound ("at least").
+        PostgreSQL 16+: one query with ``pg_input_is_valid(text, type)``, the safe test of the target type's input
+        function. PostgreSQL 15 and older have no safe cast and the plan is read-only on the source (no temporary
+        function), so the distinct text forms (with their row counts) are streamed from a server-side cursor and
+        probed in batches of ``CAST_BATCH``, each in a savepoint; a failing batch is split in halves until the
+        failing values are alone. Memory stays one batch; the cost is one query per batch plus about 2 log2(batch)
+        per bad value, bounded by ``CAST_PROBE_BUDGET`` queries, beyond which the count is a lower bound.
         """
         tcol = cc.target
         source = _need(tp.source, "source table")
-        target_type = sql.SQL(tcol.type)
-        probe = sql.SQL("SELECT count(CAST(x AS {})) FROM unnest(%s::text[]) x").format(target_type)
-        bad: t.List[t.Tuple[str, int]] = []
-        state = {"budget": CAST_PROBE_BUDGET}
-
-        def fails(values: t.List[t.Tuple[str, int]]) -> None:
-            if state["budget"] <= 0:
-                return
-            state["budget"] -= 1
-            _rows, err = self._query(probe, [[v for v, _n in values]])
-            if err is None:
-                return
-            if len(values) == 1:
-                bad.append(values[0])
-                return
-            half = len(values) // 2
-            fails(values[:half])
-            fails(values[half:])
-
-        query = sql.SQL("SELECT o, count(*) FROM (SELECT {} AS o FROM {}) s WHERE o IS NOT NULL GROUP BY o").format(
-            text_out(cc.source_value()), source.from_clause()
-        )
+        text = text_out(cc.source_value())
+        state = {"budget": CAST_PROBE_BUDGET, "rows": 0, "distinct": 0}
+        sample: t.List[str] = []
         complete = True
-        with self.src.cursor(name="pgshift_cast_probe") as cur:
-            cur.itersize = CAST_BATCH
-            cur.execute(query)
-            while True:
-                batch = cur.fetchmany(CAST_BATCH)
-                if not batch:
-                    break
-                fails([(str(r[0]), int(r[1])) for r in batch])
+        counted = False
+        if int(getattr(self.src, "server_version", 0)) >= 160000:
+            query = sql.SQL(
+                "SELECT count(*), count(DISTINCT o), (array_agg(DISTINCT o ORDER BY o))[1:%s] FROM "
+                "(SELECT {} AS o FROM {}) s WHERE o IS NOT NULL AND NOT pg_input_is_valid(o, %s)"
+            ).format(text, source.from_clause())
+            rows, err = self._query(query, [SAMPLE_LIMIT, tcol.type])
+            if err is None and rows:
+                state["rows"], state["distinct"] = int(rows[0][0]), int(rows[0][1])
+                sample = [str(v) for v in rows[0][2] or []]
+                counted = True
+        if not counted:
+            probe = sql.SQL("SELECT count(CAST(x AS {})) FROM unnest(%s::text[]) x").format(sql.SQL(tcol.type))
+
+            def fails(values: t.List[t.Tuple[str, int]]) -> None:
                 if state["budget"] <= 0:
-                    complete = False
-                    break
-        count = sum(n for _v, n in bad)
+                    return
+                state["budget"] -= 1
+                _rows, err = self._query(probe, [[v for v, _n in values]])
+                if err is None:
+                    return
+                if len(values) == 1:
+                    state["rows"] += values[0][1]
+                    state["distinct"] += 1
+                    if len(sample) < SAMPLE_LIMIT:
+                        sample.append(values[0][0])
+                    return
+                half = len(values) // 2
+                fails(values[:half])
+                fails(values[half:])
+
+            query = sql.SQL("SELECT o, count(*) FROM (SELECT {} AS o FROM {}) s WHERE o IS NOT NULL GROUP BY o").format(
+                text, source.from_clause()
+            )
+            with self.src.cursor(name="pgshift_cast_probe") as cur:
+                cur.itersize = CAST_BATCH
+                cur.execute(query)
+                while True:
+                    batch = cur.fetchmany(CAST_BATCH)
+                    if not batch:
+                        break
+                    fails([(str(r[0]), int(r[1])) for r in batch])
+                    if state["budget"] <= 0:
+                        complete = False
+                        break
         self.add(
             tp.key,
             tcol.name,
             "cast",
-            count,
-            _sample(v for v, _n in bad[:SAMPLE_LIMIT]),
+            state["rows"],
+            _sample(sample),
             "%s%d source rows of %s (%d distinct values) do not convert to %s, e.g. %s: %s"
             % (
                 "" if complete else "at least ",
-                count,
+                state["rows"],
                 self._where(tp, tcol.name),
-                len(bad),
+                state["distinct"],
                 tcol.type,
-                ", ".join(repr(v) for v, _n in bad[:SAMPLE_LIMIT]),
+                ", ".join(repr(v) for v in sample),
                 first_error,
             ),
         )

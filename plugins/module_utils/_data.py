@@ -419,6 +419,13 @@ class CarriedColumn:
             return sql.Identifier(src.name), src.type_oid, True
         return self.source_as_target(), self.target.type_oid, False
 
+    def back_text(self, value: "sql.Composable") -> "sql.Composable":
+        """The text a target value is read back from, as the source type: its output text, except for a blank-padded
+        ``character(n)`` target whose padding is the type's semantics, not a change (its ``::text`` drops it)."""
+        if re.match(r"^character(\(\d+\))?$", self.target.type):
+            return sql.SQL("CAST({} AS text)").format(value)
+        return text_out(value)
+
     def proof_target(self) -> t.Tuple["sql.Composable", int, bool]:
         """The target side matching :meth:`proof_source`, computed on the target server from its own values."""
         value = sql.Identifier(self.target.name)
@@ -426,7 +433,7 @@ class CarriedColumn:
             src = _need(self.source, "source column")
             if self.json_rule:
                 return text_out(value), 25, False
-            return sql.SQL("CAST({} AS {})").format(text_out(value), sql.SQL(src.type)), src.type_oid, True
+            return sql.SQL("CAST({} AS {})").format(self.back_text(value), sql.SQL(src.type)), src.type_oid, True
         return value, self.target.type_oid, False
 
     def describe(self) -> t.Dict[str, t.Any]:
@@ -947,7 +954,7 @@ class ProblemFinder:
             rows, err = self._changed_rows(tp, value, converted, json_duplicate_keys(text_out(sql.SQL("v"))))
         else:
             converted = sql.SQL("CAST({} AS {})").format(text_out(sql.SQL("v")), sql.SQL(cc.target.type))
-            back = sql.SQL("CAST({} AS {})").format(text_out(sql.SQL("c")), sql.SQL(src.type))
+            back = sql.SQL("CAST({} AS {})").format(cc.back_text(sql.SQL("c")), sql.SQL(src.type))
             rows, err = self._changed_rows(tp, value, converted, sql.SQL("v IS DISTINCT FROM {}").format(back))
             if err is not None:
                 # no equality operator for the source type (json, point, xml, ...): compare the text forms

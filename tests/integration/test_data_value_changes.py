@@ -49,6 +49,8 @@ CREATE TABLE lines_ok (id integer PRIMARY KEY, qty integer, price numeric(8,2), 
 INSERT INTO lines_ok SELECT i, i, 2.50, i * 2.50 FROM generate_series(1, 30) i;
 CREATE TABLE names (id integer PRIMARY KEY, n varchar(10));
 INSERT INTO names SELECT i, 'name ' || i FROM generate_series(1, 30) i;
+CREATE TABLE tags (id integer PRIMARY KEY, label text);
+INSERT INTO tags SELECT i, (ARRAY['ab', 'abc', 'x', 'abcde'])[1 + i % 4] FROM generate_series(1, 12) i;
 """
 
 DEV = r"""
@@ -64,6 +66,7 @@ CREATE TABLE lines (id integer PRIMARY KEY, qty integer, price numeric(8,2),
 CREATE TABLE lines_ok (id integer PRIMARY KEY, qty integer, price numeric(8,2),
   total numeric GENERATED ALWAYS AS (qty * price) STORED);
 CREATE TABLE names (id integer PRIMARY KEY, n text);
+CREATE TABLE tags (id integer PRIMARY KEY, label character(5));  -- blank-padded: the padding is no change
 """
 
 # (table key, column, kind, rows seeded to change, the qualified name the message gives)

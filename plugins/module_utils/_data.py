@@ -1023,14 +1023,10 @@ class ProblemFinder:
                 rows, err = self._query(query, [SAMPLE_LIMIT])
                 if err is None:
                     break
-            if err is not None or rows is None:
-                self.plan.warnings.append(
-                    "generated column %s.%s could not be evaluated on the source rows (%s); production's stored "
-                    "values of %s would be replaced" % (tp.key, gen.name, err, stored.name)
-                )
-                continue
-            count = int(rows[0][0]) if rows else 0
-            sample = _sample(r[1] for r in rows)
+            # Not evaluable on the source (a function it lacks, a value that does not convert): the rows that differ
+            # are unknown (count None), which is refused like a difference unless accepted.
+            count = None if err is not None or rows is None else (int(rows[0][0]) if rows else 0)
+            sample = _sample(r[1] for r in rows or [])
             source_name = "%s.%s" % (_need(tp.source, "source").key, stored.name)
             target_name = "%s.%s" % (tp.key, gen.name)
             entry = {"table": tp.key, "column": gen.name, "kind": "generated", "count": count, "sample": sample}
@@ -1038,8 +1034,20 @@ class ProblemFinder:
                 self.plan.accepted_changes.append(dict(entry, accepted_by="accept_change"))
             elif source_name in self.plan.accept_loss_columns:
                 self.plan.accepted_changes.append(dict(entry, accepted_by="accept_loss"))
-            elif not count:
+            elif count == 0:
                 self.plan.accepted_changes.append(dict(entry, accepted_by="no row differs"))
+            elif count is None:
+                self.add(
+                    tp.key,
+                    gen.name,
+                    "generated",
+                    None,
+                    [],
+                    "the target's GENERATED column %s.%s (%s) could not be evaluated on the source rows (%s): "
+                    "production's stored values of %s would be replaced, how many differ is unknown; accept the "
+                    "change (accept_change: [%s] or accept_loss.columns: [%s]) or change the dev schema"
+                    % (tp.key, gen.name, expr, err, self._where(tp, stored.name), target_name, source_name),
+                )
             else:
                 self.add(
                     tp.key,

@@ -972,18 +972,26 @@ class ProblemFinder:
         src = _need(cc.source, "source column")
         tcol = cc.target
         count, sample, err = self.value_change_count(tp, cc)
-        if count is None:
-            self.plan.warnings.append(
-                "values of %s.%s converted from %s to %s could not be compared with production's: %s"
-                % (tp.key, tcol.name, src.type, tcol.type, err)
-            )
-            return
-        if not count:
+        if count == 0:
             return
         name = "%s.%s" % (tp.key, tcol.name)
         entry = {"table": tp.key, "column": tcol.name, "kind": "value_change", "count": count, "sample": sample}
         if cc.accepted:
             self.plan.accepted_changes.append(dict(entry, accepted_by="accept_change"))
+            return
+        if count is None:
+            # The converted values do not read back as the source type (bigint -> real gives 1.2345679e+11): they
+            # cannot be compared, so neither could the proof; refused unless accepted.
+            self.add(
+                tp.key,
+                tcol.name,
+                "value_change",
+                None,
+                [],
+                "source values of %s converted from %s to %s do not read back as %s (%s), so whether they change is "
+                "unknown; accept the change (accept_change: [%s]), map the column with an expression, or change the "
+                "dev schema" % (self._where(tp, tcol.name), src.type, tcol.type, src.type, err, name),
+            )
             return
         self.add(
             tp.key,

@@ -51,6 +51,8 @@ CREATE TABLE names (id integer PRIMARY KEY, n varchar(10));
 INSERT INTO names SELECT i, 'name ' || i FROM generate_series(1, 30) i;
 CREATE TABLE tags (id integer PRIMARY KEY, label text);
 CREATE TABLE doubled (id integer PRIMARY KEY, v numeric, w numeric);
+CREATE TABLE counters (id integer PRIMARY KEY, n bigint);
+INSERT INTO counters SELECT i, CASE WHEN i = 3 THEN 123456789012 ELSE i END FROM generate_series(1, 10) i;
 INSERT INTO doubled SELECT i, i, 2 * i FROM generate_series(1, 10) i;
 INSERT INTO tags SELECT i, (ARRAY['ab', 'abc', 'x', 'abcde'])[1 + i % 4] FROM generate_series(1, 12) i;
 """
@@ -72,6 +74,8 @@ CREATE TABLE tags (id integer PRIMARY KEY, label character(5));  -- blank-padded
 -- a generation expression the source cannot evaluate (the function exists in dev only): refused, count unknown
 CREATE FUNCTION twice(numeric) RETURNS numeric IMMUTABLE LANGUAGE sql AS 'SELECT $1 * 2';
 CREATE TABLE doubled (id integer PRIMARY KEY, v numeric, w numeric GENERATED ALWAYS AS (twice(v)) STORED);
+-- bigint -> real: 123456789012 becomes 1.2345679e+11, which does not read back as bigint: refused, count unknown
+CREATE TABLE counters (id integer PRIMARY KEY, n real);
 """
 
 # (table key, column, kind, rows seeded to change, the qualified name the message gives)
@@ -84,7 +88,9 @@ LOSSY = [
     ("flags", "answer", "value_change", 4, "public.flags.answer"),
     ("lines", "total", "generated", 3, "public.lines.total"),
 ]
-ACCEPTED = "accept_change: [doubled.w, %s]\n" % ", ".join("%s.%s" % (tb, col) for tb, col, _k, _n, _w in LOSSY)
+ACCEPTED = "accept_change: [doubled.w, counters.n, %s]\n" % ", ".join(
+    "%s.%s" % (tb, col) for tb, col, _k, _n, _w in LOSSY
+)
 
 
 @pytest.fixture(scope="module")
@@ -115,10 +121,14 @@ def test_lossy_type_changes_and_generated_columns_are_refused(world: t.Any, run_
     res = run_module("data_plan", carry.common_args(strict))
     assert res.failed
     found = {(p["table"], p["column"]): p for p in res.result["problems"]}
-    assert set(found) == {(tb, col) for tb, col, _k, _n, _w in LOSSY} | {("doubled", "w")}, res.result["problems"]
+    unknowns = {("doubled", "w"), ("counters", "n")}
+    assert set(found) == {(tb, col) for tb, col, _k, _n, _w in LOSSY} | unknowns, res.result["problems"]
     unknown = found.pop(("doubled", "w"))
     assert unknown["kind"] == "generated" and unknown["count"] is None
     assert "twice(v)" in unknown["message"] and "public.doubled.w" in unknown["message"]
+    unknown = found.pop(("counters", "n"))
+    assert unknown["kind"] == "value_change" and unknown["count"] is None
+    assert "public.counters.n" in unknown["message"] and "do not read back as bigint" in unknown["message"]
     for table, column, kind, rows, where in LOSSY:
         problem = found[(table, column)]
         assert problem["kind"] == kind and problem["count"] == rows, problem
@@ -157,7 +167,8 @@ def test_accepted_changes_copy_and_prove_and_the_proof_compares_original_values(
         assert changes[(table, column)]["count"] == rows and changes[(table, column)]["kind"] == kind
         assert changes[(table, column)]["accepted_by"] == "accept_change"
     assert changes[("lines_ok", "total")]["accepted_by"] == "no row differs"
-    assert changes[("doubled", "w")]["count"] is None and changes[("doubled", "w")]["accepted_by"] == "accept_change"
+    for unknown in [("doubled", "w"), ("counters", "n")]:
+        assert changes[unknown]["count"] is None and changes[unknown]["accepted_by"] == "accept_change"
     assert plan.result["notes"] == []
     # production's stored values of a column dev makes generated may also be accepted as a loss of that column
     by_loss = os.path.join(os.path.dirname(accepted), "by_loss.yml")
@@ -182,13 +193,14 @@ def test_accepted_changes_copy_and_prove_and_the_proof_compares_original_values(
     assert all(v["match"] for v in proof.result["tables"].values())
     proved = {(c["table"], c["column"]): c["count"] for c in proof.result["accepted_changes"]}
     expected: t.Dict[t.Tuple[str, str], t.Optional[int]] = {(tb, col): n for tb, col, _k, n, _w in LOSSY}
-    assert proved == {**expected, ("doubled", "w"): None}
+    assert proved == {**expected, ("doubled", "w"): None, ("counters", "n"): None}
 
     # Without the acceptance the same copy is caught: production's original values differ from the target's.
     res = run_module("integrity_check", carry.common_args(strict))
     assert res.failed
     differing = {m["table"]: m for m in res.result["mismatches"]}
-    assert set(differing) == {"shop.prices", "events", "measures", "docs", "stamps", "flags"}
+    assert set(differing) == {"shop.prices", "events", "measures", "docs", "stamps", "flags", "counters"}
+    assert "do not read back" in differing["counters"]["error"] and "table counters differs" in res.result["msg"]
     assert {"key": "(10)", "difference": "changed"} in differing["shop.prices"]["first_differing_keys"]
     assert [k["key"] for k in differing["docs"]["first_differing_keys"]] == ["(1)", "(2)", "(3)"]
     assert len(differing["measures"]["first_differing_keys"]) == 4

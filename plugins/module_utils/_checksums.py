@@ -171,6 +171,14 @@ _HASH_ARRAY_OIDS = frozenset({1000, 1001, 1002, 1003, 1005, 1007, 1016, 1028, 10
 _HASH_TEXT_ARRAY_OIDS = frozenset({1009, 1014, 1015})
 HASH_BY_VALUE_OIDS = frozenset(_HASH_FUNCTIONS) | _HASH_ARRAY_OIDS | _HASH_TEXT_ARRAY_OIDS
 _NULL_BASE = 0x2545F4914F6CDD1D
+# Types whose equality is not identity of the text form, hashed by the type's own (equality-consistent) extended hash
+# when a comparison is by equality (the data proof of a changed type: 1.50 = 1.5, -0 = 0, '1 day' = '24 hours').
+_EQUALITY_HASH_FUNCTIONS: t.Dict[int, str] = {
+    700: "hashfloat4extended({v}, {s})",  # real
+    701: "hashfloat8extended({v}, {s})",  # double precision
+    1186: "interval_hash_extended({v}, {s})",  # interval
+    1700: "hash_numeric_extended({v}, {s})",  # numeric
+}
 
 
 def algorithm_for(server_version_num: int) -> str:
@@ -203,10 +211,15 @@ def by_value(algorithm: str) -> bool:
     return check_algorithm(algorithm) == ALGORITHM_VALUES
 
 
-def hash_term(value: "sql.Composable", type_oid: int, index: int) -> "sql.Composable":
-    """The ``values-v1`` hash of one column's value (``type_oid`` its type, ``index`` its 0-based position)."""
+def hash_term(value: "sql.Composable", type_oid: int, index: int, equality: bool = False) -> "sql.Composable":
+    """The ``values-v1`` hash of one column's value (``type_oid`` its type, ``index`` its 0-based position);
+    ``equality``: values equal by the type's ``=`` hash the same (numeric, floats, interval: not their text form)."""
     seed = sql.Literal(index + 1)
-    template = _HASH_FUNCTIONS.get(int(type_oid)) or _HASH_OUTPUT_FORM.get(int(type_oid))
+    template = _HASH_FUNCTIONS.get(int(type_oid))
+    if equality and template is None:
+        template = _EQUALITY_HASH_FUNCTIONS.get(int(type_oid))
+    if template is None:
+        template = _HASH_OUTPUT_FORM.get(int(type_oid))
     if template is not None:
         expr = sql.SQL(template).format(v=value, s=seed)
     elif type_oid in _HASH_ARRAY_OIDS:
@@ -220,11 +233,16 @@ def hash_term(value: "sql.Composable", type_oid: int, index: int) -> "sql.Compos
 
 
 def row_items(
-    values: t.Sequence["sql.Composable"], type_oids: t.Sequence[int], algorithm: str
+    values: t.Sequence["sql.Composable"],
+    type_oids: t.Sequence[int],
+    algorithm: str,
+    equality: t.Optional[t.Sequence[bool]] = None,
 ) -> t.List["sql.Composable"]:
-    """What :func:`row_hash` combines: hash terms (``values-v1``) or the values themselves (``row-text-v1``)."""
+    """What :func:`row_hash` combines: hash terms (``values-v1``) or the values themselves (``row-text-v1``);
+    ``equality`` per column, see :func:`hash_term`."""
     if by_value(algorithm):
-        return [hash_term(v, oid, i) for i, (v, oid) in enumerate(zip(values, type_oids))]
+        flags = list(equality) if equality is not None else [False] * len(values)
+        return [hash_term(v, oid, i, eq) for i, (v, oid, eq) in enumerate(zip(values, type_oids, flags))]
     return list(values)
 
 

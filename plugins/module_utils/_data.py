@@ -50,6 +50,8 @@ T = t.TypeVar("T")
 FIRST_USER_OID = 16384
 DEFAULT_LEDGER_TABLES = ("pgmigrations", "pgshift_migration_meta")
 SAMPLE_LIMIT = 5
+CAST_BATCH = 1000
+CAST_PROBE_BUDGET = 20000
 _INTEGER_RANGES = {
     "smallint": (-32768, 32767),
     "integer": (-2147483648, 2147483647),
@@ -270,6 +272,8 @@ class Mapping:
     tables: t.Dict[str, t.Dict[str, t.Any]] = dataclasses.field(default_factory=dict)
     accept_tables: t.Set[str] = dataclasses.field(default_factory=set)
     accept_columns: t.Set[str] = dataclasses.field(default_factory=set)
+    # "table.column" entries (same syntax as accept_loss.columns) whose values may change in the conversion.
+    accept_change: t.Set[str] = dataclasses.field(default_factory=set)
 
     def __post_init__(self) -> None:
         # Every table and column named in the file, in the one canonical key form (_identity): ``public.orders`` and
@@ -313,11 +317,14 @@ def load_mapping(path: t.Optional[str]) -> Mapping:
     except yaml.YAMLError as exc:
         raise PgShiftError("mapping_file %s is not valid YAML: %s" % (path, exc)) from None
     if not isinstance(doc, dict):
-        raise PgShiftError("mapping_file %s: the top level must be a mapping with keys tables, accept_loss" % path)
-    unknown = set(doc) - {"tables", "accept_loss"}
+        raise PgShiftError(
+            "mapping_file %s: the top level must be a mapping with keys tables, accept_loss, accept_change" % path
+        )
+    unknown = set(doc) - {"tables", "accept_loss", "accept_change"}
     if unknown:
         raise PgShiftError(
-            "mapping_file %s: unknown top-level keys %s (allowed: tables, accept_loss)" % (path, sorted(unknown))
+            "mapping_file %s: unknown top-level keys %s (allowed: tables, accept_loss, accept_change)"
+            % (path, sorted(unknown))
         )
     tables = doc.get("tables") or {}
     if not isinstance(tables, dict):
@@ -336,10 +343,14 @@ def load_mapping(path: t.Optional[str]) -> Mapping:
     accept = doc.get("accept_loss") or {}
     if not isinstance(accept, dict) or set(accept) - {"tables", "columns"}:
         raise PgShiftError("mapping_file %s: accept_loss takes only 'tables' and 'columns' lists" % path)
+    change = doc.get("accept_change") or []
+    if not isinstance(change, list):
+        raise PgShiftError("mapping_file %s: accept_change must be a list of table.column entries" % path)
     return Mapping(
         {str(k): v for k, v in tables.items()},
         {str(x) for x in accept.get("tables") or []},
         {str(x) for x in accept.get("columns") or []},
+        {str(x) for x in change},
     )
 
 
@@ -351,11 +362,40 @@ def _need(value: t.Optional[T], what: str) -> T:
     return value
 
 
+def text_out(value: "sql.Composable") -> "sql.Composable":
+    """The value's text form as its type's output function writes it, which is what text COPY sends (``::text`` is
+    not always that: ``true::text`` is ``'true'``, COPY writes ``t``; ``inet::text`` adds the mask)."""
+    # concat() calls the output function of its argument (and has no % placeholder to escape)
+    return sql.SQL("(CASE WHEN ({v}) IS NULL THEN NULL ELSE concat({v}) END)").format(v=value)
+
+
+# Source types whose text form is a JSON document the target reads as jsonb: compared as JSON (whitespace, key
+# order, number spelling and escapes are normalised, not changed), a value changes only when an object in it has
+# duplicate keys (jsonb keeps the last one).
+JSON_SOURCE_TYPES = ("json", "text", "character varying")
+
+
+def json_duplicate_keys(value: "sql.Composable") -> "sql.Composable":
+    """True when the JSON document ``value`` (read as json, which keeps every key) has an object with a key twice,
+    at any depth (a recursive walk over json_each / json_array_elements)."""
+    return sql.SQL(
+        "EXISTS (WITH RECURSIVE walk(j) AS (SELECT ({})::json UNION ALL "
+        "SELECT c.j FROM walk w CROSS JOIN LATERAL ("
+        "SELECT e.value FROM json_each(CASE WHEN json_typeof(w.j) = 'object' THEN w.j END) e "
+        "UNION ALL SELECT a.value FROM json_array_elements(CASE WHEN json_typeof(w.j) = 'array' THEN w.j END) a"
+        ") c(j)) "
+        "SELECT 1 FROM walk w WHERE json_typeof(w.j) = 'object' "
+        "AND (SELECT count(*) <> count(DISTINCT k) FROM json_object_keys(w.j) k))"
+    ).format(value)
+
+
 @dataclasses.dataclass
 class CarriedColumn:
     target: Column
     source: t.Optional[Column]
     expression: t.Optional[str] = None
+    # the mapping's accept_change names it: the conversion may change values, the proof compares with the conversion
+    accepted: bool = False
 
     @property
     def changed(self) -> bool:
@@ -377,8 +417,62 @@ class CarriedColumn:
             return value
         if self.target.builtin:
             # Catalog-generated type spelling (format_type on the target), valid SQL for a builtin type.
-            return sql.SQL("CAST(({})::text AS {})").format(value, sql.SQL(self.target.type))
-        return sql.SQL("({})::text").format(value)
+            return sql.SQL("CAST({} AS {})").format(text_out(value), sql.SQL(self.target.type))
+        return text_out(value)
+
+    @property
+    def type_change(self) -> bool:
+        """A source column whose type changes (not an expression): its values go through a conversion."""
+        return self.expression is None and self.source is not None and self.changed
+
+    @property
+    def json_rule(self) -> bool:
+        """Converted to jsonb from a JSON document (json, text): compared as JSON, see JSON_SOURCE_TYPES."""
+        if not self.type_change or self.target.type != "jsonb":
+            return False
+        return _need(self.source, "source").type in JSON_SOURCE_TYPES
+
+    @property
+    def compared_as_source(self) -> bool:
+        """The proof compares production's ORIGINAL values with the target's converted back to the source type:
+        a type change that is not accepted (so it must change no value) from a builtin source type (whose spelling
+        the target server knows)."""
+        return self.type_change and not self.accepted and _need(self.source, "source").builtin
+
+    def proof_source(self) -> t.Tuple["sql.Composable", int, bool]:
+        """(value, type OID to hash it as, hash by the type's equality) of the source side of the proof."""
+        src = _need(self.source, "source column") if self.compared_as_source else None
+        if src is not None and self.json_rule:
+            value = sql.Identifier(src.name)
+            return (
+                sql.SQL("(CASE WHEN {dup} THEN 'duplicate keys: ' || {orig} ELSE {norm} END)").format(
+                    dup=json_duplicate_keys(text_out(value)),
+                    orig=text_out(value),
+                    norm=text_out(sql.SQL("CAST({} AS jsonb)").format(text_out(value))),
+                ),
+                25,
+                False,
+            )
+        if src is not None:
+            return sql.Identifier(src.name), src.type_oid, True
+        return self.source_as_target(), self.target.type_oid, False
+
+    def back_text(self, value: "sql.Composable") -> "sql.Composable":
+        """The text a target value is read back from, as the source type: its output text, except for a blank-padded
+        ``character(n)`` target whose padding is the type's semantics, not a change (its ``::text`` drops it)."""
+        if re.match(r"^character(\(\d+\))?$", self.target.type):
+            return sql.SQL("CAST({} AS text)").format(value)
+        return text_out(value)
+
+    def proof_target(self) -> t.Tuple["sql.Composable", int, bool]:
+        """The target side matching :meth:`proof_source`, computed on the target server from its own values."""
+        value = sql.Identifier(self.target.name)
+        if self.compared_as_source:
+            src = _need(self.source, "source column")
+            if self.json_rule:
+                return text_out(value), 25, False
+            return sql.SQL("CAST({} AS {})").format(self.back_text(value), sql.SQL(src.type)), src.type_oid, True
+        return value, self.target.type_oid, False
 
     def describe(self) -> t.Dict[str, t.Any]:
         out: t.Dict[str, t.Any] = {"name": self.target.name, "target_type": self.target.type}
@@ -399,6 +493,9 @@ class TablePlan:
     defaulted: t.List[Column]
     generated: t.List[str]
     ledger: bool = False
+    # (generated target column, stored source column of the same or the mapped name): production's stored values
+    # are replaced by what the target computes
+    overwritten: t.List[t.Tuple[Column, Column]] = dataclasses.field(default_factory=list)
 
     @property
     def key(self) -> str:
@@ -421,11 +518,12 @@ class TablePlan:
     def target_columns(self) -> "sql.Composed":
         return sql.SQL(", ").join(sql.Identifier(c.target.name) for c in self.carried)
 
-    def mapped_source(self, cast: bool = True) -> "sql.Composed":
+    def mapped_source(self, cast: bool = True, extra: t.Sequence["sql.Composable"] = ()) -> "sql.Composed":
         """A subquery over the source that looks like the target table: target column names, target types (source
-        types with ``cast=False``, for when a value that does not convert would abort the whole query)."""
+        types with ``cast=False``, for when a value that does not convert would abort the whole query); ``extra``
+        items are appended to its select list."""
         source = _need(self.source, "source table")
-        items = [
+        items: t.List["sql.Composable"] = [
             sql.SQL("{} AS {}").format(
                 c.source_as_target() if cast else c.source_value(), sql.Identifier(c.target.name)
             )
@@ -438,6 +536,7 @@ class TablePlan:
                 items.append(sql.SQL("({})::{} AS {}").format(sql.SQL(col.default), col_type, sql.Identifier(col.name)))
             else:
                 items.append(sql.SQL("NULL::{} AS {}").format(col_type, sql.Identifier(col.name)))
+        items.extend(extra)
         if not items:
             items = [sql.SQL("1 AS {}").format(sql.Identifier("?pgshift_empty"))]
         return sql.SQL("(SELECT {} FROM {})").format(sql.SQL(", ").join(items), source.from_clause())
@@ -466,6 +565,10 @@ class Plan:
     accepted_tables: t.List[str]
     accepted_columns: t.List[str]
     warnings: t.List[str] = dataclasses.field(default_factory=list)
+    accept_change: t.Set[str] = dataclasses.field(default_factory=set)
+    accept_loss_columns: t.Set[str] = dataclasses.field(default_factory=set)
+    # value changes found by ProblemFinder that do not stop the release (accepted, or no row differs)
+    accepted_changes: t.List[t.Dict[str, t.Any]] = dataclasses.field(default_factory=list)
 
     @property
     def unaccepted(self) -> t.List[str]:
@@ -569,11 +672,16 @@ def build_plan(
         carried: t.List[CarriedColumn] = []
         defaulted: t.List[Column] = []
         generated: t.List[str] = []
+        overwritten: t.List[t.Tuple[Column, Column]] = []
         used: t.Set[str] = set()
         for col in target.columns:
             spec = mapping.column_spec(key, col.name)
             if col.generated:
                 generated.append(col.name)
+                stored = source.column(spec.get("from", col.name)) if source is not None else None
+                if stored is not None and not stored.generated:
+                    overwritten.append((col, stored))
+                    used.add(stored.name)
                 used.add(col.name)
                 continue
             if source is None:
@@ -605,11 +713,12 @@ def build_plan(
                     )
                 defaulted.append(col)
                 continue
-            carried.append(CarriedColumn(col, src_col))
+            accepted = "%s.%s" % (key, col.name) in mapping.accept_change
+            carried.append(CarriedColumn(col, src_col, accepted=accepted))
             used.add(src_col.name)
         if source is not None and pool is source_tables:
             used_columns[source.key] = used
-        plans.append(TablePlan(target, source, carried, defaulted, generated, is_ledger))
+        plans.append(TablePlan(target, source, carried, defaulted, generated, is_ledger, overwritten))
 
     lost_tables: t.List[str] = []
     lost_columns: t.List[str] = []
@@ -628,10 +737,22 @@ def build_plan(
             (accepted_columns if name in mapping.accept_columns else lost_columns).append(name)
     for name in sorted(mapping.accept_tables - set(accepted_tables)):
         warnings.append("accept_loss.tables lists %r, which is not lost (it is carried or absent)" % name)
-    for name in sorted(mapping.accept_columns - set(accepted_columns)):
+    overwritten_names = {
+        "%s.%s" % (_need(tp.source, "source").key, stored.name) for tp in plans for _gen, stored in tp.overwritten
+    }
+    for name in sorted(mapping.accept_columns - set(accepted_columns) - overwritten_names):
         warnings.append("accept_loss.columns lists %r, which is not lost (it is carried or absent)" % name)
     plans.sort(key=lambda p: (-(p.source.bytes if p.source else 0), p.key))
-    return Plan(plans, lost_tables, lost_columns, accepted_tables, accepted_columns, warnings)
+    return Plan(
+        plans,
+        lost_tables,
+        lost_columns,
+        accepted_tables,
+        accepted_columns,
+        warnings,
+        set(mapping.accept_change),
+        set(mapping.accept_columns),
+    )
 
 
 # ------------------------------------------------------------------------------------------------ problems
@@ -788,19 +909,256 @@ class ProblemFinder:
                 continue
             if not found and tcol.builtin:
                 # Every other conversion: the text form must parse as the target type (what the copy will do).
-                query = sql.SQL("SELECT count(CAST((v)::text AS {})) FROM (SELECT {} AS v FROM {}) s").format(
-                    sql.SQL(tcol.type), value, source.from_clause()
+                query = sql.SQL("SELECT count(CAST({} AS {})) FROM (SELECT {} AS v FROM {}) s").format(
+                    text_out(sql.SQL("v")), sql.SQL(tcol.type), value, source.from_clause()
                 )
                 _rows, err = self._query(query)
                 if err is not None:
-                    self.add(
-                        tp.key,
-                        tcol.name,
-                        "cast",
-                        None,
-                        [],
-                        "source values of %s.%s do not convert to %s: %s" % (tp.key, tcol.name, tcol.type, err),
-                    )
+                    self.cast_errors(tp, cc, err)
+                elif cc.type_change:
+                    self.value_changes(tp, cc)
+            elif not found and cc.type_change:
+                self.plan.warnings.append(
+                    "values of %s.%s converted to %s (not a builtin type) were not compared with production's"
+                    % (tp.key, tcol.name, tcol.type)
+                )
+        self.generated_over(tp)
+
+    def _where(self, tp: TablePlan, column: str) -> str:
+        source = _need(tp.source, "source table")
+        return "%s.%s.%s" % (source.schema, source.name, column)
+
+    def cast_errors(self, tp: TablePlan, cc: CarriedColumn, first_error: str) -> None:
+        """Count every source row whose text form the target type rejects, with examples.
+
+        PostgreSQL 16+: one query with ``pg_input_is_valid(text, type)``, the safe test of the target type's input
+        function. PostgreSQL 15 and older have no safe cast and the plan is read-only on the source (no temporary
+        function), so the distinct text forms (with their row counts) are streamed from a server-side cursor and
+        probed in batches of ``CAST_BATCH``, each in a savepoint; a failing batch is split in halves until the
+        failing values are alone. Memory stays one batch; the cost is one query per batch plus about 2 log2(batch)
+        per bad value, bounded by ``CAST_PROBE_BUDGET`` queries, beyond which the count is a lower bound.
+        """
+        tcol = cc.target
+        source = _need(tp.source, "source table")
+        text = text_out(cc.source_value())
+        state = {"budget": CAST_PROBE_BUDGET, "rows": 0, "distinct": 0}
+        sample: t.List[str] = []
+        complete = True
+        counted = False
+        if int(getattr(self.src, "server_version", 0)) >= 160000:
+            query = sql.SQL(
+                "SELECT count(*), count(DISTINCT o), (array_agg(DISTINCT o ORDER BY o))[1:%s] FROM "
+                "(SELECT {} AS o FROM {}) s WHERE o IS NOT NULL AND NOT pg_input_is_valid(o, %s)"
+            ).format(text, source.from_clause())
+            rows, err = self._query(query, [SAMPLE_LIMIT, tcol.type])
+            if err is None and rows:
+                state["rows"], state["distinct"] = int(rows[0][0]), int(rows[0][1])
+                sample = [str(v) for v in rows[0][2] or []]
+                counted = True
+        if not counted:
+            probe = sql.SQL("SELECT count(CAST(x AS {})) FROM unnest(%s::text[]) x").format(sql.SQL(tcol.type))
+
+            def fails(values: t.List[t.Tuple[str, int]]) -> None:
+                if state["budget"] <= 0:
+                    return
+                state["budget"] -= 1
+                _rows, err = self._query(probe, [[v for v, _n in values]])
+                if err is None:
+                    return
+                if len(values) == 1:
+                    state["rows"] += values[0][1]
+                    state["distinct"] += 1
+                    if len(sample) < SAMPLE_LIMIT:
+                        sample.append(values[0][0])
+                    return
+                half = len(values) // 2
+                fails(values[:half])
+                fails(values[half:])
+
+            query = sql.SQL("SELECT o, count(*) FROM (SELECT {} AS o FROM {}) s WHERE o IS NOT NULL GROUP BY o").format(
+                text, source.from_clause()
+            )
+            with self.src.cursor(name="pgshift_cast_probe") as cur:
+                cur.itersize = CAST_BATCH
+                cur.execute(query)
+                while True:
+                    batch = cur.fetchmany(CAST_BATCH)
+                    if not batch:
+                        break
+                    fails([(str(r[0]), int(r[1])) for r in batch])
+                    if state["budget"] <= 0:
+                        complete = False
+                        break
+        self.add(
+            tp.key,
+            tcol.name,
+            "cast",
+            state["rows"],
+            _sample(sample),
+            "%s%d source rows of %s (%d distinct values) do not convert to %s, e.g. %s: %s"
+            % (
+                "" if complete else "at least ",
+                state["rows"],
+                self._where(tp, tcol.name),
+                state["distinct"],
+                tcol.type,
+                ", ".join(repr(v) for v in sample),
+                first_error,
+            ),
+        )
+
+    def _changed_rows(
+        self, tp: TablePlan, original: "sql.Composable", converted: "sql.Composable", differs: "sql.Composable"
+    ) -> t.Tuple[t.Optional[t.List[t.Any]], t.Optional[str]]:
+        """(count, 'original -> converted') of the rows where ``differs`` (over ``v`` the original and ``c`` the
+        converted value) holds, at most SAMPLE_LIMIT rows."""
+        query = sql.SQL(
+            "SELECT count(*) OVER (), {o} || ' -> ' || coalesce({c}, 'NULL') FROM "
+            "(SELECT v, {conv} AS c FROM (SELECT {orig} AS v FROM {src}) a) b WHERE {differs} LIMIT %s"
+        ).format(
+            o=text_out(sql.SQL("v")),
+            c=text_out(sql.SQL("c")),
+            conv=converted,
+            orig=original,
+            src=_need(tp.source, "source table").from_clause(),
+            differs=differs,
+        )
+        return self._query(query, [SAMPLE_LIMIT])
+
+    def value_change_count(self, tp: TablePlan, cc: CarriedColumn) -> t.Tuple[t.Optional[int], t.List[str], str]:
+        """Rows whose value the conversion changes: ``(count, examples, error)``; count None when it could not be
+        computed. The copy is text COPY: source value -> text -> target type -> text -> source type, compared with
+        the original by the source type's equality (by text forms for a type without one); a JSON document read as
+        jsonb changes only when an object in it has duplicate keys."""
+        src = _need(cc.source, "source column")
+        value = sql.Identifier(src.name)
+        if cc.json_rule:
+            converted = sql.SQL("CAST({} AS jsonb)").format(text_out(sql.SQL("v")))
+            rows, err = self._changed_rows(tp, value, converted, json_duplicate_keys(text_out(sql.SQL("v"))))
+        else:
+            converted = sql.SQL("CAST({} AS {})").format(text_out(sql.SQL("v")), sql.SQL(cc.target.type))
+            back = sql.SQL("CAST({} AS {})").format(cc.back_text(sql.SQL("c")), sql.SQL(src.type))
+            rows, err = self._changed_rows(tp, value, converted, sql.SQL("v IS DISTINCT FROM {}").format(back))
+            if err is not None:
+                # no equality operator for the source type (json, point, xml, ...): compare the text forms
+                rows, err = self._changed_rows(
+                    tp,
+                    value,
+                    converted,
+                    sql.SQL("{} IS DISTINCT FROM {}").format(text_out(sql.SQL("v")), text_out(back)),
+                )
+        if err is not None or rows is None:
+            return None, [], err or "no result"
+        return (int(rows[0][0]) if rows else 0), _sample(r[1] for r in rows), ""
+
+    def value_changes(self, tp: TablePlan, cc: CarriedColumn) -> None:
+        src = _need(cc.source, "source column")
+        tcol = cc.target
+        count, sample, err = self.value_change_count(tp, cc)
+        if count == 0:
+            return
+        name = "%s.%s" % (tp.key, tcol.name)
+        entry = {"table": tp.key, "column": tcol.name, "kind": "value_change", "count": count, "sample": sample}
+        if cc.accepted:
+            self.plan.accepted_changes.append(dict(entry, accepted_by="accept_change"))
+            return
+        if count is None:
+            # The converted values do not read back as the source type (bigint -> real gives 1.2345679e+11): they
+            # cannot be compared, so neither could the proof; refused unless accepted.
+            self.add(
+                tp.key,
+                tcol.name,
+                "value_change",
+                None,
+                [],
+                "source values of %s converted from %s to %s do not read back as %s (%s), so whether they change is "
+                "unknown; accept the change (accept_change: [%s]), map the column with an expression, or change the "
+                "dev schema" % (self._where(tp, tcol.name), src.type, tcol.type, src.type, err, name),
+            )
+            return
+        self.add(
+            tp.key,
+            tcol.name,
+            "value_change",
+            count,
+            sample,
+            "%d source rows of %s change when converted from %s to %s (%s); accept the change (accept_change: "
+            "[%s]), map the column with an expression, or change the dev schema"
+            % (count, self._where(tp, tcol.name), src.type, tcol.type, "; ".join(sample), name),
+        )
+
+    def generated_over(self, tp: TablePlan) -> None:
+        """A column dev makes GENERATED where production stores values: the rows whose stored value differs from
+        what the target's generation expression computes over the mapped source row."""
+        for gen, stored in tp.overwritten:
+            expr = _need(gen.default, "generation expression of %s.%s" % (tp.key, gen.name))
+            stored_value = CarriedColumn(gen, stored).source_as_target()
+            computed = sql.SQL("({})").format(sql.SQL(expr))
+            if gen.builtin:
+                computed = sql.SQL("CAST({} AS {})").format(computed, sql.SQL(gen.type))
+            rows: t.Optional[t.List[t.Any]] = None
+            err: t.Optional[str] = None
+            for compare in ("s.{s} IS DISTINCT FROM {c}", "{ts} IS DISTINCT FROM {tc}"):
+                query = sql.SQL(
+                    "SELECT count(*) OVER (), coalesce({ts}, 'NULL') || ' -> ' || coalesce({tc}, 'NULL') "
+                    "FROM {src} s WHERE " + compare + " LIMIT %s"
+                ).format(
+                    s=sql.Identifier("?pgshift_stored"),
+                    c=computed,
+                    ts=text_out(sql.SQL("s.{}").format(sql.Identifier("?pgshift_stored"))),
+                    tc=text_out(computed),
+                    src=tp.mapped_source(
+                        True, [sql.SQL("{} AS {}").format(stored_value, sql.Identifier("?pgshift_stored"))]
+                    ),
+                )
+                rows, err = self._query(query, [SAMPLE_LIMIT])
+                if err is None:
+                    break
+            # Not evaluable on the source (a function it lacks, a value that does not convert): the rows that differ
+            # are unknown (count None), which is refused like a difference unless accepted.
+            count = None if err is not None or rows is None else (int(rows[0][0]) if rows else 0)
+            sample = _sample(r[1] for r in rows or [])
+            source_name = "%s.%s" % (_need(tp.source, "source").key, stored.name)
+            target_name = "%s.%s" % (tp.key, gen.name)
+            entry = {"table": tp.key, "column": gen.name, "kind": "generated", "count": count, "sample": sample}
+            if target_name in self.plan.accept_change:
+                self.plan.accepted_changes.append(dict(entry, accepted_by="accept_change"))
+            elif source_name in self.plan.accept_loss_columns:
+                self.plan.accepted_changes.append(dict(entry, accepted_by="accept_loss"))
+            elif count == 0:
+                self.plan.accepted_changes.append(dict(entry, accepted_by="no row differs"))
+            elif count is None:
+                self.add(
+                    tp.key,
+                    gen.name,
+                    "generated",
+                    None,
+                    [],
+                    "the target's GENERATED column %s.%s (%s) could not be evaluated on the source rows (%s): "
+                    "production's stored values of %s would be replaced, how many differ is unknown; accept the "
+                    "change (accept_change: [%s] or accept_loss.columns: [%s]) or change the dev schema"
+                    % (tp.key, gen.name, expr, err, self._where(tp, stored.name), target_name, source_name),
+                )
+            else:
+                self.add(
+                    tp.key,
+                    gen.name,
+                    "generated",
+                    count,
+                    sample,
+                    "%d source rows of %s store a value that differs from what the target's GENERATED column %s "
+                    "computes (%s): production's values would be replaced (%s); accept the change (accept_change: "
+                    "[%s] or accept_loss.columns: [%s]) or change the dev schema"
+                    % (
+                        count,
+                        self._where(tp, stored.name),
+                        gen.name,
+                        expr,
+                        "; ".join(sample),
+                        target_name,
+                        source_name,
+                    ),
+                )
 
     def checks(self, tp: TablePlan) -> None:
         for name, expr in check_constraints(self.tgt, tp.target):
@@ -1123,7 +1481,25 @@ def find_problems(
         finder.domains(tp)
         finder.partitions(tp)
     finder.keys(unique)
+    used = {"%s.%s" % (c["table"], c["column"]) for c in plan.accepted_changes if c["accepted_by"] == "accept_change"}
+    for name in sorted(plan.accept_change - used):
+        plan.warnings.append("accept_change lists %r, which changes no value (or is no carried column)" % name)
     return finder.problems
+
+
+def accepted_change_counts(source_conn: t.Any, target_conn: t.Any, plan: Plan) -> t.List[t.Dict[str, t.Any]]:
+    """The accepted value changes (accept_change, accept_loss of a stored column dev makes generated), counted again
+    on the source as it is now (``source_conn`` in the proof's snapshot): what the integrity proof reports."""
+    finder = ProblemFinder(source_conn, target_conn, plan)
+    plan.accepted_changes = []
+    for tp in plan.tables:
+        if tp.source is None or tp.ledger:
+            continue
+        for cc in tp.carried:
+            if cc.accepted and cc.type_change and cc.target.builtin:
+                finder.value_changes(tp, cc)
+        finder.generated_over(tp)
+    return [c for c in plan.accepted_changes if c["accepted_by"] != "no row differs"]
 
 
 def prepare_plan(
@@ -1146,7 +1522,12 @@ def prepare_plan(
 
 
 def plan_result(plan: Plan) -> t.Dict[str, t.Any]:
-    return {"plan": [tp.describe() for tp in plan.tables], "lost": plan.lost(), "notes": plan.warnings}
+    return {
+        "plan": [tp.describe() for tp in plan.tables],
+        "lost": plan.lost(),
+        "notes": plan.warnings,
+        "accepted_changes": plan.accepted_changes,
+    }
 
 
 def loss_error(plan: Plan) -> PgShiftError:

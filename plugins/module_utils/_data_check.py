@@ -86,18 +86,20 @@ class Sides:
                 conn.close()
 
 
+def _row(items: t.Sequence[t.Tuple["sql.Composable", int, bool]], algorithm: str) -> t.List["sql.Composable"]:
+    return _checksums.row_items([i[0] for i in items], [i[1] for i in items], algorithm, [i[2] for i in items])
+
+
 def source_row(tp: _data.TablePlan, algorithm: str) -> t.List["sql.Composable"]:
-    """The source side's carried row, converted to what the target holds, as ``_checksums.row_items``."""
-    return _checksums.row_items(
-        [c.source_as_target() for c in tp.carried], [c.target.type_oid for c in tp.carried], algorithm
-    )
+    """The source side's carried row as ``_checksums.row_items``: production's original values for a type change
+    that is not accepted (``CarriedColumn.proof_source``), else the values converted as the copy converts them."""
+    return _row([c.proof_source() for c in tp.carried], algorithm)
 
 
 def target_row(tp: _data.TablePlan, algorithm: str) -> t.List["sql.Composable"]:
-    """The target side's carried row, hashed with the target's column types, as ``_checksums.row_items``."""
-    return _checksums.row_items(
-        [sql.Identifier(c.target.name) for c in tp.carried], [c.target.type_oid for c in tp.carried], algorithm
-    )
+    """The target side's carried row as ``_checksums.row_items``: its values, converted back to the source type for
+    a type change that is not accepted (``CarriedColumn.proof_target``), computed from the target alone."""
+    return _row([c.proof_target() for c in tp.carried], algorithm)
 
 
 class Side(t.NamedTuple):
@@ -116,8 +118,8 @@ def _sides(
     src_key: t.List["sql.Composable"]
     tgt_key: t.List["sql.Composable"]
     if key_columns and all(k in by_target for k in key_columns):
-        src_key = [by_target[k].source_as_target() for k in key_columns]
-        tgt_key = [sql.Identifier(k) for k in key_columns]
+        src_key = [by_target[k].proof_source()[0] for k in key_columns]
+        tgt_key = [by_target[k].proof_target()[0] for k in key_columns]
     else:
         src_key = source_row(tp, _checksums.ALGORITHM_ROW_TEXT)
         tgt_key = target_row(tp, _checksums.ALGORITHM_ROW_TEXT)
@@ -167,6 +169,9 @@ class Checker:
                 cur.execute(query)
                 return cur.fetchall()
         except psycopg2.Error as exc:
+            if side.name == "target":  # read-only, no snapshot to keep: the next query on it starts afresh
+                with contextlib.suppress(psycopg2.Error):
+                    conn.rollback()
             raise db_error(exc, "reading %s on the %s side" % (query.as_string(conn)[:200], side.name)) from None
 
     def checksum(self, side: Side) -> t.Tuple[int, str]:
@@ -190,7 +195,27 @@ class Checker:
             }
         started = time.monotonic()
         src, tgt = _sides(tp, self.keys.get(tp.key), source_side, self.algorithm)
-        (s_rows, s_sum), (t_rows, t_sum) = _both(pool, self.checksum, src, tgt)
+        src_future = pool.submit(self.checksum, src)
+        tgt_future = pool.submit(self.checksum, tgt)
+        try:
+            t_rows, t_sum = tgt_future.result()
+        except PgShiftError as exc:
+            src_future.result()
+            if not any(c.compared_as_source for c in tp.carried):
+                raise
+            # A target value that does not read back as production's type (bigint -> real: 1.2345679e+11) is a
+            # changed value, reported as this table's difference.
+            return {
+                "source": tp.source.key,
+                "source_rows": None,
+                "target_rows": None,
+                "source_checksum": None,
+                "target_checksum": None,
+                "match": False,
+                "error": "target values do not read back as production's types: %s" % exc.msg,
+                "seconds": round(time.monotonic() - started, 3),
+            }
+        s_rows, s_sum = src_future.result()
         return {
             "source": tp.source.key,
             "source_rows": s_rows,
@@ -412,10 +437,17 @@ def integrity_check(
                     "source_rows": info["source_rows"],
                     "target_rows": info["target_rows"],
                 }
-                if tp.source is not None and tp.carried:
+                if info.get("error"):
+                    entry["error"] = info["error"]
+                elif tp.source is not None and tp.carried:
                     entry.update(checker.narrow(sides_pool, tp))
                 mismatches.append(entry)
             large_objects = compare_large_objects(sides, sides_pool)
+        try:
+            accepted_changes = _data.accepted_change_counts(sides.conn("source"), tgt_conn, plan)
+        except psycopg2.Error as exc:
+            raise db_error(exc, "counting the accepted value changes on the source") from None
+        tgt_conn.rollback()
         try:
             health = target_health(tgt_conn, amcheck, check_mode)
         except psycopg2.Error as exc:
@@ -442,6 +474,7 @@ def integrity_check(
         "mismatches": mismatches,
         "large_objects": large_objects,
         "lost": plan.lost(),
+        "accepted_changes": accepted_changes,
         "seconds": round(time.monotonic() - started, 3),
         **health,
     }
@@ -477,6 +510,9 @@ def summary(result: t.Dict[str, t.Any]) -> str:
             )
         )
     for m in result["mismatches"]:
+        if m.get("error"):
+            parts.append("table %s differs: %s" % (m["table"], m["error"]))
+            continue
         keys = ", ".join("%s %s" % (k["key"], k["difference"]) for k in m.get("first_differing_keys", [])[:5])
         parts.append(
             "table %s differs (source %d rows, target %d rows)%s"

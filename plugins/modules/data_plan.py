@@ -13,7 +13,8 @@ description:
     no rows yet) and returns, without writing anything, the carry-over plan for every target table.
   - Lists what the source holds that has no destination; anything lost and not accepted in the mapping file fails.
   - Runs read-only queries on the source to find every way its data would not fit the target before any row is
-    copied, and fails when it finds one. See docs/data.md.
+    copied (including every value a type change would alter and every stored column dev makes GENERATED, unless the
+    mapping accepts it), and fails when it finds one. See docs/data.md.
 version_added: 0.1.0
 author:
   - pgshift contributors (!UNKNOWN)
@@ -25,7 +26,8 @@ options:
     description:
       - YAML file declaring renamed tables (C(tables.<new>.from)), renamed or computed columns
         (C(tables.<t>.columns.<c>.from) or C(.expression)) and accepted losses (C(accept_loss.tables),
-        C(accept_loss.columns) as C(table) and C(table.column) strings). Format in sample_app/mapping.yml.
+        C(accept_loss.columns) as C(table) and C(table.column) strings), and value changes accepted
+        (C(accept_change), C(table.column) strings). Format in sample_app/mapping.yml and docs/data.md.
       - Expressions are SQL over the source row, used verbatim; review them like a migration.
     type: path
   ledger_tables:
@@ -121,8 +123,20 @@ problems:
   sample:
     - {table: orders, column: customer_id, kind: orphan, count: 1, sample: ["(999)"],
        message: "1 source rows of orders have no parent in customers(id) for the new FOREIGN KEY(customer_id)"}
+accepted_changes:
+  description:
+    - Values the conversion changes that do not stop the release, with the rows counted on the source
+      (kind C(value_change) for a changed type, C(generated) for a stored column dev makes GENERATED).
+    - C(accepted_by) is C(accept_change), C(accept_loss) (a generated column's stored source column listed under
+      accept_loss.columns) or C(no row differs) (a generated column that computes production's values on every row).
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - {table: prices, column: amount, kind: value_change, count: 5, sample: ["10.1234 -> 10.12"],
+       accepted_by: accept_change}
 notes:
-  description: Checks that could not run on the source, and accept_loss entries that match nothing.
+  description: Checks that could not run on the source, and accept_loss/accept_change entries that match nothing.
   returned: always
   type: list
   elements: str

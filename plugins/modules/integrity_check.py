@@ -11,7 +11,9 @@ short_description: Prove that the new database holds exactly production's carrie
 description:
   - For every table of the carry-over plan (see M(pgshift.ops.data_plan)), compares row counts and content checksums
     (C(count(*)) and the sum of a 64-bit hash per row) over the carried columns between O(source) and O(target);
-    the source side is computed on its values converted to the target types through the same mapping.
+    the source side is computed on its values converted to the target types through the same mapping, except for a
+    changed type the mapping does not accept (C(accept_change)), where production's original values are compared with
+    the target's converted back to the source type, so a copy that changed a value is caught.
     Source and target queries run at the same time; every source reader shares one snapshot.
   - Compares the large objects the same way, from the catalogs of both sides - their number and a fingerprint over
     each one's OID, data (page by page), comment, owner and ACL - and names the large object OIDs that are missing,
@@ -133,6 +135,17 @@ lost:
   description: Lost tables and columns of the plan.
   returned: always
   type: dict
+accepted_changes:
+  description:
+    - The value changes the mapping accepts (accept_change, or accept_loss of a stored column dev makes GENERATED),
+      with the number of source rows whose value the conversion changes, counted in the proof's snapshot.
+    - For those columns the target is compared with the accepted conversion; for every other changed type the
+      proof compares production's original values with the target's converted back to the source type.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{table: prices, column: amount, kind: value_change, count: 5, sample: ["10.1234 -> 10.12"],
+            accepted_by: accept_change}]
 row_hash:
   description:
     - How rows were hashed - C(column hashes) (XOR of one extended hash per column, of the value for builtin types,

@@ -50,6 +50,7 @@ def test_sample_mapping_loads() -> None:
         ("tables:\n  t:\n    rename: x\n", "takes only 'from' and 'columns'"),
         ("accept_loss:\n  tables: [a]\n  rows: [b]\n", "accept_loss takes only"),
         ("tables: {t: [unclosed\n", "not valid YAML"),
+        ("accept_change: {t.c: yes}\n", "accept_change must be a list"),
     ],
 )
 def test_bad_mapping_files_are_refused(tmp_path: t.Any, text: str, message: str) -> None:
@@ -151,3 +152,37 @@ def test_post_data_constraints_are_validated() -> None:
     assert out[0].ident() == ("t", "u", ("a",), None, ())
     with pytest.raises(PgShiftError, match="ref_table and ref_columns"):
         _data.normalize_constraints([{"table": "t", "type": "f", "columns": ["a"]}])
+
+
+def test_accept_change_marks_carried_columns_and_generated_columns_over_stored_ones(tmp_path: t.Any) -> None:
+    source = tables(
+        table("p", col("id"), col("amount", "numeric(10,4)", 1700), col("even", "numeric(10,4)", 1700), col("total")),
+        table("q", col("id"), col("sum"), col("twice", generated=True)),
+    )
+    target = tables(
+        table(
+            "p",
+            col("id"),
+            col("amount", "numeric(10,2)", 1700),
+            col("even", "numeric(10,2)", 1700),
+            col("total", generated=True, default="(id * 2)"),
+        ),
+        table("q", col("id"), col("total", generated=True), col("twice", generated=True)),
+    )
+    mapping = _data.load_mapping(
+        write(
+            tmp_path,
+            "tables:\n  q:\n    columns:\n      total: {from: sum}\n"
+            "accept_change: [p.amount]\naccept_loss:\n  columns: [q.sum]\n",
+        )
+    )
+    assert mapping.accept_change == {"p.amount"}
+    plan = _data.build_plan(source, target, mapping)
+    p, q = plan.by_key()["p"], plan.by_key()["q"]
+    amount, even = p.carried[1], p.carried[2]
+    assert amount.accepted and amount.type_change and not amount.compared_as_source
+    assert not even.accepted and even.compared_as_source and even.proof_source()[1:] == (1700, True)
+    assert [(g.name, s.name) for g, s in p.overwritten] == [("total", "total")]
+    # a stored source column mapped to a generated one is replaced, not lost; a generated source column is neither
+    assert [(g.name, s.name) for g, s in q.overwritten] == [("total", "sum")]
+    assert plan.lost_columns == [] and plan.warnings == []

@@ -37,6 +37,7 @@ except ImportError:  # pragma: no cover - reported by the connection layer
     pass
 
 from ansible_collections.pgshift.ops.plugins.module_utils import _data as data
+from ansible_collections.pgshift.ops.plugins.module_utils import _large_objects
 from ansible_collections.pgshift.ops.plugins.module_utils._connection import ConnParams, connect, db_error
 
 SCHEMA = "pgshift_capture"
@@ -625,6 +626,7 @@ def carry_back(cluster: ConnParams, new_db: str, old_db: str, run_id: str, force
             for tm in maps.values()
             for why, n in sorted(tm.unreturnable.items())
         ]
+        refused += _large_objects_written(new_conn, old_conn)
         with old_conn.cursor() as old_cur:
             after = _already_carried(old_cur, run_id)
             if refused and not force:
@@ -679,6 +681,28 @@ def carry_back(cluster: ConnParams, new_db: str, old_db: str, run_id: str, force
     finally:
         old_conn.close()
         new_conn.close()
+
+
+def _large_objects_written(new_conn: t.Any, old_conn: t.Any) -> t.List[str]:
+    """Large objects are not captured (no row triggers on pg_largeobject): both databases held the same ones at the
+    swap (the integrity check proved it), so any difference now was written after the swap and cannot be carried."""
+    new_fp = _large_objects.fingerprint(new_conn)
+    old_fp = _large_objects.fingerprint(old_conn)
+    old_conn.rollback()
+    if new_fp["checksum"] == old_fp["checksum"] and new_fp["count"] == old_fp["count"]:
+        return []
+    diff = _large_objects.differences(old_conn, new_conn)
+    old_conn.rollback()
+    return [
+        "large objects: %d written after the swap (created %s, removed %s, changed %s); large objects cannot be "
+        "carried back"
+        % (
+            int(diff["total"]),
+            ", ".join(str(o) for o in diff["only_in_target"]) or "none",
+            ", ".join(str(o) for o in diff["missing_in_target"]) or "none",
+            ", ".join(str(c["oid"]) for c in diff["changed"]) or "none",
+        )
+    ]
 
 
 def _keys_left_behind(new_conn: t.Any, tm: _TableMap) -> t.Set[str]:

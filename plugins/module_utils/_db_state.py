@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import typing as t
 
-from ansible_collections.pgshift.ops.plugins.module_utils._connection import db_error
+from ansible_collections.pgshift.ops.plugins.module_utils._connection import ConnParams, connect, db_error
 from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShiftError
 
 try:
@@ -150,6 +150,17 @@ def read_database_state(cur: t.Any, name: t.Optional[str] = None) -> DatabaseSta
         role_settings=role_settings,
         comment=row[8],
     )
+
+
+def locale_options(cur: t.Any, name: str) -> "sql.Composable":
+    """CREATE DATABASE options giving a new database the locale provider of ``name`` (empty for libc, the default;
+    encoding, LC_COLLATE and LC_CTYPE are given by the caller)."""
+    state = read_database_state(cur, name)
+    if state.locale_provider == "i":
+        return sql.SQL(" LOCALE_PROVIDER icu ICU_LOCALE {}").format(sql.Literal(state.locale))
+    if state.locale_provider == "b":
+        return sql.SQL(" LOCALE_PROVIDER builtin BUILTIN_LOCALE {}").format(sql.Literal(state.locale))
+    return sql.SQL("")
 
 
 # ------------------------------------------------------------------------------------------------ settings
@@ -587,6 +598,19 @@ def carry(production: t.Any, target: t.Any, check_mode: bool = False) -> t.Dict[
         "privileges": privileges.describe(),
         "changed": bool(texts),
     }
+
+
+def carry_between(production: ConnParams, target: ConnParams, check_mode: bool = False) -> t.Dict[str, t.Any]:
+    """``carry`` over connections of its own to production and to the rebuilt database."""
+    prod_conn = connect(production, application_name="pgshift database_build")
+    try:
+        target_conn = connect(target, application_name="pgshift database_build")
+        try:
+            return carry(prod_conn, target_conn, check_mode)
+        finally:
+            target_conn.close()
+    finally:
+        prod_conn.close()
 
 
 # ------------------------------------------------------------------------------------------------ the proof

@@ -176,6 +176,8 @@ def split_name_list(value: str) -> t.List[str]:
     (``""`` inside quotes is one ``"``); unquoted names are kept as they are (not folded to lower case)."""
     out: t.List[str] = []
     i, n = 0, len(value)
+    if not value.strip():
+        return out
     while True:
         while i < n and value[i].isspace():
             i += 1
@@ -199,6 +201,8 @@ def split_name_list(value: str) -> t.List[str]:
             while i < n and value[i] != "," and not value[i].isspace():
                 i += 1
             name = value[start:i]
+            if not name:
+                raise PgShiftError("empty unquoted name in setting value %r" % value)
         out.append(name)
         while i < n and value[i].isspace():
             i += 1
@@ -214,8 +218,9 @@ def _setting_name(name: str) -> "sql.Composable":
 
 
 def _setting_value(name: str, value: str) -> "sql.Composable":
-    if name.lower() in LIST_QUOTE_SETTINGS:
-        return sql.SQL(", ").join(sql.Literal(item) for item in split_name_list(value))
+    items = split_name_list(value) if name.lower() in LIST_QUOTE_SETTINGS else []
+    if items:
+        return sql.SQL(", ").join(sql.Literal(item) for item in items)
     return sql.Literal(value)
 
 

@@ -4,8 +4,8 @@ throwaway local world), and integrity_check fails, naming it, when one of them i
 Production gets: REVOKE CONNECT/TEMP FROM PUBLIC with CONNECT granted to the application and a reporting role, TEMP
 to the application, CREATE WITH GRANT OPTION to the reporting role, ALTER DATABASE SET work_mem and search_path (with
 a schema name that needs quoting), ALTER ROLE .. IN DATABASE .. SET statement_timeout, a comment with quotes, and a
-table, a sequence and a column grant that dev's schema does not have (the role does not even exist on dev). Every
-assertion reads the catalogs (or connects as the roles) itself.
+table, a sequence, a column grant and a default privilege that dev's schema does not have (the role does not even
+exist on dev). Every assertion reads the catalogs (or connects as the roles) itself.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ PRODUCTION_GRANTS = [
     "GRANT SELECT ON orders TO " + REPORTING,
     "GRANT USAGE ON SEQUENCE orders_id_seq TO %s WITH GRANT OPTION" % REPORTING,
     "GRANT SELECT (id, email) ON customers TO " + REPORTING,
+    "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO " + REPORTING,
 ]
 
 
@@ -134,6 +135,9 @@ def test_plan_reports_the_state_and_preflight_refusals(
     assert "table public.orders: SELECT to %s" % REPORTING in grants
     assert "column email of table public.customers: SELECT to %s" % REPORTING in grants
     assert "sequence public.orders_id_seq: USAGE to %s WITH GRANT OPTION" % REPORTING in grants
+    assert plan.result["privileges"]["default_grants"] == [
+        "default privileges of postgres in schema public on TABLES: SELECT to %s" % REPORTING
+    ]
 
     # row level security enabled in production but not in dev would open the rows: refused, and the policy reported
     execute(
@@ -225,6 +229,12 @@ def test_release_keeps_the_database_state(
         (REPORTING, REPORTING, REPORTING),
     )
     assert rows == [(True, True, True)]
+    # production's default privileges: a table created in the new production is readable by the reporting role
+    with contextlib.closing(prod.connect("shop", autocommit=False)) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE dbstate_probe (id int)")
+        cur.execute("SELECT has_table_privilege(%s, 'dbstate_probe', 'SELECT')", (REPORTING,))
+        assert cur.fetchone()[0] is True
+        conn.rollback()
 
 
 REMOVALS = [
@@ -277,6 +287,11 @@ REMOVALS = [
         "shop: REVOKE USAGE ON SEQUENCE orders_id_seq FROM " + REPORTING,
         "shop: GRANT USAGE ON SEQUENCE orders_id_seq TO %s WITH GRANT OPTION" % REPORTING,
         "sequence public.orders_id_seq: USAGE to %s WITH GRANT OPTION" % REPORTING,
+    ),
+    (
+        "shop: ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE SELECT ON TABLES FROM dbstate_reporting",
+        "shop: ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO dbstate_reporting",
+        "default privileges of postgres in schema public on TABLES: SELECT to " + REPORTING,
     ),
 ]
 

@@ -333,3 +333,96 @@ def test_integrity_check_names_what_is_missing(
         assert named in failed.result["msg"]
     again = run_module("integrity_check", args)
     assert not again.failed, again.output
+
+
+def test_modules_carry_icu_locale_and_hostile_names(
+    pg: pgworld.Cluster, run_module: t.Callable[..., t.Any], tmp_path: t.Any
+) -> None:
+    """database_build create/post-data, data_copy and integrity_check driven one by one on one cluster: an ICU
+    production keeps its locale provider, and a role, a setting and a comment with quotes in their names and values
+    come through unchanged."""
+    suffix = uuid.uuid4().hex[:8]
+    prod_db, dev_db, role = "dbst_prod_" + suffix, "dbst_dev_" + suffix, "dbst odd \"role'" + suffix
+    quoted = '"' + role.replace('"', '""') + '"'
+    with contextlib.closing(pg.connect()) as conn, conn.cursor() as cur:
+        if conn.server_version < 150000:
+            pytest.skip("locale providers exist from PostgreSQL 15 on")
+        try:
+            cur.execute(
+                "CREATE DATABASE \"%s\" TEMPLATE template0 ENCODING UTF8 LOCALE_PROVIDER icu ICU_LOCALE 'de-DE'"
+                % prod_db
+            )
+        except psycopg2.errors.FeatureNotSupported:
+            pytest.skip("this server was built without ICU")
+        cur.execute('CREATE DATABASE "%s" TEMPLATE template0 ENCODING UTF8' % dev_db)
+        cur.execute("CREATE ROLE %s LOGIN" % quoted)
+    try:
+        table = "CREATE TABLE t (id int PRIMARY KEY, v text)"
+        execute(pg, dev_db, table)
+        execute(
+            pg,
+            prod_db,
+            table,
+            "INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 50) g",
+            "GRANT SELECT ON t TO " + quoted,
+            'REVOKE CONNECT ON DATABASE "%s" FROM PUBLIC' % prod_db,
+            'GRANT CONNECT ON DATABASE "%s" TO %s' % (prod_db, quoted),
+            "ALTER DATABASE \"%s\" SET myapp.note = 'it''s \"quoted\"'" % prod_db,
+            'ALTER ROLE %s IN DATABASE "%s" SET search_path = \'a b\', public, "X"' % (quoted, prod_db),
+            "COMMENT ON DATABASE \"%s\" IS '%s'" % (prod_db, COMMENT.replace("'", "''")),
+        )
+        cluster = pg.conn("postgres")
+        build = run_module(
+            "database_build",
+            dict(
+                cluster,
+                production_database=prod_db,
+                step="create",
+                schema_source=pg.conn(dev_db),
+                workdir=str(tmp_path),
+            ),
+        )
+        assert not build.failed, build.output
+        next_db = prod_db + "__next"
+        copy = run_module("data_copy", {"source": pg.conn(prod_db), "target": pg.conn(next_db)})
+        assert not copy.failed, copy.output
+        planned = run_module(
+            "database_build",
+            dict(cluster, production_database=prod_db, step="post-data", archive=build.result["archive"]),
+            check=True,
+        )
+        assert not planned.failed and db_settings(pg, next_db) == {}, "check mode changes nothing"
+        post = run_module(
+            "database_build",
+            dict(
+                cluster,
+                production_database=prod_db,
+                step="post-data",
+                archive=build.result["archive"],
+                min_client_major=build.result["client_major"],
+            ),
+        )
+        assert not post.failed, post.output
+        proof = run_module("integrity_check", {"source": pg.conn(prod_db), "target": pg.conn(next_db)})
+        assert not proof.failed, proof.output
+        assert proof.result["database_state_differences"] == []
+
+        rows = query(
+            pg,
+            "postgres",
+            "SELECT datname, datlocprovider::text, daticulocale, shobj_description(oid, 'pg_database'), datconnlimit "
+            "FROM pg_database WHERE datname IN (%s, %s) ORDER BY datname",
+            (prod_db, next_db),
+        )
+        assert [r[1:4] for r in rows] == [("i", "de-DE", COMMENT)] * 2
+        assert rows[1][4] == 0, "the new database stays closed until the swap"
+        assert db_settings(pg, next_db) == db_settings(pg, prod_db)
+        assert db_settings(pg, next_db)[role] == ['search_path="a b", public, "X"']
+        assert db_acl(pg, next_db) == db_acl(pg, prod_db)
+        assert ("PUBLIC", "CONNECT", False) not in db_acl(pg, next_db)
+        assert query(pg, next_db, "SELECT has_table_privilege(%s, 't', 'SELECT')", (role,)) == [(True,)]
+    finally:
+        with contextlib.closing(pg.connect()) as conn, conn.cursor() as cur:
+            for name in (prod_db + "__next", prod_db, dev_db):
+                cur.execute('DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % name)
+            cur.execute("DROP ROLE IF EXISTS " + quoted)

@@ -426,3 +426,41 @@ def test_modules_carry_icu_locale_and_hostile_names(
             for name in (prod_db + "__next", prod_db, dev_db):
                 cur.execute('DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % name)
             cur.execute("DROP ROLE IF EXISTS " + quoted)
+
+
+def test_plan_lists_what_only_production_has(pg: pgworld.Cluster, run_module: t.Callable[..., t.Any]) -> None:
+    """dev's schema is the source of truth for these classes; what production has beyond it is shown to the approver."""
+    suffix = uuid.uuid4().hex[:8]
+    prod_db, dev_db = "dbst_only_p_" + suffix, "dbst_only_d_" + suffix
+    for name in (prod_db, dev_db):
+        execute(pg, "postgres", 'CREATE DATABASE "%s" TEMPLATE template0 ENCODING UTF8' % name)
+    try:
+        table = "CREATE TABLE t (id int PRIMARY KEY, a int, b int)"
+        execute(pg, dev_db, table)
+        execute(
+            pg,
+            prod_db,
+            table,
+            "ALTER TABLE t FORCE ROW LEVEL SECURITY",
+            "ALTER TABLE t SET (fillfactor = 70)",
+            "ALTER TABLE t REPLICA IDENTITY FULL",
+            "COMMENT ON COLUMN t.a IS 'only here'",
+            "CREATE STATISTICS t_ab ON a, b FROM t",
+            "CREATE PUBLICATION dbst_pub FOR TABLE t",
+            "CREATE FUNCTION et_f() RETURNS event_trigger LANGUAGE plpgsql AS $$BEGIN END$$",
+            "CREATE EVENT TRIGGER dbst_et ON ddl_command_start EXECUTE FUNCTION et_f()",
+        )
+        plan = run_module("data_plan", {"source": pg.conn(prod_db), "target": pg.conn(dev_db)}, check=True)
+        assert not plan.failed, plan.output
+        assert plan.result["only_in_production"] == {
+            "comment": ["column a of table t: only here"],
+            "event trigger": ["dbst_et"],
+            "publication": ["dbst_pub"],
+            "replica identity": ["public.t f"],
+            "row level security forced": ["public.t"],
+            "statistics object": ["public.t_ab"],
+            "storage parameters": ["public.t fillfactor=70"],
+        }
+    finally:
+        for name in (prod_db, dev_db):
+            execute(pg, "postgres", 'DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % name)

@@ -29,7 +29,7 @@ import threading
 import time
 import typing as t
 
-from ansible_collections.pgshift.ops.plugins.module_utils import _checksums, _data, _large_objects
+from ansible_collections.pgshift.ops.plugins.module_utils import _checksums, _data, _db_state, _large_objects
 from ansible_collections.pgshift.ops.plugins.module_utils._connection import ConnParams, connect, db_error
 from ansible_collections.pgshift.ops.plugins.module_utils._data_copy import (
     column_max,
@@ -392,6 +392,7 @@ def integrity_check(
     snapshot: t.Optional[str] = None,
     amcheck: bool = False,
     check_mode: bool = False,
+    database_state: bool = True,
 ) -> t.Dict[str, t.Any]:
     jobs = max(1, int(jobs))
     started = time.monotonic()
@@ -452,6 +453,12 @@ def integrity_check(
             health = target_health(tgt_conn, amcheck, check_mode)
         except psycopg2.Error as exc:
             raise db_error(exc, "checking the target's constraints, indexes and sequences") from None
+        state: t.Dict[str, t.Any] = {"differences": [], "privileges_not_carried": []}
+        if database_state:
+            # production's database-level state and object privileges, read from the catalogs on both sides
+            src_conn.rollback()
+            tgt_conn.rollback()
+            state = _db_state.prove(src_conn, tgt_conn)
         with contextlib.suppress(psycopg2.Error):
             src_conn.rollback()
     amcheck_errors = (health["amcheck"] or {}).get("errors") or []
@@ -463,6 +470,7 @@ def integrity_check(
         or health["sequences_behind"]
         or amcheck_errors
         or plan.unaccepted
+        or state["differences"]
     )
     return {
         "ok": ok,
@@ -476,6 +484,8 @@ def integrity_check(
         "lost": plan.lost(),
         "accepted_changes": accepted_changes,
         "seconds": round(time.monotonic() - started, 3),
+        "database_state_differences": state["differences"],
+        "privileges_not_carried": state["privileges_not_carried"],
         **health,
     }
 
@@ -529,6 +539,7 @@ def summary(result: t.Dict[str, t.Any]) -> str:
         )
     for e in (result.get("amcheck") or {}).get("errors") or []:
         parts.append("amcheck: %s" % e)
+    parts += result.get("database_state_differences") or []
     if result["lost"]["tables"] or result["lost"]["columns"]:
         parts.append("unaccepted loss: %s" % ", ".join(result["lost"]["tables"] + result["lost"]["columns"]))
     return "; ".join(parts)

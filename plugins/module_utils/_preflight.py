@@ -194,6 +194,19 @@ def run_checks(
                     "production has logical replication slot(s) %s: they pin the database and are not carried to the "
                     "rebuilt one; drop them (pg_drop_replication_slot) or release outside pgshift" % ", ".join(slots)
                 )
+            cur.execute(
+                "SELECT s.subname FROM pg_subscription s JOIN pg_database d ON d.oid = s.subdbid "
+                "WHERE d.datname = %s ORDER BY 1",
+                (production_database,),
+            )
+            subscriptions = [r[0] for r in cur.fetchall()]
+            if subscriptions:
+                problems.append(
+                    "production has subscription(s) %s: a subscription belongs to its database and is not carried "
+                    "to the rebuilt one, and its slot on the publisher would be left behind; drop them "
+                    "(DROP SUBSCRIPTION) and create them again after the release, or release outside pgshift"
+                    % ", ".join(subscriptions)
+                )
             cur.execute("SELECT rolname FROM pg_roles")
             prod_roles = {r[0] for r in cur.fetchall()}
             cur.execute("SELECT name FROM pg_available_extensions")

@@ -26,6 +26,7 @@ except ImportError:  # pragma: no cover - the module reports it: _connection.con
     pass
 
 from ansible_collections.pgshift.ops.plugins.module_utils import _carry as carry
+from ansible_collections.pgshift.ops.plugins.module_utils import _db_state as db_state
 from ansible_collections.pgshift.ops.plugins.module_utils import _journal as journal
 from ansible_collections.pgshift.ops.plugins.module_utils._clients import check_client, find_client, run_client
 from ansible_collections.pgshift.ops.plugins.module_utils._connection import (
@@ -237,6 +238,7 @@ def create_next(
                 sql.Literal(info["ctype"]),
                 sql.Identifier(info["owner"]),
             )
+            statement = sql.SQL("{}{}").format(statement, db_state.locale_options(cur, prod))
             if tablespace:
                 statement = sql.SQL("{} TABLESPACE {}").format(statement, sql.Identifier(tablespace))
             if not check_mode:

@@ -15,6 +15,13 @@ description:
   - Runs read-only queries on the source to find every way its data would not fit the target before any row is
     copied (including every value a type change would alter and every stored column dev makes GENERATED, unless the
     mapping accepts it), and fails when it finds one. See docs/data.md.
+  - Reports production's database-level state that the release carries (owner, locale, ACL, settings, role
+    settings, comment; RV(database_state)), production's object privileges that the dev schema lacks and the release
+    adds (RV(privileges)), and what production has that the dev schema lacks and the release does not carry
+    (RV(only_in_production) - policies, forced row level security, publications, event triggers, statistics objects,
+    comments, security labels, storage parameters, replica identity, extension configuration tables). Row level
+    security enabled in production on a table the dev schema has without it is a problem (the release would open
+    its rows).
 version_added: 0.1.0
 author:
   - pgshift contributors (!UNKNOWN)
@@ -135,6 +142,24 @@ accepted_changes:
   sample:
     - {table: prices, column: amount, kind: value_change, count: 5, sample: ["10.1234 -> 10.12"],
        accepted_by: accept_change}
+database_state:
+  description: Production's database-level state, which the release gives the new database.
+  returned: always
+  type: dict
+  sample: {owner: postgres, encoding: UTF8, collate: C.UTF-8, ctype: C.UTF-8, locale_provider: c, locale: null,
+           acl: [{grantee: shop_app, privilege: CONNECT, grantable: false}], settings: ["work_mem=8MB"],
+           role_settings: {shop_app: ["statement_timeout=5s"]}, comment: the shop}
+privileges:
+  description:
+    - Production's grants (C(grants)) and default privileges (C(default_grants)) that the dev schema lacks, added to
+      the new database; C(not_carried) lists production's grants on objects the dev schema does not have.
+  returned: always
+  type: dict
+only_in_production:
+  description: Per class of object, what production has and the dev schema lacks; dev's schema wins, nothing is carried.
+  returned: always
+  type: dict
+  sample: {policy: ["tenant_only on public.orders"]}
 notes:
   description: Checks that could not run on the source, and accept_loss/accept_change entries that match nothing.
   returned: always
@@ -151,7 +176,7 @@ import contextlib
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgshift.ops.plugins.module_utils import _data
+from ansible_collections.pgshift.ops.plugins.module_utils import _data, _db_state
 from ansible_collections.pgshift.ops.plugins.module_utils._connection import (
     ConnParams,
     connect,
@@ -178,6 +203,7 @@ def run(params):
         src.set_session(readonly=True)
         plan = _data.prepare_plan(src, tgt, params["mapping_file"], params["ledger_tables"])
         constraints = _data.read_key_constraints(tgt)
+        dev = tgt
         if params["schema_source"]:
             dev = stack.enter_context(
                 contextlib.closing(
@@ -189,7 +215,12 @@ def run(params):
         problems = _data.find_problems(src, tgt, plan, constraints)
         src.rollback()
         tgt.rollback()
+        state = _db_state.plan(src, dev)
+        problems += state.pop("problems")
+        src.rollback()
+        dev.rollback()
     result = _data.plan_result(plan)
+    result.update(state)
     result.update(problems=problems, constraints_checked=len({c.ident() for c in constraints}))
     return plan, result
 

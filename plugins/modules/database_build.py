@@ -18,6 +18,13 @@ description:
   - O(step=post-data) loads the rest of the dev schema once the data is in (primary keys, unique constraints,
     indexes, foreign keys, which validate the data as they are created, and triggers), refreshes materialized views,
     and runs ANALYZE so that the new production has planner statistics before it serves.
+  - Then, last (a setting such as C(default_transaction_read_only) must not affect the load), O(step=post-data) gives
+    the new database production's database-level state, which a schema dump does not hold - its ACL exactly
+    (C(REVOKE ALL), then every privilege C(aclexplode) reports, with grant option where granted), its
+    C(ALTER DATABASE .. SET) and C(ALTER ROLE .. IN DATABASE .. SET) settings with the values the catalog reports,
+    its comment and owner - and the object privileges (tables, views, sequences, columns, default privileges) that
+    production has and the dev schema lacks, on objects the dev schema has. The connection limit stays 0 until the
+    swap sets it.
   - O(step=drop) drops C(<production>__next). Production itself can never be dropped by this module.
   - Client binaries are picked to fit the servers' major versions; the password reaches them through a 0600
     PGPASSFILE.
@@ -112,12 +119,21 @@ refreshed_materialized_views:
   returned: when step is post-data
   type: list
   elements: str
+database_state:
+  description: Production's database-level state given to the new database (owner, locale, ACL, settings, comment).
+  returned: when step is post-data and not in check mode
+  type: dict
+privileges:
+  description: Production's object grants and default privileges added to the new database, and those not carried.
+  returned: when step is post-data and not in check mode
+  type: dict
 """
 
 import typing as t
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.pgshift.ops.plugins.module_utils import _db_state as db_state
 from ansible_collections.pgshift.ops.plugins.module_utils import _release as release
 from ansible_collections.pgshift.ops.plugins.module_utils._connection import (
     ConnParams,
@@ -185,10 +201,14 @@ def main() -> None:
                 result["refreshed_materialized_views"] = release.refresh_materialized_views(target)
                 release.analyze(target)
                 result["statements"].append("ANALYZE")
+                carried = db_state.carry_between(cluster.with_database(prod), target)
+                result["statements"] += carried["statements"]
+                result.update(database_state=carried["database_state"], privileges=carried["privileges"])
                 module.add_cleanup_file(p["archive"])
             else:
                 result["refreshed_materialized_views"] = []
                 result["validated_constraints"] = []
+                result["statements"].append("production's database-level state and privileges (see data_plan)")
         else:
             dropped = release.drop_database(cluster, name, prod, module.check_mode)
             result = dict(

@@ -21,6 +21,12 @@ description:
   - On a mismatch, narrows the table down by buckets of its primary key and names the first differing keys.
   - Checks that every constraint of the target is validated, that no index is invalid, and that every owned sequence
     and identity column is past C(max(column)); optionally runs C(amcheck) on every B-tree index.
+  - With O(database_state) (the default), compares the database-level state of O(source) and O(target), read from
+    the catalogs on each side - the ACL as a set of (grantee, privilege, grantable), the C(ALTER DATABASE .. SET)
+    settings, the C(ALTER ROLE .. IN DATABASE .. SET) settings per role, the comment, the owner, encoding,
+    collation, ctype and locale provider (not the name nor the connection limit) - and checks that every grant the
+    source has on a table, view, sequence or column (and every default privilege) is held in the target wherever the
+    target has the object. See docs/data.md.
   - Fails on any finding. Session settings are pinned on every connection, so a differing C(TimeZone) or float output
     setting between the two servers does not cause a false alarm.
 version_added: 0.1.0
@@ -55,6 +61,11 @@ options:
         C(amcheck) extension in the target when it is missing (reported as a change).
     type: bool
     default: false
+  database_state:
+    description:
+      - Compare the database-level state and the carried object privileges (see above).
+    type: bool
+    default: true
 attributes:
   check_mode:
     support: full
@@ -160,6 +171,17 @@ checksum_algorithm:
   returned: always
   type: str
   sample: values-v1
+database_state_differences:
+  description: Differences of database-level state and missing privileges, named (empty when they match).
+  returned: always
+  type: list
+  elements: str
+  sample: ["database privilege CONNECT to shop_app: missing in the new database"]
+privileges_not_carried:
+  description: Grants of the source on objects the target does not have (dropped or renamed by the dev schema).
+  returned: always
+  type: list
+  elements: dict
 snapshot:
   description: The snapshot id the source was read at.
   returned: always
@@ -188,6 +210,7 @@ def main():
             ledger_tables=dict(type="list", elements="str", default=list(_data.DEFAULT_LEDGER_TABLES)),
             snapshot=dict(type="str"),
             amcheck=dict(type="bool", default=False),
+            database_state=dict(type="bool", default=True),
             ledger_from=endpoint_argument_spec(required=False),
         ),
         supports_check_mode=True,
@@ -204,6 +227,7 @@ def main():
             snapshot=params["snapshot"],
             amcheck=params["amcheck"],
             check_mode=module.check_mode,
+            database_state=params["database_state"],
         )
         fail_if_not_ok(result)
     except PgShiftError as exc:

@@ -12,10 +12,10 @@ version_added: 0.1.0
 description:
   - Read-only checks of the production cluster and the dev database, made before a release touches anything.
   - Refuses (fails, listing every problem and what to fix) when the production database is missing, a C(__next)
-    database or an unfinished run is left from an earlier run, production has prepared transactions or logical
-    replication slots, the dev schema needs roles or extensions the production cluster lacks, dev runs a newer major
-    version than production, no fitting client binaries are installed, or the disk lacks space for the backup and the
-    rebuilt database.
+    database or an unfinished run is left from an earlier run, production has prepared transactions, logical
+    replication slots or subscriptions, the dev schema needs roles or extensions the production cluster lacks, dev runs
+    a newer major version than production, no fitting client binaries are installed, or the disk lacks space for the
+    backup and the rebuilt database.
   - Also refuses when dev and production are the same database (same cluster system identifier and database oid,
     whatever the host strings say), and when sessions of superusers are connected to production (named, unless
     O(allow_superuser_sessions)).

@@ -10,7 +10,8 @@ playbooks run by FQCN against a throwaway world of local clusters whose ports th
 - crashes a release after its swap (a service script that SIGKILLs the controller's process group when started),
   then ``pgshift.ops.rollback`` puts production back as it was, with its original rows;
 - plans the release (``--check``: plan.json) and runs it: the dev schema, the rows carried over (renamed column);
-- runs ``pgshift.ops.drift_check``;
+- runs ``pgshift.ops.drift_check``, then ``validate_migrations`` (the project's folder) and ``perf_check`` (refused:
+  the project names no query set);
 - every path written (plan, run summary, run reports, drift reports, backups) is in the project copy, and the
   installed collection is unchanged.
 """
@@ -310,6 +311,18 @@ def test_example_project_releases_rolls_back_and_checks_drift_from_the_installed
     outputs.append(drift.stdout + drift.stderr)
     assert drift.returncode == 0, drift.stdout[-4000:] + drift.stderr[-2000:]
     assert os.listdir(project.path("artifacts", "drift"))
+
+    # validate_migrations with no variable validates the project's migrations (pgshift_migrations_dir), not the
+    # collection's; perf_check without the project's query set is refused in its preflight, nothing run
+    valid = project.run("pgshift.ops.validate_migrations")
+    outputs.append(valid.stdout + valid.stderr)
+    assert valid.returncode == 0, valid.stdout[-4000:] + valid.stderr[-2000:]
+    assert "migrations in %s: 2 (engine sql)" % project.path("migrations") in valid.stdout
+    assert "result: VALID" in valid.stdout
+    perf = project.run("pgshift.ops.perf_check")
+    outputs.append(perf.stdout + perf.stderr)
+    assert perf.returncode != 0 and "Set pgshift_perf_queries_file" in perf.stdout, perf.stdout[-3000:]
+    assert "TASK [Performance check | the query set]" not in perf.stdout
 
     # nothing was written inside the installed collection, and the password never showed
     assert tree(installed["ops"]) == collection_before

@@ -63,12 +63,10 @@ local-down: venv ## stop everything the local world started
 .PHONY: demo
 demo: venv local-reset ## the main job, end to end, on the local world
 	$(BIN)/ansible-playbook playbooks/prod_restore.yml -i inventories/local
-	$(PY) tools/summary.py
 
 .PHONY: prod-restore-from-dev
 prod-restore-from-dev: venv ## prod_restore.yml against INVENTORY (default: the local world)
 	$(BIN)/ansible-playbook playbooks/prod_restore.yml -i $(INVENTORY) $(ANSIBLE_ARGS)
-	$(PY) tools/summary.py
 
 .PHONY: rollback
 rollback: venv ## put production back as it was before the last run, from the run journal

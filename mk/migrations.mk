@@ -9,7 +9,7 @@
 NODE_DIR := $(ROOT)/tools/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.package-lock.json
 ENGINE ?= sql
-MIGRATIONS ?=
+MIGRATIONS ?= sample_app/migrations
 VALIDATE_FROM_ENV ?=
 VALIDATE_REPORT ?=
 SCHEMA_SNAPSHOT ?=

@@ -156,6 +156,7 @@ def test_collection_in_the_context(context: t.Dict[str, str]) -> None:
     assert "COPYING" in names
     left_out = ("tests", "bench", ".github", ".ci", "mk", "Makefile", "tools", "sample_app", "inventories/local")
     assert not [n for n in names if n in left_out or n.startswith(tuple(p + "/" for p in left_out))]
+    assert not [n for n in names if n.startswith("examples/")], "the example user project is not in the tarball"
     assert not [n for n in names if "/molecule/" in n or "_cache" in n or "__pycache__" in n]
     for name in ("package.json", "package-lock.json"):
         assert read(os.path.join(build, "node", name)) == read(os.path.join(ROOT, "tools", "node", name))

@@ -461,6 +461,9 @@ def dynamic_checks(
                 ran = run(db, "up")
             except PgShiftError as exc:
                 findings.append(_finding(_migrations_lint.ERROR, "up-failed", m, "up from empty failed: %s" % exc.msg))
+                if m.kind != "sql" and _stdout(exc.details):
+                    # node-pg-migrate prints the steps before it runs them: lint what it tried (it may say why)
+                    findings.extend(f for f in lint_rendered(m, exc.details) if f["rule"] != "not-linted")
                 result["failed_at"] = m.name
                 break
             after_up = schema_snapshot(snap_conn)

@@ -124,3 +124,32 @@ def test_schema_diff_builds_a_js_ts_folder_with_node_pg_migrate(pg, new_db, run_
     assert limited.result["migrations_applied"]["source"] == NAMES[:3]
     assert _throwaway(pg) == []
     assert pg.password not in clean.output + drift.output + limited.output
+
+
+def test_concurrently_is_flagged_only_where_node_pg_migrate_keeps_the_transaction(pg, run_module, tmp_path):
+    node = require_node()
+    folder = write_folder(
+        str(tmp_path / "migrations"),
+        {
+            "1000_init.sql": "-- Up Migration\nCREATE TABLE items (id int, sku text, name text);\n",
+            # out of the transaction: CONCURRENTLY is right here
+            "2000_sku-index.js": "exports.up = (pgm) => {\n  pgm.noTransaction();\n"
+            "  pgm.createIndex('items', 'sku', { concurrently: true });\n};\n",
+            # in node-pg-migrate's transaction: fails, and the lint says why
+            "3000_name-index.ts": "export const up = (pgm: any) => {\n"
+            "  pgm.createIndex('items', 'name', { concurrently: true });\n};\n",
+        },
+    )
+    run = run_module(
+        "migrations_validate",
+        dict(pg.conn("postgres"), migrations_dir=folder, engine="node-pg-migrate", node_pg_migrate=node),
+    )
+    assert run.failed
+    found = {(f["rule"], f["migration"]) for f in run.result["findings"]}
+    assert ("concurrently-in-transaction", "3000_name-index") in found, run.result["report"]
+    assert ("up-failed", "3000_name-index") in found
+    assert not any(m == "2000_sku-index" and r == "concurrently-in-transaction" for r, m in found)
+    steps = {s["migration"]: s for s in run.result["run"]["round_trips"]}
+    assert steps["2000_sku-index"]["has_down"] is True and steps["2000_sku-index"]["down_restores"] is True
+    assert run.result["run"]["failed_at"] == "3000_name-index"
+    assert _throwaway(pg) == []

@@ -562,6 +562,42 @@ def _node_failure(stdout: str, stderr: str) -> str:
     return text
 
 
+def rendered_sql(stdout: str, name: str, direction: str = "up") -> t.Optional[t.Dict[str, t.Any]]:
+    """The SQL node-pg-migrate ran for migration ``name``, read from its own output.
+
+    node-pg-migrate 9 prints, for each migration it runs, ``### MIGRATION <name> (UP|DOWN) ###`` and then the SQL steps
+    it sends to the server, ending with its ledger statement (``INSERT INTO ... pgmigrations`` or ``DELETE FROM``).
+    Returns ``{"sql": ..., "transaction": bool}`` (``transaction`` is False when the migration called
+    ``pgm.noTransaction()``: the steps then start with the ``COMMIT;`` that breaks the run's transaction), or None
+    when the output does not show that migration.
+    """
+    header = "### MIGRATION %s (%s) ###\n" % (name, direction.upper())
+    start = stdout.find(header)
+    if start < 0:
+        return None
+    body = stdout[start + len(header) :]
+    following = body.find("\n### MIGRATION ")
+    if following >= 0:
+        body = body[:following]
+    # its ledger statement is the last step: INSERT of (name, run_on) for up, DELETE by name for down
+    lines = body.rstrip("\n").split("\n")
+    quoted = "'" + name + "'"  # node-pg-migrate writes the name as is
+    for index in range(len(lines) - 1, -1, -1):
+        line = lines[index]
+        if (line.startswith("INSERT INTO ") or line.startswith("DELETE FROM ")) and quoted in line:
+            body = "\n".join(lines[:index])
+            break
+    text = body.strip("\n")
+    transaction = True
+    lines = text.split("\n")
+    if lines and lines[0].strip() in ("COMMIT;", "BEGIN;"):
+        # with --single-transaction a noTransaction() migration starts with COMMIT; without it a transactional one
+        # starts with BEGIN
+        transaction = lines[0].strip() == "BEGIN;"
+        text = "\n".join(lines[1:])
+    return {"sql": text, "transaction": transaction}
+
+
 def _adopt_unrecorded(
     cur: t.Any, status: t.Dict[str, t.Any], files: t.Sequence[MigrationFile], schema: str
 ) -> t.List[str]:

@@ -264,7 +264,10 @@ def static_checks(
             )
         prefixes.setdefault(m.prefix, m.name)
         if m.kind != "sql":
-            notes.append("%s is a .%s migration: not linted (only .sql files are)" % (m.filename, m.kind))
+            notes.append(
+                "%s is a .%s migration: linted from the SQL node-pg-migrate runs for it in the throwaway database "
+                "(engine node-pg-migrate, not in check mode)" % (m.filename, m.kind)
+            )
             continue
         parts = _migrations.sql_parts(m)
         own, new_spans = _migrations_lint.lint_sql_migration(m, parts)
@@ -374,6 +377,53 @@ def _database_exists(params: ConnParams, name: str) -> bool:
         conn.close()
 
 
+def _stdout(ran: t.Dict[str, t.Any]) -> str:
+    return str((ran.get("command") or {}).get("stdout") or "")
+
+
+def _no_down_reason(message: str) -> t.Optional[str]:
+    """Why node-pg-migrate refused a JS/TS migration's down, when it is the migration's own choice (else None)."""
+    if "User has disabled down migration" in message:
+        return "down = false"
+    if "Impossible to automatically infer down migration" in message:
+        return "not-inferable"
+    return None
+
+
+def lint_rendered(m: MigrationFile, ran: t.Dict[str, t.Any]) -> t.List[t.Dict[str, t.Any]]:
+    """The lint rules of .sql migrations on the SQL node-pg-migrate ran for a JS/TS migration's up.
+
+    The SQL comes from node-pg-migrate's own output of the run in the throwaway database (the steps it sends to the
+    server, printed before it runs them), so it is exactly what production would run. Lines refer to that SQL, not to
+    the file, so findings carry no line; a migration that called ``pgm.noTransaction()`` may use CONCURRENTLY.
+    """
+    shown = _migrations.rendered_sql(_stdout(ran), m.name, "up")
+    if shown is None:
+        return [
+            _finding(
+                _migrations_lint.WARNING,
+                "not-linted",
+                m,
+                "node-pg-migrate's output does not show the SQL of this migration: it was not linted",
+            )
+        ]
+    parts = {"up": shown["sql"], "up_line": 1, "down": None, "down_line": None}
+    own, _spans = _migrations_lint.lint_sql_migration(m, parts)
+    out = []
+    for f in own:
+        if f["rule"] == "concurrently-in-transaction" and not shown["transaction"]:
+            continue
+        if f["rule"] == "concurrently-in-transaction":
+            f["message"] = (
+                "CONCURRENTLY cannot run inside a transaction block, and this migration runs in one; call "
+                "pgm.noTransaction() in it"
+            )
+        f["line"] = None
+        f["message"] += " (in the SQL node-pg-migrate runs for this .%s migration)" % m.kind
+        out.append(f)
+    return out
+
+
 def dynamic_checks(
     params: ConnParams,
     folder: str,
@@ -391,8 +441,8 @@ def dynamic_checks(
     steps: t.List[t.Dict[str, t.Any]] = []
     started = time.monotonic()
 
-    def run(db: ConnParams, direction: str) -> None:
-        _migrations.migrate(
+    def run(db: ConnParams, direction: str) -> t.Dict[str, t.Any]:
+        return _migrations.migrate(
             db,
             folder,
             engine=engine,
@@ -408,17 +458,58 @@ def dynamic_checks(
         current = schema_snapshot(snap_conn)
         for m in files:
             try:
-                run(db, "up")
+                ran = run(db, "up")
             except PgShiftError as exc:
                 findings.append(_finding(_migrations_lint.ERROR, "up-failed", m, "up from empty failed: %s" % exc.msg))
+                if m.kind != "sql" and _stdout(exc.details):
+                    # node-pg-migrate prints the steps before it runs them: lint what it tried (it may say why)
+                    findings.extend(f for f in lint_rendered(m, exc.details) if f["rule"] != "not-linted")
                 result["failed_at"] = m.name
                 break
             after_up = schema_snapshot(snap_conn)
             down = _migrations.has_down(m)
             step: t.Dict[str, t.Any] = {"migration": m.name, "has_down": down}
+            if m.kind != "sql":
+                findings.extend(lint_rendered(m, ran))
+            down_done = False
+            if round_trip and down is None:
+                # JS/TS: whether it has a down (its own, or one node-pg-migrate infers) shows only when it runs; a
+                # failed down is rolled back in its transaction, so the database stays as after up
+                try:
+                    ran_down = run(db, "down")
+                    down = step["has_down"] = down_done = True
+                    shown = _migrations.rendered_sql(_stdout(ran_down), m.name, "down")
+                    if shown is not None:
+                        step["down_sql"] = shown["sql"]
+                except PgShiftError as exc:
+                    reason = _no_down_reason(exc.msg)
+                    if reason is None:
+                        findings.append(
+                            _finding(
+                                _migrations_lint.ERROR, "round-trip-failed", m, "up -> down -> up failed: %s" % exc.msg
+                            )
+                        )
+                        step["error"] = exc.msg
+                        steps.append(step)
+                        result["failed_at"] = m.name
+                        break
+                    step["has_down"] = False
+                    step["no_down"] = reason
+                    if reason == "not-inferable":
+                        findings.append(
+                            _finding(
+                                _migrations_lint.WARNING,
+                                "down-not-inferable",
+                                m,
+                                "no down function, and node-pg-migrate cannot infer one for its operations: "
+                                "node-pg-migrate down fails on it; export a down (or down = false to say so)",
+                            )
+                        )
+                    down = False
             if round_trip and down:
                 try:
-                    run(db, "down")
+                    if not down_done:
+                        run(db, "down")
                     after_down = schema_snapshot(snap_conn)
                     diff = compare_snapshots(current, after_down)
                     step["down_restores"] = not diff

@@ -6,8 +6,10 @@
 """Where a schema to compare comes from: a live database, a snapshot file, or a migrations folder.
 
 A migrations folder is applied, in node-pg-migrate's order and with node-pg-migrate's ledger rows, to a throwaway
-database that is created for the purpose and always dropped afterwards. Only SQL migrations can be applied this way
-(the ``sql`` engine); a JavaScript or TypeScript migration stops the comparison with a clear message.
+database that is created for the purpose and always dropped afterwards. A folder of ``.sql`` migrations only is applied
+by pgshift's ``sql`` engine; a folder with JavaScript or TypeScript migrations is applied by node-pg-migrate itself
+(the ``node-pg-migrate`` engine of ``_migrations``, the CLI found through ``node_pg_migrate``), so the schema is the
+one node-pg-migrate builds.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import os
 import typing as t
 import uuid
 
-from ansible_collections.pgshift.ops.plugins.module_utils import _ledger, _migration_files
+from ansible_collections.pgshift.ops.plugins.module_utils import _ledger, _migration_files, _migrations
 from ansible_collections.pgshift.ops.plugins.module_utils._connection import ConnParams, connect, db_error
 from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShiftError
 from ansible_collections.pgshift.ops.plugins.module_utils._identity import parse_table_key
@@ -91,14 +93,6 @@ def select_migrations(folder: str, names: t.Optional[t.Sequence[str]]) -> t.List
                 missing_migrations=missing,
             )
         chosen = [by_name[n] for n in names]
-    not_sql = [m.filename for m in chosen if m.kind != "sql"]
-    if not_sql:
-        raise PgShiftError(
-            "the sql engine can only apply .sql migrations to the throwaway database, and %s %s not SQL; compare "
-            "against a database (or a snapshot of one) that node-pg-migrate migrated instead"
-            % (", ".join(not_sql), "is" if len(not_sql) == 1 else "are"),
-            unsupported_migrations=not_sql,
-        )
     return chosen
 
 
@@ -154,16 +148,69 @@ def apply_migrations(
     return applied
 
 
+def apply_with_node(
+    params: ConnParams,
+    folder: str,
+    migrations: t.Sequence[_migration_files.MigrationFile],
+    ledger_schema: str,
+    node_pg_migrate: t.Optional[str],
+) -> t.List[str]:
+    """Apply the first ``len(migrations)`` migrations of ``folder`` with the node-pg-migrate CLI (JS/TS folders)."""
+    files = _migration_files.list_migrations(folder)
+    names = [m.name for m in migrations]
+    if names != [m.name for m in files[: len(names)]]:
+        raise PgShiftError(
+            "the ledger's migrations are not the first %d of the folder %s in node-pg-migrate's order, and a folder "
+            "with JavaScript or TypeScript migrations is applied by node-pg-migrate, which runs them in that order "
+            "only" % (len(names), folder),
+            ledger=names,
+        )
+    if not names:
+        return []
+    if ledger_schema != "public":
+        conn = connect(params)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(ledger_schema)))
+            conn.commit()
+        finally:
+            conn.close()
+    result = _migrations.migrate(
+        params,
+        folder,
+        engine="node-pg-migrate",
+        target=names[-1],
+        schema=ledger_schema,
+        node_pg_migrate=node_pg_migrate,
+        lock_timeout=10,
+    )
+    return [d["name"] for d in result["applied"]]
+
+
 def snapshot_migrations(
     folder: str,
     scratch: ConnParams,
     options: t.Mapping[str, t.Any],
     names: t.Optional[t.Sequence[str]] = None,
+    node_pg_migrate: t.Optional[str] = None,
 ) -> Loaded:
     migrations = select_migrations(folder, names)
     ledger_schema = str(options.get("ledger_schema", "public"))
+    not_sql = [m.filename for m in migrations if m.kind != "sql"]
+    if not_sql:
+        try:  # before the throwaway database: a missing CLI is an input error
+            node_pg_migrate = _migrations.find_node_pg_migrate(node_pg_migrate, folder)
+        except PgShiftError as exc:
+            raise PgShiftError(
+                "%s %s not SQL, so the folder is applied by node-pg-migrate: %s"
+                % (", ".join(not_sql), "is" if len(not_sql) == 1 else "are", exc.msg),
+                unsupported_migrations=not_sql,
+            ) from None
     with throwaway_database(scratch) as params:
-        applied = apply_migrations(params, migrations, ledger_schema)
+        if not_sql:
+            applied = apply_with_node(params, folder, migrations, ledger_schema, node_pg_migrate)
+        else:
+            applied = apply_migrations(params, migrations, ledger_schema)
         snapshot = snapshot_database(params, options)
         database = params.database
     return Loaded(snapshot, "migrations", applied, database)
@@ -174,6 +221,7 @@ def load(
     options: t.Mapping[str, t.Any],
     scratch: t.Optional[ConnParams] = None,
     ledger_names: t.Optional[t.Sequence[str]] = None,
+    node_pg_migrate: t.Optional[str] = None,
 ) -> Loaded:
     """Snapshot one side. ``ledger_names`` limits a migrations folder to those migrations (in that order)."""
     if spec.connection is not None:
@@ -189,7 +237,7 @@ def load(
         )
     if not os.path.isdir(spec.migrations_dir):
         raise PgShiftError("migrations folder %s does not exist" % spec.migrations_dir, path=spec.migrations_dir)
-    return snapshot_migrations(spec.migrations_dir, scratch, options, ledger_names)
+    return snapshot_migrations(spec.migrations_dir, scratch, options, ledger_names, node_pg_migrate)
 
 
 def _unquote(part: str) -> str:

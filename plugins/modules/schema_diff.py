@@ -17,7 +17,9 @@ description:
     O(target_migrations)).
   - A migrations folder is applied, in node-pg-migrate's order and one transaction per migration, to a throwaway
     database created on the O(scratch) server (default the live database's server of the other side) and always
-    dropped afterwards, also in check mode. Only C(.sql) migrations can be applied this way.
+    dropped afterwards, also in check mode. A folder of C(.sql) migrations only is applied by pgshift's own SQL
+    runner; a folder with JavaScript or TypeScript migrations is applied by node-pg-migrate itself (see
+    O(node_pg_migrate)), so the schema compared is the one node-pg-migrate builds.
   - A rename shows as a removal plus an addition unless O(renames) maps the old name to the new one.
   - The module never changes either schema. It changes files only when O(output_dir) is set (not in check mode).
 extends_documentation_fragment:
@@ -102,6 +104,12 @@ options:
         description: Seconds to wait for a connection.
         type: int
         default: 10
+  node_pg_migrate:
+    description:
+      - Path of the node-pg-migrate CLI that applies a migrations folder holding C(.js) or C(.ts) migrations.
+      - Default C(node_modules/.bin/node-pg-migrate) in the folder or a folder above it, else C(node-pg-migrate) on
+        the PATH.
+    type: path
   migrations_from_ledger:
     description:
       - Apply only the migrations that the other side's ledger lists, in its order (the schema that database should
@@ -337,6 +345,7 @@ def main() -> None:
         target_snapshot=dict(type="path"),
         target_migrations=dict(type="path"),
         scratch=endpoint_argument_spec(required=False),
+        node_pg_migrate=dict(type="path"),
         migrations_from_ledger=dict(type="bool", default=False),
         ledger_schema=dict(type="str", default="public"),
         include_schemas=dict(type="list", elements="str"),
@@ -398,7 +407,7 @@ def main() -> None:
             ledger_names = None
             if specs[side].kind == "migrations" and p["migrations_from_ledger"]:
                 ledger_names = loaded[other].snapshot.get("meta", {}).get("ledger") or []
-            loaded[side] = load(specs[side], options, scratch, ledger_names)
+            loaded[side] = load(specs[side], options, scratch, ledger_names, p["node_pg_migrate"])
         renames: dict = {}
         if p["mapping_file"]:
             renames.update(

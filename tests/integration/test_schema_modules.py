@@ -151,9 +151,14 @@ def test_diff_refuses_what_it_cannot_apply(
     folder = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS, folder)
     (folder / "1700000009000_add-thing.js").write_text("exports.up = (pgm) => { pgm.sql('SELECT 1'); };\n")
-    run = run_module("schema_diff", dict(source_migrations=str(folder), target=pg.conn(prod)))
+    # a JavaScript migration is applied by node-pg-migrate: without one to find, a clear error before any database
+    run = run_module(
+        "schema_diff",
+        dict(source_migrations=str(folder), target=pg.conn(prod), node_pg_migrate=str(tmp_path / "no-such-cli")),
+    )
     assert run.failed
-    assert "sql engine" in run.result["msg"] and "1700000009000_add-thing.js" in run.result["msg"]
+    assert "1700000009000_add-thing.js" in run.result["msg"] and "node-pg-migrate" in run.result["msg"]
+    assert _scratch_databases(pg) == []
     # limited to production's ledger, the JavaScript migration is not needed
     limited = run_module(
         "schema_diff", dict(source_migrations=str(folder), migrations_from_ledger=True, target=pg.conn(prod))

@@ -14,6 +14,10 @@ description:
     reached. It swaps back when the swap was done (one transaction), drops the half-built C(<production>__next), and
     restores production's previous connection limit so it accepts connections again.
   - Idempotent, since every action looks at the actual state first; running it twice is harmless.
+  - Refuses while the run's lock holder is alive (a live run), naming its session, unless O(lock_holder_pid) is the
+    pid of that holder (the run's own rescue passes what M(pgshift.ops.run_lock) returned at acquire). The run is
+    claimed in the journal first, so that a live run's next step stops.
+  - Connections wait up to two minutes for a server that is restarting (crash recovery after a killed backend).
   - Services and maintenance pages are restored by the C(pgshift.ops.recover) role around this module.
   - When neither production nor its previous copy exists, it stops and says to restore from the verified backup
     (C(playbooks/restore_backup.yml)), which needs its own confirmation.
@@ -43,6 +47,11 @@ options:
     description: Why, recorded in the journal.
     type: str
     default: rollback requested
+  lock_holder_pid:
+    description:
+      - Pid of the run lock holder of the run being undone (RV(pgshift.ops.run_lock#module:holder_pid)), given by
+        that run's own rescue. Without it, a run whose lock holder is alive is not rolled back.
+    type: int
 seealso:
   - module: pgshift.ops.swap
 author:
@@ -86,16 +95,25 @@ def main() -> None:
         run_id=dict(type="str"),
         journal_database=dict(type="str", default="pgshift"),
         reason=dict(type="str", default="rollback requested"),
+        lock_holder_pid=dict(type="int"),
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     p = module.params
     cluster = ConnParams.from_params(p)
     try:
-        missing = journal.ensure_journal(cluster, p["journal_database"], module.check_mode)
+        missing = journal.ensure_journal(
+            cluster, p["journal_database"], module.check_mode, retry_seconds=release.RECOVERY_RETRY_SECONDS
+        )
         if module.check_mode and missing:
             module.exit_json(changed=False, run_id=None, actions=[], message="no journal yet: nothing to roll back")
         result = release.rollback(
-            cluster, p["production_database"], p["run_id"], p["journal_database"], module.check_mode, p["reason"]
+            cluster,
+            p["production_database"],
+            p["run_id"],
+            p["journal_database"],
+            module.check_mode,
+            p["reason"],
+            holder_pid=p["lock_holder_pid"],
         )
     except PgShiftError as exc:
         fail_from(module, exc)

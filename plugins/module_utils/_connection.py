@@ -212,12 +212,17 @@ def connect(
             conn = psycopg2.connect(**params.libpq_kwargs(application_name=application_name))
             break
         except psycopg2.Error as exc:
-            if not (retry_seconds and transient(exc)) or time.monotonic() + delay > deadline:
+            remaining = deadline - time.monotonic()
+            if not (retry_seconds and transient(exc)) or remaining <= 0:
                 error = _friendly_connect_error(params, exc)
                 if retry_seconds and transient(exc):
-                    error.msg += " (still so after waiting %.0f s for the server to accept connections)" % retry_seconds
+                    error = PgShiftError(
+                        "%s (still so after waiting %.0f s for the server to accept connections)"
+                        % (error.msg, retry_seconds),
+                        sqlstate=error.sqlstate,
+                    )
                 raise error from None
-            time.sleep(delay)
+            time.sleep(min(delay, remaining))
             delay = min(delay * 2, 2.0)
     conn.autocommit = autocommit
     return conn

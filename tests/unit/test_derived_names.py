@@ -16,7 +16,7 @@ LONG = [
     "s" * 41,
     "shop_" + "x" * 58,  # 63 bytes
     "Ünïcode_" + "é" * 26,  # 62 bytes, multi-byte characters at the cut
-    "with a space and \"quotes\" " + "y" * 36,
+    'with a space and "quotes" ' + "y" * 36,
 ]
 
 

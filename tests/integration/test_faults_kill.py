@@ -113,8 +113,12 @@ def test_backends_killed_in_the_middle_of_a_step(fresh: pgworld.World, tmp_path:
 
 @pytest.mark.parametrize("step", ["copy", "integrity check"])
 def test_backend_sigkill_is_waited_out(fresh: pgworld.World, tmp_path: t.Any, step: str) -> None:
-    """kill -9 of a backend of the step: the server restarts every session and runs crash recovery; the run's rescue
-    (rollback, journal, access restored) waits for it and leaves production as it was, accepting connections."""
+    """kill -9 of a backend of the step: the server ends every session and runs crash recovery; the run's rescue
+    (rollback, journal, access restored) waits for it and leaves production as it was, accepting connections.
+
+    Crash recovery of a small test cluster is over in well under a second, before the rescue's first connection; so
+    that the rescue meets a server that does not accept connections yet (as a large one would, for seconds), the test
+    keeps the server down after the crash until the rescue's rollback task has started, and two seconds more."""
     world = fresh
     prod = world.clusters["prod"]
     before = checksums(prod, "shop")
@@ -130,6 +134,17 @@ def test_backend_sigkill_is_waited_out(fresh: pgworld.World, tmp_path: t.Any, st
                 os.kill(victim, signal.SIGKILL)
     finally:
         gate.release()
+    if victim is not None:
+        try:
+            prod.stop()
+            rescue_started = wait_for(
+                lambda: "Recover | roll the database back from the journal" in output(tmp_path, "prod_restore.yml"),
+                proc,
+            )
+            assert rescue_started, "the run never reached its rescue"
+            time.sleep(2.0)
+        finally:
+            prod.start()
     rc = proc.wait(timeout=600)
     text = output(tmp_path, "prod_restore.yml")
     assert rc != 0, text[-3000:]

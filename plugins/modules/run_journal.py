@@ -16,7 +16,7 @@ description:
     roll back first.
   - The journal is what C(playbooks/rollback.yml) reads to put production back, whatever step was reached.
   - O(action=step) and O(action=finish) refuse once the run is no longer C(running) (rolled back by C(rollback.yml),
-    being rolled back, or closed): a run stops at its next step.
+    being rolled back, or closed), so that a run stops at its next step.
   - Connections wait up to two minutes for a server that is restarting (journal writes in a rescue must not be lost
     to crash recovery).
 extends_documentation_fragment:

@@ -9,7 +9,9 @@ A module's process ends with its task, so the lock lives in a holder process sta
 session holds ``pg_advisory_lock(hashtextextended('pgshift-run:<database>', 0))`` in the journal database, so
 whatever kills the run (the holder, its session, the server) releases the lock with it. The holder lets go when:
 the watched controller process is gone (when the controller runs on the database host), the run it guards is no
-longer ``running`` in the journal (finished or rolled back), a release is requested, or its deadline passes.
+longer ``running`` in the journal (finished or rolled back), a release is requested, or its deadline passes. When its
+session is lost because the server restarted (crash recovery after a killed backend), it takes the lock again; when
+the server did not restart (its session was terminated on purpose, to free a dead run's lock), it lets go.
 The password reaches the holder on its standard input, never in argv or its environment.
 """
 
@@ -64,8 +66,14 @@ def take():
     cur.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0)), pg_backend_pid()", (cfg["key"],))
     got, backend = cur.fetchone()
     return conn, cur, got, backend
+def server_epoch(cur):
+    # when the server's processes last (re)started: a crash (or a restart) starts a new checkpointer
+    cur.execute("SELECT backend_start::text FROM pg_stat_activity WHERE backend_type = 'checkpointer' LIMIT 1")
+    row = cur.fetchone()
+    return row[0] if row else None
 try:
     conn, cur, got, backend = take()
+    epoch = server_epoch(cur) if got else None
 except Exception as exc:
     status(ok=False, error=type(exc).__name__ + ": " + str(exc).strip().splitlines()[0])
     sys.exit(1)
@@ -89,20 +97,23 @@ def wanted():
         return False
     return time.time() <= deadline and not os.path.exists(cfg["release_path"])
 def retake():
-    # the session was lost (a server restart after a crashed backend, a terminated session): take the lock again
-    # within the deadline, unless another run took it meanwhile
+    # the session was lost: after a server restart (a crashed backend), take the lock again within the deadline,
+    # unless another run took it meanwhile
     give_up = time.time() + cfg["reconnect_seconds"]
     while time.time() < give_up and wanted():
         try:
             conn, cur, got, backend = take()
+            now = server_epoch(cur)
         except Exception:
             time.sleep(1.0)
             continue
-        if not got:
+        if not got or (epoch is not None and now == epoch):
+            # another run took the lock, or the server did not restart: the session was ended on purpose
+            # (pg_terminate_backend, to free the lock of a dead run), so let go
             conn.close()
             return None
         status(ok=True, pid=os.getpid(), backend_pid=backend, since=time.time(), reconnected=True)
-        return conn, cur
+        return conn, cur, now
     return None
 while True:
     time.sleep(1.0)
@@ -127,7 +138,7 @@ while True:
         again = retake()
         if again is None:
             sys.exit(3)
-        conn, cur = again
+        conn, cur, epoch = again
 conn.close()
 """
 
@@ -290,7 +301,8 @@ def refuse_if_live(
     raise PgShiftError(
         "run %s on %r (started %s by %s) is live: its run lock is held by session %s from %s since %s%s; a rollback "
         "now would race it. Wait for it to end (it rolls itself back if a step fails), or stop it first (end its "
-        "ansible-playbook; its lock holder then lets go) and run the rollback again"
+        "ansible-playbook; if its controller is gone, end that session with pg_terminate_backend(%s) and the holder "
+        "lets go) and run the rollback again"
         % (
             run.get("run_id", "?"),
             database,
@@ -300,6 +312,7 @@ def refuse_if_live(
             who["client"],
             who["since"],
             " (holder process %s on this host)" % state["pid"] if state.get("pid") else "",
+            who["backend_pid"],
         ),
         holders=owners,
     )

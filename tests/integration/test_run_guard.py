@@ -69,6 +69,15 @@ def _start_blocked_run(
     return int(lock.result["holder_pid"]), run_id, base
 
 
+def _gone(pid: int) -> bool:
+    """The process has exited (a zombie nobody reaped counts as exited)."""
+    try:
+        with open("/proc/%d/stat" % pid) as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
 def _holders(run_module: t.Callable[..., t.Any], base: t.Dict[str, t.Any]) -> t.List[t.Any]:
     status = run_module("run_lock", dict(base, action="status"))
     assert status.rc == 0, status.output
@@ -126,14 +135,24 @@ def test_rollback_refuses_a_live_run_and_the_run_stops_once_rolled_back(
     assert not _holders(run_module, base)
 
 
-def test_rollback_goes_on_once_the_holder_is_dead(
-    pg: pgworld.Cluster, run_module: t.Callable[..., t.Any], release_db: t.Dict[str, str]
+@pytest.mark.parametrize("how", ["holder killed", "its session terminated"])
+def test_rollback_goes_on_once_the_holder_is_gone(
+    pg: pgworld.Cluster, run_module: t.Callable[..., t.Any], release_db: t.Dict[str, str], how: str
 ) -> None:
+    """A dead run's lock dies with its holder; when the controller is gone for good, an operator ends the holder's
+    session (as the refusal says) and the holder lets go instead of taking the lock again."""
     holder_pid, run_id, base = _start_blocked_run(pg, run_module, release_db)
-    os.kill(holder_pid, signal.SIGKILL)  # a dead run: its lock dies with it
-    deadline = time.monotonic() + 15
-    while _holders(run_module, base) and time.monotonic() < deadline:
+    if how == "holder killed":
+        os.kill(holder_pid, signal.SIGKILL)
+    else:
+        with contextlib.closing(pg.connect()) as conn, conn.cursor() as cur:
+            for holder in _holders(run_module, base):
+                cur.execute("SELECT pg_terminate_backend(%s)", (holder["backend_pid"],))
+    deadline = time.monotonic() + 30
+    while not _gone(holder_pid) and time.monotonic() < deadline:
         time.sleep(0.2)
+    assert _gone(holder_pid), "the holder must let go, not take the lock again"
+    assert not _holders(run_module, base)
     done = run_module("rollback", dict(base, reason="the run died"))
     assert done.rc == 0, done.output
     assert _connlimit(pg, release_db["prod"]) == -1

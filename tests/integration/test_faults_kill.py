@@ -20,6 +20,7 @@ from fault_support import (
     fault_log,
     fresh,
     gate_pids,
+    lock_holders,
     outcome,
     output,
     record,
@@ -53,6 +54,11 @@ def test_sigkill_of_the_controller_then_rollback(fresh: pgworld.World, tmp_path:
         while time.monotonic() < deadline:
             os.killpg(proc.pid, 0)
             time.sleep(0.2)
+    # the lock holder watches the controller and lets go within a second of its death (rollback.yml refuses while
+    # a holder lives): wait for that, as the refusal tells an operator to
+    deadline = time.monotonic() + 30
+    while lock_holders(world) and time.monotonic() < deadline:
+        time.sleep(0.2)
     rollback = start(world, "playbooks/rollback.yml", {}, tmp_path)
     assert rollback.wait(timeout=300) == 0, output(tmp_path, "rollback.yml")[-3000:]
     result = outcome(world, before)

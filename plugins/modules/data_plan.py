@@ -119,8 +119,8 @@ plan:
       format: binary
 extension_config_tables:
   description:
-    - Configuration tables of production's extensions (C(pg_extension_config_dump)): the rows under their
-      C(condition) are production's and are carried into the new database's table of the same extension, replacing
+    - Configuration tables of production's extensions, those registered with C(pg_extension_config_dump). The rows
+      under their C(condition) are production's and are carried into the new database's table of the same extension, replacing
       what it holds under that condition. C(carried) false with a C(reason) when the new database lacks it (then
       production's rows there are a problem of kind C(extension_config), unless C(accept_loss.tables) lists it).
   returned: always

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from psycopg2 import sql
 
 from ansible_collections.pgshift.ops.plugins.module_utils import _ext_config
 from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShiftError
@@ -14,7 +15,8 @@ def _table(condition: str) -> _ext_config.ConfigTable:
 
 @pytest.mark.parametrize("condition", ["", "  ", "WHERE NOT standard", "where id > 100", " WHERE\n  a AND b"])
 def test_where_clauses_are_used_as_registered(condition: str) -> None:
-    assert _table(condition).where().string == condition
+    where = _table(condition).where()
+    assert isinstance(where, sql.SQL) and where.string == condition
 
 
 @pytest.mark.parametrize("condition", ["NOT standard", "; DELETE FROM cfg", "WHEREVER", "ORDER BY id"])

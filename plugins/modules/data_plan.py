@@ -120,9 +120,10 @@ plan:
 extension_config_tables:
   description:
     - Configuration tables of production's extensions, those registered with C(pg_extension_config_dump). The rows
-      under their C(condition) are production's and are carried into the new database's table of the same extension, replacing
-      what it holds under that condition. C(carried) false with a C(reason) when the new database lacks it (then
-      production's rows there are a problem of kind C(extension_config), unless C(accept_loss.tables) lists it).
+      under their C(condition) are production's and are carried into the new database's table of the same
+      extension, replacing what it holds under that condition. C(carried) false with a C(reason) when the new
+      database lacks it (then production's rows there are a problem of kind C(extension_config), unless
+      C(accept_loss.tables) lists it).
   returned: always
   type: list
   elements: dict

@@ -121,3 +121,40 @@ def test_plan_refuses_configuration_rows_dev_drops(world: World, run_module: t.C
         )
     finally:
         ds.drop_db(pg, target)
+
+
+def test_swap_back_refuses_configuration_rows_written_after_the_swap(pg: t.Any, tmp_path: t.Any) -> None:
+    """Configuration tables are not captured: a swap-back that finds their rows changed since the swap refuses, naming
+    the table, and commits nothing in the previous database; unchanged rows do not stop it."""
+    from ansible_collections.pgshift.ops.plugins.module_utils import _carry
+    from ansible_collections.pgshift.ops.plugins.module_utils._connection import ConnParams
+
+    with ext_support.config_extension(pg) as extension:
+        old, new = ds.create_db(pg), ds.create_db(pg)
+        try:
+            for database in (old, new):
+                ds.execute(pg, database, "CREATE EXTENSION " + extension)
+                ds.execute(pg, database, "CREATE TABLE items (id int PRIMARY KEY, label text)")
+                ds.execute(pg, database, PRODUCTION_ROWS[0])
+            mapping = tmp_path / "mapping.yml"
+            mapping.write_text("tables: {}\n")
+            params = ConnParams.from_params(pg.conn())
+            run_id = "test-" + new
+            _carry.install_capture(params.with_database(old), params.with_database(new), run_id, str(mapping))
+            # a row the application wrote after the swap, in a captured table and in the configuration table
+            ds.execute(pg, new, "INSERT INTO items VALUES (1, 'after the swap')")
+            ds.execute(pg, new, "INSERT INTO cfg_entries (id, name) VALUES (20, 'after the swap')")
+            refused = _carry.carry_back(params, new, old, run_id)
+            assert not refused["ok"]
+            assert (
+                "cfg_entries: rows of extension %s's configuration table were written after the swap" % (extension)
+                in refused["message"]
+            )
+            assert ds.execute(pg, old, "SELECT count(*) FROM items") == [(0,)], "nothing committed"
+            ds.execute(pg, new, "DELETE FROM cfg_entries WHERE id = 20")
+            carried = _carry.carry_back(params, new, old, run_id)
+            assert carried["ok"], carried["message"]
+            assert ds.execute(pg, old, "SELECT id, label FROM items") == [(1, "after the swap")]
+        finally:
+            for database in (old, new):
+                ds.drop_db(pg, database)

@@ -190,7 +190,12 @@ def main():
         fail_from(module, exc)
     module.exit_json(
         changed=not module.check_mode
-        and bool(result["tables"] or result["sequences"] or result["large_objects"]["count"]),
+        and bool(
+            result["tables"]
+            or result["sequences"]
+            or result["large_objects"]["count"]
+            or any("copied" in v for v in result["extension_config_tables"].values())
+        ),
         **result,
     )
 

@@ -36,8 +36,8 @@ try:
 except ImportError:  # pragma: no cover - reported by the connection layer
     pass
 
+from ansible_collections.pgshift.ops.plugins.module_utils import _checksums, _ext_config, _large_objects
 from ansible_collections.pgshift.ops.plugins.module_utils import _data as data
-from ansible_collections.pgshift.ops.plugins.module_utils import _large_objects
 from ansible_collections.pgshift.ops.plugins.module_utils._connection import ConnParams, connect, db_error
 
 SCHEMA = "pgshift_capture"
@@ -627,6 +627,7 @@ def carry_back(cluster: ConnParams, new_db: str, old_db: str, run_id: str, force
             for why, n in sorted(tm.unreturnable.items())
         ]
         refused += _large_objects_written(new_conn, old_conn)
+        refused += _extension_config_written(new_conn, old_conn)
         with old_conn.cursor() as old_cur:
             after = _already_carried(old_cur, run_id)
             if refused and not force:
@@ -702,6 +703,23 @@ def _large_objects_written(new_conn: t.Any, old_conn: t.Any) -> t.List[str]:
             ", ".join(str(o) for o in diff["missing_in_target"]) or "none",
             ", ".join(str(c["oid"]) for c in diff["changed"]) or "none",
         )
+    ]
+
+
+def _extension_config_written(new_conn: t.Any, old_conn: t.Any) -> t.List[str]:
+    """Extension configuration tables are not captured (they are not in the release's plan): at the swap the
+    integrity check proved their rows under the registered condition equal on both sides, so a difference now was
+    written after the swap and cannot be carried."""
+    plans = _ext_config.plan(new_conn, old_conn)
+    algorithm = _checksums.algorithm_for(min(int(new_conn.server_version), int(old_conn.server_version)))
+    proofs = _ext_config.prove(new_conn, old_conn, plans, algorithm)
+    old_conn.rollback()
+    return [
+        "%s: rows of extension %s's configuration table were written after the swap (%d rows under its condition "
+        "now, %d in the previous database); they are not captured and cannot be carried back"
+        % (key, proof["extension"], proof["source_rows"], proof["target_rows"])
+        for key, proof in sorted(proofs.items())
+        if not proof["match"]
     ]
 
 

@@ -29,7 +29,13 @@ import threading
 import time
 import typing as t
 
-from ansible_collections.pgshift.ops.plugins.module_utils import _checksums, _data, _db_state, _large_objects
+from ansible_collections.pgshift.ops.plugins.module_utils import (
+    _checksums,
+    _data,
+    _db_state,
+    _ext_config,
+    _large_objects,
+)
 from ansible_collections.pgshift.ops.plugins.module_utils._connection import ConnParams, connect, db_error
 from ansible_collections.pgshift.ops.plugins.module_utils._data_copy import (
     column_max,
@@ -408,6 +414,7 @@ def integrity_check(
         if led_conn is not None:
             led_conn.rollback()
         key_by_table = _key_columns(tgt_conn)
+        ext_config = _ext_config.plan(src_conn, tgt_conn)
         tgt_conn.rollback()
         src_conn.rollback()
         used_snapshot = snapshot if snapshot else export_snapshot(src_conn)
@@ -444,6 +451,7 @@ def integrity_check(
                     entry.update(checker.narrow(sides_pool, tp))
                 mismatches.append(entry)
             large_objects = compare_large_objects(sides, sides_pool)
+        ext_tables = _ext_config.prove(sides.conn("source"), sides.conn("target"), ext_config, algorithm)
         try:
             accepted_changes = _data.accepted_change_counts(sides.conn("source"), tgt_conn, plan)
         except psycopg2.Error as exc:
@@ -465,6 +473,7 @@ def integrity_check(
     ok = not (
         mismatches
         or not large_objects["match"]
+        or not all(v["match"] for v in ext_tables.values())
         or health["invalid_indexes"]
         or health["unvalidated_constraints"]
         or health["sequences_behind"]
@@ -481,6 +490,7 @@ def integrity_check(
         "tables": tables,
         "mismatches": mismatches,
         "large_objects": large_objects,
+        "extension_config_tables": ext_tables,
         "lost": plan.lost(),
         "accepted_changes": accepted_changes,
         "seconds": round(time.monotonic() - started, 3),
@@ -519,6 +529,18 @@ def summary(result: t.Dict[str, t.Any]) -> str:
                 else "",
             )
         )
+    for key, ext in sorted((result.get("extension_config_tables") or {}).items()):
+        if not ext["match"]:
+            parts.append(
+                "extension configuration table %s (extension %s): source %d rows, target %d rows, checksums %s"
+                % (
+                    key,
+                    ext["extension"],
+                    ext["source_rows"],
+                    ext["target_rows"],
+                    "equal" if ext["source_checksum"] == ext["target_checksum"] else "differ",
+                )
+            )
     for m in result["mismatches"]:
         if m.get("error"):
             parts.append("table %s differs: %s" % (m["table"], m["error"]))

@@ -30,7 +30,7 @@ import threading
 import time
 import typing as t
 
-from ansible_collections.pgshift.ops.plugins.module_utils import _data, _large_objects
+from ansible_collections.pgshift.ops.plugins.module_utils import _data, _ext_config, _large_objects
 from ansible_collections.pgshift.ops.plugins.module_utils._clients import find_client
 from ansible_collections.pgshift.ops.plugins.module_utils._connection import (
     ConnParams,
@@ -447,6 +447,9 @@ def copy_data(
         }
         result.update(_data.plan_result(plan))
         result["large_objects"] = {"count": _large_objects.count(src_conn)}
+        ext_config = _ext_config.plan(src_conn, tgt_conn)
+        result["extension_config_tables"] = {cp.source.key: cp.describe() for cp in ext_config}
+        result["notes"] = result["notes"] + _ext_config.notes(ext_config)
         if check_mode:
             result["sequences"] = set_sequences(plan, src_conn, tgt_conn, led_conn, check_mode=True)
             return result
@@ -492,6 +495,13 @@ def copy_data(
             first = errors[0]
             first.details.setdefault("tables_done", sorted(result["tables"]))
             raise first
+        # the rows users added to extension configuration tables, in the same snapshot (src_conn is in it)
+        ext_tgt = stack.enter_context(
+            contextlib.closing(connect(target, application_name="pgshift data_copy extension configuration"))
+        )
+        for key, info in _ext_config.copy(src_conn, ext_tgt, ext_config).items():
+            result["extension_config_tables"][key].update(info)
+            say("data_copy: extension configuration table %s: %d rows" % (key, info["copied"]))
         result["seconds"] = round(time.monotonic() - started, 3)
         result["total_rows"] = sum(v["rows"] for v in result["tables"].values())
         result["total_bytes"] = sum(v["bytes"] for v in result["tables"].values())

@@ -124,6 +124,13 @@ plan:
   returned: always
   type: list
   elements: dict
+extension_config_tables:
+  description:
+    - Per configuration table of an extension, its plan (as M(pgshift.ops.data_plan) returns it) and, once copied,
+      C(deleted) (rows the new database held under the condition) and C(copied) (production's rows).
+  returned: always
+  type: dict
+  sample: {cfg_entries: {extension: myext, condition: WHERE NOT standard, carried: true, deleted: 0, copied: 3}}
 lost:
   description: Lost tables and columns, as M(pgshift.ops.data_plan) returns them.
   returned: always
@@ -183,7 +190,12 @@ def main():
         fail_from(module, exc)
     module.exit_json(
         changed=not module.check_mode
-        and bool(result["tables"] or result["sequences"] or result["large_objects"]["count"]),
+        and bool(
+            result["tables"]
+            or result["sequences"]
+            or result["large_objects"]["count"]
+            or any("copied" in v for v in result["extension_config_tables"].values())
+        ),
         **result,
     )
 

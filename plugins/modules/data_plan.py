@@ -117,6 +117,19 @@ plan:
       rows_estimate: 200
       bytes_estimate: 81920
       format: binary
+extension_config_tables:
+  description:
+    - Configuration tables of production's extensions, those registered with C(pg_extension_config_dump). The rows
+      under their C(condition) are production's and are carried into the new database's table of the same
+      extension, replacing what it holds under that condition. C(carried) false with a C(reason) when the new
+      database lacks it (then production's rows there are a problem of kind C(extension_config), unless
+      C(accept_loss.tables) lists it).
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - {table: cfg_entries, extension: myext, condition: WHERE NOT standard, target_condition: WHERE NOT standard,
+       columns: [id, name], not_carried_columns: [], carried: true, reason: null}
 lost:
   description: Source tables and columns with no destination (unaccepted), and the accepted ones.
   returned: always
@@ -176,7 +189,7 @@ import contextlib
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgshift.ops.plugins.module_utils import _data, _db_state
+from ansible_collections.pgshift.ops.plugins.module_utils import _data, _db_state, _ext_config
 from ansible_collections.pgshift.ops.plugins.module_utils._connection import (
     ConnParams,
     connect,
@@ -215,11 +228,17 @@ def run(params):
         problems = _data.find_problems(src, tgt, plan, constraints)
         src.rollback()
         tgt.rollback()
+        ext_config = _ext_config.plan(src, tgt)
+        problems += _ext_config.problems(src, ext_config, _data.load_mapping(params["mapping_file"]).accept_tables)
+        src.rollback()
+        tgt.rollback()
         state = _db_state.plan(src, dev)
         problems += state.pop("problems")
         src.rollback()
         dev.rollback()
     result = _data.plan_result(plan)
+    result["extension_config_tables"] = [cp.describe() for cp in ext_config]
+    result["notes"] = result["notes"] + _ext_config.notes(ext_config)
     result.update(state)
     result.update(problems=problems, constraints_checked=len({c.ident() for c in constraints}))
     return plan, result

@@ -142,6 +142,14 @@ amcheck:
   description: Indexes checked by amcheck and the errors found (null when O(amcheck=false)).
   returned: always
   type: dict
+extension_config_tables:
+  description:
+    - Per carried configuration table of an extension, the rows under its condition counted and checksummed on both
+      sides (C(source_rows), C(target_rows), C(source_checksum), C(target_checksum), C(match)).
+  returned: always
+  type: dict
+  sample: {cfg_entries: {extension: myext, source_rows: 3, target_rows: 3, source_checksum: "12", target_checksum: "12",
+           match: true}}
 lost:
   description: Lost tables and columns of the plan.
   returned: always

@@ -49,7 +49,9 @@ except ImportError:  # pragma: no cover - depends on the target host
 
 FORMAT = "pgshift-schema-snapshot/1"
 LEDGER_TABLES = ("pgmigrations", "pgshift_migration_meta")
-SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
+# pgshift_capture: the swap-back change capture a release leaves in production until it is final (_carry.py); it is
+# pgshift's, not the application's schema, so no snapshot or drift report shows it (nor its triggers, below).
+SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast", "pgshift_capture")
 
 # Plural key in the snapshot -> the singular kind used in differences, in the order reports list them.
 KINDS: t.Tuple[t.Tuple[str, str], ...] = (
@@ -317,6 +319,8 @@ JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 {comment}
 WHERE NOT g.tgisinternal AND g.tgparentid = 0 AND (c.relkind IN ('v', 'm') OR c.relkind IN ('r', 'p', 'f'))
   AND {ns} AND {member} AND c.relname <> ALL (%(ledger)s::text[])
+  AND g.tgfoid NOT IN (SELECT p.oid FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace
+                       WHERE pn.nspname = 'pgshift_capture')
 ORDER BY 1, 2""".format(
     tname=_TABLE_NAME,
     comment=_comment("d", "pg_trigger", "g.oid"),

@@ -113,6 +113,7 @@ KNOWN_VARIABLES = frozenset(
         "pgshift_rehearsal_report",
         # the local world's inventory (tools/pgworld.py writes them)
         "pgshift_local_world",
+        "pgshift_local_root",
         "pgshift_world_state",
         "pgshift_world",  # the multi-host test inventories' name for the same world
     }

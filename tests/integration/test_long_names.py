@@ -92,8 +92,8 @@ def test_a_63_byte_production_name_releases_and_swaps_back(long_world: pgworld.W
         swap_done, swap_undone = [r[0] for r in cur.fetchall()]
     assert swap_done["next"] == release.next_name(LONG)
     assert swap_done["previous"].startswith(release.prev_stem(LONG) + release.PREV_INFIX)
-    assert len(swap_undone["failed_copy"].encode()) <= 63
-    assert swap_undone["failed_copy"].startswith(release.failed_stem(LONG) + release.FAILED_INFIX)
+    assert len(swap_undone["kept"].encode()) <= 63
+    assert swap_undone["kept"].startswith(release.failed_stem(LONG) + release.FAILED_INFIX)
     assert api(world, "/health")[0] == 200
 
     # 2. a full release; retention finds the shortened previous copies (an older one is removed, one kept)

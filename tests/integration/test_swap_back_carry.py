@@ -552,3 +552,24 @@ def test_a_release_closed_as_final_is_not_swapped_back(
     back = run_playbook("playbooks/rollback.yml", env={"PGSHIFT_WORLD": world.state})
     assert back.rc == 0 and "is final" in back.output, back.output[-3000:]
     assert "display_name" in shop_columns(world), "a final release stays"
+
+
+def test_the_capture_is_invisible_to_schema_snapshots_and_drift(
+    pg: pgworld.Cluster, new_db: t.Callable[..., str]
+) -> None:
+    """Until a release is final, production holds pgshift's change capture: drift checks must not report it."""
+    from ansible_collections.pgshift.ops.plugins.module_utils import _schema
+
+    old, new = new_db(), new_db()
+    execute(pg, old, OLD_SCHEMA + ROWS.format(name="full_name"))
+    execute(pg, new, NEW_SCHEMA + ROWS.format(name="display_name"))
+
+    def snapshot() -> t.Any:
+        with contextlib.closing(pg.connect(new)) as conn:
+            return _schema.take_snapshot(conn)
+
+    before = snapshot()
+    params = ConnParams.from_params(pg.conn())
+    carry.install_capture(params.with_database(old), params.with_database(new), "test-drift", None)
+    assert execute(pg, new, "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'pgshift_capture%'")[0][0] > 0
+    assert _schema.diff_snapshots(before, snapshot()) == []

@@ -387,9 +387,14 @@ def describe_forecast(fc: t.Mapping[str, t.Any]) -> str:
         if fc["size_ratio"] > 1.0
         else ""
     )
+    app_tier = (
+        " + application tier %s" % _duration(fc["app_tier_seconds"])
+        if fc["app_tier_seconds"] > 0
+        else " (database only: no application tier)"
+    )
     return (
         "forecast of production's maintenance window: %s (range %s to %s): database %s (fixed %s + data %s x %.2f)"
-        " + application tier %s%s"
+        "%s%s"
         % (
             _duration(fc["seconds"]),
             _duration(fc["low_seconds"]),
@@ -398,7 +403,7 @@ def describe_forecast(fc: t.Mapping[str, t.Any]) -> str:
             _duration(fc["fixed_seconds"]),
             _duration(fc["scaling_seconds_rehearsed"]),
             fc["size_ratio"],
-            _duration(fc["app_tier_seconds"]),
+            app_tier,
             grown,
         )
     )

@@ -173,3 +173,37 @@ def test_a_database_only_run_is_reported_and_checked(
     checked = [s for s in report["steps"] if s["action"] == "pgshift.ops.perf_check" and s["play"] == "API checks"]
     assert checked and checked[0]["status"] in ("ok", "changed"), checked
     _figures_match_the_databases(world, summary, report, html)
+
+
+def test_a_failed_run_says_what_to_do_next_with_its_own_run_id(
+    world: pgworld.World, run_playbook: t.Callable[..., t.Any], tmp_path: t.Any
+) -> None:
+    """The rebuild fails (a file where the work folder should be): the report names the run the journal rolled back
+    and gives the exact rollback command for it."""
+    world.reset(scale=0.5)
+    blocker = os.path.join(world.state, "not-a-folder")
+    with open(blocker, "w") as handle:
+        handle.write("a file where the work folder should be\n")
+    reports = tmp_path / "runs"
+    run = run_playbook(
+        "playbooks/prod_restore.yml",
+        extra_vars={"pgshift_work_dir": os.path.join(blocker, "work")},
+        env={"PGSHIFT_WORLD": world.state, "PGSHIFT_REPORT_DIR": str(reports)},
+    )
+    os.unlink(blocker)
+    assert run.rc != 0 and "The rebuild failed" in run.output
+    with contextlib.closing(world.clusters["prod"].connect("pgshift")) as conn, conn.cursor() as cur:
+        cur.execute("SELECT run_id, status FROM pgshift.runs ORDER BY started_at DESC LIMIT 1")
+        run_id, status = cur.fetchone()
+    assert status == "rolled_back"
+    folder = reports / (run_id + "-prod_restore")
+    report = json.loads((folder / "report.json").read_text())
+    html = (folder / "report.html").read_text()
+    assert report["run_id"] == run_id and report["status"] == "failed"
+    assert "<h2>What to do next</h2>" in html
+    assert "Production was put back (" in html
+    command = (
+        "ansible-playbook playbooks/rollback.yml -i inventories/local -e pgshift_run_id=%s -e pgshift_confirm=shop"
+    )
+    assert "<code>%s</code>" % (command % run_id) in html
+    assert "Run %s rolled back: " % run_id in html, "the rollback result as a sentence"

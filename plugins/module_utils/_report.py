@@ -569,6 +569,7 @@ def headline(report: t.Mapping[str, t.Any]) -> t.Dict[str, t.Any]:
         "previous_database": pick("previous_database", "swap", "previous"),
         "window_seconds": window.get("duration_s"),
         "window_source": window.get("source", "plays") if window else None,
+        "window_open": bool(window.get("open")) if window else False,
     }
 
 
@@ -634,15 +635,13 @@ def _headline_html(report: t.Mapping[str, t.Any]) -> str:
     if head["backup"]:
         backup += " (verified: %s)" % head["backup_verified"] if head["backup_verified"] else " (NOT verified)"
     window = head["window_seconds"]
-    window_text = (
-        "-"
-        if window is None
-        else "%s (%s)"
-        % (
-            format_duration(float(window)),
-            "measured by the run journal" if head["window_source"] == "journal" else "from the plays' timings",
-        )
-    )
+    if window is not None:
+        source = "measured by the run journal" if head["window_source"] == "journal" else "from the plays' timings"
+        window_text = "%s (%s)" % (format_duration(float(window)), source)
+    elif head["window_open"]:
+        window_text = "opened and not closed by this run (see the failures and what to do next)"
+    else:
+        window_text = "-"
     items = [
         ("production database", head["production_database"] or "-"),
         ("migrations applied", migrations_text),

@@ -423,3 +423,11 @@ def test_a_failed_run_says_what_to_do_next_with_the_exact_rollback_command() -> 
     report["results"][1]["data"] = {"run_id": report["run_id"], "actions": [], "refused": True}
     steps = rpt.next_steps(report, head)
     assert "refused" in steps[1] and steps[1].endswith(command + " -e pgshift_swap_back_force=true")
+
+
+def test_a_window_left_open_is_said_so_in_the_headline() -> None:
+    report = sample_report()
+    report["maintenance_window"] = rpt.maintenance_window(report["plays"][:3], report["steps"][:5])
+    assert report["maintenance_window"]["open"] is True
+    page = rpt.render_html(report)
+    assert "<th>window</th><td>opened and not closed by this run" in page

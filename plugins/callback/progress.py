@@ -16,12 +16,19 @@ description:
     totals) to any of a generic JSON webhook, a Slack-compatible incoming webhook and a JSON-lines file. A notification
     that fails is logged as a warning and never fails the run.
   - Writes a run report at the end of every run, successful or not, as
-    C(<report_dir>/<timestamp>-<playbook>/report.json) and a self-contained C(report.html) (timeline chart,
+    C(<report_dir>/<run_id>-<playbook>/report.json) and a self-contained C(report.html) (timeline chart,
     maintenance window, pgshift module results, what was rolled back), and copies the JSON to
     C(<report_dir>/last-run.json).
   - Never sends or prints task arguments; keeps only whitelisted result keys, and nothing of a C(no_log) result.
-  - The maintenance window runs from the first step of the first play whose name contains C(maintenance on) to the
-    end of the last later play whose name contains C(maintenance off) (case-insensitive).
+  - One run id for the whole run - mints it at start (C(YYYYMMDDTHHMMSSZ-<hex>), the journal's format) and exports it
+    to the controller's environment as C(PGSHIFT_RUN_ID) before any task runs; C(prod_restore.yml) passes
+    C(lookup('env', 'PGSHIFT_RUN_ID')) to C(run_journal action=start), so the journal, the progress lines, the
+    notifications, the report and its folder C(<run_id>-<playbook>) all carry the same id. (A callback cannot set a
+    variable; the environment is inherited by the task workers, which are forked after the playbook starts.)
+  - The maintenance window is the journal's (C(run_journal step=window), measured once by the database clock, see
+    the module) when the run recorded it. Otherwise it runs from the first step of the first play whose name
+    contains C(maintenance on) to the end of the last later play whose name contains C(maintenance off)
+    (case-insensitive).
 version_added: 0.1.0
 author:
   - pgshift maintainers (!UNKNOWN)
@@ -147,11 +154,17 @@ from ansible.plugins.callback import CallbackBase  # noqa: E402
 
 from ansible_collections.pgshift.ops.plugins.module_utils import _report as rpt  # noqa: E402
 
+RUN_ID_ENV = "PGSHIFT_RUN_ID"
 EVENTS = ("run_started", "phase_started", "phase_finished", "step_failed", "rescue_entered", "run_finished")
 
 
 def _now_iso() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _new_run_id() -> str:
+    """Same form as the journal's ids (plugins/module_utils/_journal.py new_run_id): UTC start time, random hex."""
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
 
 
 def _mkdir_private(path: str) -> None:
@@ -248,7 +261,9 @@ class CallbackModule(CallbackBase):
         self._lock = threading.RLock()
         self._t0 = time.monotonic()
         self._started_iso = _now_iso()
-        self._run_id = uuid.uuid4().hex[:12]
+        self._run_id = _new_run_id()
+        os.environ[RUN_ID_ENV] = self._run_id  # the task workers, forked later, inherit it
+        self._journal_window: t.Optional[t.Dict[str, t.Any]] = None
         self._playbook = "adhoc"
         self._playbook_path = ""
         self._plays: t.List[t.Dict[str, t.Any]] = []
@@ -469,6 +484,22 @@ class CallbackModule(CallbackBase):
             if rows is None and isinstance(data.get("results"), list):
                 numbers = [rpt.rows_of(item) for item in data["results"]]
                 rows = sum(n for n in numbers if n is not None) if any(n is not None for n in numbers) else None
+            if (
+                rpt.short_action(step["action"]) == "run_journal"
+                and status in ("ok", "changed")
+                and isinstance(data.get("window_seconds"), (int, float))
+                and not isinstance(data.get("window_seconds"), bool)
+            ):
+                # the window as the journal measured it; placed on the timeline ending now
+                seconds = float(data["window_seconds"])
+                end = self._elapsed()
+                self._journal_window = {
+                    "started": round(max(end - seconds, 0.0), 3),
+                    "finished": end,
+                    "open": False,
+                    "duration_s": round(seconds, 3),
+                    "source": "journal",
+                }
             if rows is not None:
                 step["rows"] = rows if len(step["hosts"]) == 1 else (step["rows"] or 0) + rows
             items = data["results"] if isinstance(data.get("results"), list) else [data]
@@ -707,11 +738,12 @@ class CallbackModule(CallbackBase):
             "duration_s": duration,
             "status": status,
             "check_mode": bool(context.CLIARGS.get("check")),
+            "inventory": self._inventories(),
             "totals": rpt.totals(steps),
             "hosts": hosts,
             "plays": [{k: v for k, v in p.items() if k != "uuid"} for p in self._plays],
             "steps": steps,
-            "maintenance_window": rpt.maintenance_window(self._plays, steps),
+            "maintenance_window": self._journal_window or rpt.maintenance_window(self._plays, steps),
             "results": self._results,
             "failures": self._failures,
             "rollback": {
@@ -731,9 +763,18 @@ class CallbackModule(CallbackBase):
             "files": {},
         }
 
+    def _inventories(self) -> t.List[str]:
+        """The inventories of the run, relative to the project root when inside it (for the rollback command)."""
+        root = self._project_root()
+        out = []
+        for inventory in context.CLIARGS.get("inventory") or ():
+            path = os.path.abspath(os.path.expanduser(str(inventory)))
+            out.append(os.path.relpath(path, root) if path.startswith(root + os.sep) else str(inventory))
+        return out
+
     def _write(self, report: t.Dict[str, t.Any]) -> None:
         _mkdir_private(self._report_dir)
-        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        stamp = re.sub(r"[^A-Za-z0-9_.-]+", "_", self._run_id)  # the run id starts with the UTC start time
         name = re.sub(r"[^A-Za-z0-9_.-]+", "_", self._playbook) or "playbook"
         folder = os.path.join(self._report_dir, "%s-%s" % (stamp, name))
         suffix = 1

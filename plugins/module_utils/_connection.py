@@ -236,6 +236,14 @@ def server_major(conn: "psycopg2.extensions.connection") -> int:
     return server_version_num(conn) // 10000
 
 
+def release_text(version_num: int) -> str:
+    """A server_version_num as people write it: 150018 -> "15.18", 90624 -> "9.6.24"."""
+    number = int(version_num)
+    if number >= 100000:
+        return "%d.%d" % (number // 10000, number % 10000)
+    return "%d.%d.%d" % (number // 10000, number // 100 % 100, number % 100)
+
+
 def db_error(exc: "psycopg2.Error", doing: str) -> PgShiftError:
     """Turn a database error into the collection's error, keeping SQLSTATE."""
     diag = getattr(exc, "diag", None)

@@ -17,6 +17,7 @@ import datetime
 import getpass
 import json
 import os
+import re
 import socket
 import typing as t
 import uuid
@@ -111,8 +112,21 @@ def open_runs(cur: t.Any, database: str) -> t.List[t.Dict[str, t.Any]]:
     ]
 
 
-def start_run(cur: t.Any, database: str, inputs: t.Dict[str, t.Any]) -> str:
-    """Register a new run; refuses while an earlier run on the same database is unfinished."""
+RUN_ID_ENV = "PGSHIFT_RUN_ID"
+RUN_ID_PATTERN = r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6,32}$"
+WINDOW_STEP = "window"
+
+
+def new_run_id() -> str:
+    """A run id: UTC time of the start, then random hex (sorts by time, unique across controllers)."""
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
+def start_run(cur: t.Any, database: str, inputs: t.Dict[str, t.Any], run_id: t.Optional[str] = None) -> str:
+    """Register a new run; refuses while an earlier run on the same database is unfinished.
+
+    ``run_id`` is the id the run already has (minted by the pgshift.ops.progress callback at playbook start, so that
+    the journal, the report and the notifications name the run alike); without one a new id is minted here."""
     cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 7241))", ("pgshift-journal:" + database,))
     pending = open_runs(cur, database)
     if pending:
@@ -123,7 +137,21 @@ def start_run(cur: t.Any, database: str, inputs: t.Dict[str, t.Any]) -> str:
             % (first["run_id"], database, first["started_at"], first["started_by"], first["status"]),
             open_runs=pending,
         )
-    run_id = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+    if run_id:
+        if not re.match(RUN_ID_PATTERN, run_id):
+            raise PgShiftError(
+                "run id %r is not of the form YYYYMMDDTHHMMSSZ-<hex> (the pgshift.ops.progress callback mints it)"
+                % run_id
+            )
+        cur.execute("SELECT status, started_at FROM pgshift.runs WHERE run_id = %s", (run_id,))
+        used = cur.fetchone()
+        if used:
+            raise PgShiftError(
+                "run id %s is already in the journal (a run %s, started %s): each run needs its own id; unset %s "
+                "if you exported it" % (run_id, used[0], used[1].isoformat(), RUN_ID_ENV)
+            )
+    else:
+        run_id = new_run_id()
     cur.execute(
         "INSERT INTO pgshift.runs (run_id, database, status, started_by, inputs) VALUES (%s, %s, 'running', %s, %s)",
         (run_id, database, _who(), json.dumps(inputs, sort_keys=True, default=str)),
@@ -136,6 +164,21 @@ def record_step(cur: t.Any, run_id: str, step: str, state: str, detail: t.Option
         "INSERT INTO pgshift.steps (run_id, step, state, detail) VALUES (%s, %s, %s, %s)",
         (run_id, step, state, json.dumps(detail or {}, sort_keys=True, default=str)),
     )
+
+
+def window_seconds(cur: t.Any, run_id: str) -> t.Optional[float]:
+    """The maintenance window of a run, measured once, by the journal's clock: from the first ``window`` step
+    ``started`` (maintenance on, or access blocked when there is no app tier) to the last ``window`` ``done``
+    (maintenance off, or access restored). None while either end is missing."""
+    cur.execute(
+        "SELECT min(at) FILTER (WHERE state = 'started'), max(at) FILTER (WHERE state = 'done') "
+        "FROM pgshift.steps WHERE run_id = %s AND step = %s",
+        (run_id, WINDOW_STEP),
+    )
+    row = cur.fetchone()
+    if not row or row[0] is None or row[1] is None:
+        return None
+    return round(max((row[1] - row[0]).total_seconds(), 0.0), 3)
 
 
 def finish_run(cur: t.Any, run_id: str, status: str, message: t.Optional[str] = None) -> None:

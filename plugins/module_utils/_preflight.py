@@ -16,7 +16,12 @@ from ansible_collections.pgshift.ops.plugins.module_utils import _ledger as ledg
 from ansible_collections.pgshift.ops.plugins.module_utils import _release as release
 from ansible_collections.pgshift.ops.plugins.module_utils import _run_lock as run_lock
 from ansible_collections.pgshift.ops.plugins.module_utils._clients import find_client
-from ansible_collections.pgshift.ops.plugins.module_utils._connection import ConnParams, connect, server_major
+from ansible_collections.pgshift.ops.plugins.module_utils._connection import (
+    ConnParams,
+    connect,
+    release_text,
+    server_major,
+)
 from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShiftError
 
 _ROLES_SQL = """
@@ -148,7 +153,8 @@ def run_checks(
     try:
         with admin.cursor() as cur:
             facts["prod_server_major"] = server_major(admin)
-            facts["prod_server_version"] = admin.server_version
+            facts["prod_server_version"] = release_text(admin.server_version)  # "15.18", for people
+            facts["prod_server_version_num"] = admin.server_version
             cur.execute("SELECT rolsuper, rolcreatedb FROM pg_roles WHERE rolname = current_user")
             superuser, _createdb = _one(cur)
             facts["superuser"] = bool(superuser)
@@ -281,7 +287,8 @@ def run_checks(
     try:
         with dev_conn.cursor() as cur:
             facts["dev_server_major"] = server_major(dev_conn)
-            facts["dev_server_version"] = dev_conn.server_version
+            facts["dev_server_version"] = release_text(dev_conn.server_version)
+            facts["dev_server_version_num"] = dev_conn.server_version
             cur.execute(_ROLES_SQL)
             needed_roles = [r[0] for r in cur.fetchall()]
             cur.execute("SELECT extname, extversion FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1")

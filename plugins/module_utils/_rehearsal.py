@@ -15,10 +15,11 @@ taken by the database server with ``clock_timestamp()`` in the same transactions
 happened to the controller and need no callback); the run report of the progress callback, when given, adds the
 per-task breakdown (which steps scale with the data: copy, index build, integrity check) and rows and bytes per table.
 
-The forecast: the window measured on staging from "connections blocked" to "run closed", split into a part that
-grows with the data and a fixed part; the growing part is multiplied by production's size now over the size that was
-rehearsed (never below 1), and the application tier's allowance (services stopped and started, API checks, which a
-rehearsal does not touch) is added.
+The forecast: the window measured on staging from "connections blocked" to the swap (the journal's window step; in
+older journals, to "run closed"), split into a part that grows with the data and a fixed part; the growing part is
+multiplied by production's size now over the size that was rehearsed (never below 1), and the application tier's
+allowance (services stopped and started, API checks, which a rehearsal does not touch) is added - none for a
+database-only production release.
 """
 
 from __future__ import annotations
@@ -222,7 +223,9 @@ def staging_run(
 
 
 def journal_timings(run: t.Mapping[str, t.Any]) -> t.Dict[str, t.Any]:
-    """Per journal step, when it started and ended; the window from blocking connections to closing the run."""
+    """Per journal step, when it started and ended; the window as the release recorded it (``window`` started to
+    done: connections blocked to the swap, for the database-only release a rehearsal runs), else, for a journal from
+    before that step existed, from blocking connections to closing the run."""
     steps: t.Dict[str, t.Dict[str, t.Any]] = {}
     previous: t.Optional[str] = None
     for entry in run.get("steps", []):
@@ -244,7 +247,10 @@ def journal_timings(run: t.Mapping[str, t.Any]) -> t.Dict[str, t.Any]:
         )
     window: t.Dict[str, t.Any] = {"from": None, "to": None, "seconds": None}
     blocked = steps.get("block_access")
-    if blocked and blocked["started"]:
+    recorded = steps.get("window")  # the release's own window (run_journal step=window), the one definition
+    if recorded and recorded["started"] and recorded["ended"] and recorded.get("state") == "done":
+        window["from"], window["to"], window["seconds"] = recorded["started"], recorded["ended"], recorded["seconds"]
+    elif blocked and blocked["started"]:
         window["from"] = blocked["started"]
         end = run.get("finished_at") or (steps.get("swap") or {}).get("ended")
         if end:
@@ -387,9 +393,14 @@ def describe_forecast(fc: t.Mapping[str, t.Any]) -> str:
         if fc["size_ratio"] > 1.0
         else ""
     )
+    app_tier = (
+        " + application tier %s" % _duration(fc["app_tier_seconds"])
+        if fc["app_tier_seconds"] > 0
+        else " (database only: no application tier)"
+    )
     return (
         "forecast of production's maintenance window: %s (range %s to %s): database %s (fixed %s + data %s x %.2f)"
-        " + application tier %s%s"
+        "%s%s"
         % (
             _duration(fc["seconds"]),
             _duration(fc["low_seconds"]),
@@ -398,7 +409,7 @@ def describe_forecast(fc: t.Mapping[str, t.Any]) -> str:
             _duration(fc["fixed_seconds"]),
             _duration(fc["scaling_seconds_rehearsed"]),
             fc["size_ratio"],
-            _duration(fc["app_tier_seconds"]),
+            app_tier,
             grown,
         )
     )

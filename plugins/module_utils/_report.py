@@ -29,12 +29,15 @@ MODULE_KEYS = {
     "integrity_check": ("ok", "tables", "mismatches"),
     "backup": ("backup_id", "path", "manifest_path", "size_bytes"),
     "schema_diff": ("differences",),
-    "swap": ("previous",),
-    "rollback": ("run_id", "actions"),
+    "swap": ("previous", "swapped"),
+    "rollback": ("run_id", "actions", "refused", "kept", "message"),
+    "backup_verify": ("verified", "level"),
+    "run_journal": ("window_seconds",),
 }
 # Kept from any pgshift.ops.* result (swap, rollback, ...).
 ANY_PGSHIFT_KEYS = ("swapped", "undone", "journal")
-SWAP_KEYS = ANY_PGSHIFT_KEYS + ("previous", "actions", "run_id")
+SWAP_KEYS = ANY_PGSHIFT_KEYS + ("previous", "actions", "run_id", "refused", "kept", "message")
+SHORT_HASH = 12
 # Kept from any task whatsoever (a module or a set_fact task can publish it).
 REPORT_KEY = "pgshift_report"
 HTTP_ACTIONS = ("ansible.builtin.uri", "uri", "ansible.legacy.uri")
@@ -135,6 +138,15 @@ def extract_results(action: str, result: t.Mapping[str, t.Any]) -> t.Dict[str, t
             kept["tables"] = _cap_list(kept["tables"], MAX_TABLES)
         if "mismatches" in kept:
             kept["mismatches"] = _cap_list(kept["mismatches"], MAX_TABLES)
+        if "message" in kept:
+            kept["message"] = scrub_text(kept["message"])
+        facts = result.get("facts")
+        if short == "preflight" and isinstance(facts, dict):
+            migrations = facts.get("migrations")
+            if isinstance(migrations, dict) and isinstance(migrations.get("to_apply"), list):
+                kept["migrations_to_apply"] = [str(m) for m in migrations["to_apply"]][:MAX_TABLES]
+            if facts.get("production_database"):
+                kept["production_database"] = str(facts["production_database"])
     if action in HTTP_ACTIONS and "status" in result:
         kept["http"] = {
             "url": strip_url(result.get("url", "")),
@@ -345,6 +357,25 @@ def _json_block(value: t.Any) -> str:
     return "<pre>%s</pre>" % _e(json.dumps(value, indent=2, sort_keys=True, default=str))
 
 
+def _looks_like_hash(key: str, value: t.Any) -> bool:
+    if not isinstance(value, str) or len(value) <= SHORT_HASH:
+        return False
+    named = any(word in key.lower() for word in ("checksum", "hash", "digest", "sha"))
+    return named or bool(re.match(r"^[0-9a-fA-F]{24,}$", value))
+
+
+def short_hash(value: t.Any) -> str:
+    """A checksum shortened to its first characters, the full value on hover (HTML)."""
+    text = "" if value is None else str(value)
+    if len(text) <= SHORT_HASH:
+        return "<code>%s</code>" % _e(text)
+    return '<code title="%s">%s\u2026</code>' % (_e(text), _e(text[:SHORT_HASH]))
+
+
+def _cell(key: str, value: t.Any) -> str:
+    return short_hash(value) if _looks_like_hash(key, value) else _e(value)
+
+
 def _details_table(tables: t.Sequence[t.Tuple[str, t.Dict[str, t.Any]]]) -> str:
     """One row per table, one column per detail key (rows, checksum, seconds, ...)."""
     keys = []  # type: t.List[str]
@@ -355,7 +386,7 @@ def _details_table(tables: t.Sequence[t.Tuple[str, t.Dict[str, t.Any]]]) -> str:
     numeric = [i + 1 for i, key in enumerate(keys) if key in ("rows", "bytes", "seconds", "source_rows", "target_rows")]
     return _table(
         ["table"] + keys,
-        ([_e(name)] + [_e(details.get(k, "")) for k in keys] for name, details in tables),
+        ([_e(name)] + [_cell(k, details.get(k, "")) for k in keys] for name, details in tables),
         numeric=numeric,
     )
 
@@ -457,11 +488,185 @@ def _results_html(results: t.Sequence[t.Mapping[str, t.Any]]) -> str:
         parts.append("<h2>Swap and rollback</h2>")
         for r in swaps:
             data = {k: r["data"][k] for k in SWAP_KEYS if k in r["data"]}
-            parts.append("<p>%s on %s</p>%s" % (_e(r["step"]), _e(r["host"]), _json_block(data)))
+            parts.append(
+                "<p><b>%s</b> on %s: %s</p>"
+                % (_e(r["step"]), _e(r["host"]), _e(swap_sentence(short_action(r.get("action", "")), data)))
+            )
     if published:
         parts.append("<h2>Published by the playbook</h2>")
         for r in published:
             parts.append("<p>%s on %s</p>%s" % (_e(r["step"]), _e(r["host"]), _json_block(r["data"][REPORT_KEY])))
+    return "".join(parts)
+
+
+def swap_sentence(action: str, data: t.Mapping[str, t.Any]) -> str:
+    """What a swap or rollback result says, as a sentence for people."""
+    out = []  # type: t.List[str]
+    if action == "swap" or "swapped" in data:
+        if data.get("swapped"):
+            out.append("The rebuilt database became production")
+            if data.get("previous"):
+                out[-1] += "; the previous production database is kept as %s" % data["previous"]
+            out[-1] += "."
+        elif "swapped" in data:
+            out.append("The swap did not happen: production was not renamed.")
+    if action == "rollback" or "actions" in data:
+        run = " of run %s" % data["run_id"] if data.get("run_id") else ""
+        actions = [str(a) for a in data.get("actions") or []]
+        if data.get("refused"):
+            out.append("The swap-back%s was refused: the new database stays production." % run)
+        elif actions:
+            who = "Run %s rolled back" % data["run_id"] if data.get("run_id") else "Rolled back"
+            out.append("%s: %s." % (who, "; ".join(actions)))
+        elif "actions" in data:
+            out.append("Nothing to roll back%s: production had not been changed." % run)
+        if data.get("kept"):
+            out.append("The new database is kept as %s." % data["kept"])
+        if data.get("message"):
+            out.append(str(data["message"]).rstrip(".") + ".")
+    if "undone" in data and not out:
+        undone = data["undone"]
+        if isinstance(undone, list):
+            out.append("Undone: %s." % ("; ".join(str(u) for u in undone) or "nothing"))
+        else:
+            out.append("Undone." if undone else "Nothing was undone.")
+    if "journal" in data and not out:
+        out.append("Recorded in the run journal.")
+    return " ".join(out) or "No change reported."
+
+
+def _last(results: t.Sequence[t.Mapping[str, t.Any]], action: str, key: str) -> t.Any:
+    for r in reversed(results):
+        if short_action(str(r.get("action", ""))) == action and key in (r.get("data") or {}):
+            return r["data"][key]
+    return None
+
+
+def headline(report: t.Mapping[str, t.Any]) -> t.Dict[str, t.Any]:
+    """The figures a person asks first: migrations applied, rows carried, backup and its verification, the previous
+    database kept as, the window. The playbook's published summary (``pgshift_report``) wins, so the report and the
+    printed summary cannot disagree; otherwise the module results; the window is the report's (the journal's)."""
+    results = report.get("results") or []
+    published = {}  # type: t.Dict[str, t.Any]
+    for r in results:
+        if isinstance((r.get("data") or {}).get(REPORT_KEY), dict):
+            published = r["data"][REPORT_KEY]
+
+    def pick(key: str, action: str, result_key: str) -> t.Any:
+        value = published.get(key)
+        return value if value not in (None, "") else _last(results, action, result_key)
+
+    verified = published.get("backup_verified") or (
+        _last(results, "backup_verify", "level") if _last(results, "backup_verify", "verified") else None
+    )
+    window = report.get("maintenance_window") or {}
+    return {
+        "production_database": pick("production_database", "preflight", "production_database"),
+        "migrations_applied": pick("migrations_applied", "preflight", "migrations_to_apply"),
+        "total_rows": pick("total_rows", "data_copy", "total_rows"),
+        "backup": pick("backup", "backup", "path"),
+        "backup_verified": verified or None,
+        "previous_database": pick("previous_database", "swap", "previous"),
+        "window_seconds": window.get("duration_s"),
+        "window_source": window.get("source", "plays") if window else None,
+        "window_open": bool(window.get("open")) if window else False,
+    }
+
+
+def rollback_command(report: t.Mapping[str, t.Any], database: t.Any) -> str:
+    """The exact command that puts production back from the journal after this run."""
+    parts = ["ansible-playbook", "playbooks/rollback.yml"]
+    for inventory in report.get("inventory") or []:
+        parts += ["-i", str(inventory)]
+    parts += ["-e", "pgshift_run_id=%s" % report.get("run_id")]
+    if database:
+        parts += ["-e", "pgshift_confirm=%s" % database]
+    return " ".join(parts)
+
+
+def next_steps(report: t.Mapping[str, t.Any], head: t.Mapping[str, t.Any]) -> t.List[str]:
+    """What to do after a run that did not succeed; [] after a successful one."""
+    if report.get("status") == "ok" or report.get("check_mode"):
+        return []
+    results = report.get("results") or []
+    failures = [f for f in report.get("failures") or [] if not f.get("rescued")]
+    rescued = [f for f in report.get("failures") or [] if f.get("rescued")]
+    first = (rescued or failures or [{}])[0]
+    out = []  # type: t.List[str]
+    if first:
+        out.append("It failed at %r on %s: %s" % (first.get("step"), first.get("host"), first.get("msg")))
+    refused = _last(results, "rollback", "refused")
+    actions = _last(results, "rollback", "actions")
+    rollback_failed = any(
+        short_action(str(s.get("action", ""))) == "rollback" and s.get("status") in ("failed", "unreachable")
+        for s in report.get("steps") or []
+    )
+    command = rollback_command(report, head.get("production_database"))
+    if refused:
+        out.append(
+            "The swap-back was refused, so the new database stays production (see the rollback message above). "
+            "Fix forward, or swap back deliberately with: %s -e pgshift_swap_back_force=true" % command
+        )
+    elif actions is not None and not rollback_failed:
+        undone = "; ".join(str(a) for a in actions) or "nothing had changed"
+        out.append(
+            "Production was put back (%s). Fix the cause above and run the release again. To check that nothing is "
+            "left to undo (it is idempotent): %s" % (undone, command)
+        )
+    else:
+        out.append("Put production back from the run journal now: %s" % command)
+        out.append("When even that fails, restore the verified backup: playbooks/restore_backup.yml (see README.md).")
+    return out
+
+
+def _headline_html(report: t.Mapping[str, t.Any]) -> str:
+    head = headline(report)
+    migrations = head["migrations_applied"]
+    if isinstance(migrations, list):
+        migrations_text = "%d (%s)" % (len(migrations), ", ".join(str(m) for m in migrations)) if migrations else "none"
+    else:
+        migrations_text = str(migrations) if migrations not in (None, "") else "-"
+    rows = head["total_rows"]
+    try:
+        rows_text = format(int(rows), ",")
+    except (TypeError, ValueError):
+        rows_text = "-"
+    backup = head["backup"] or "-"
+    if head["backup"]:
+        backup += " (verified: %s)" % head["backup_verified"] if head["backup_verified"] else " (NOT verified)"
+    window = head["window_seconds"]
+    if window is not None:
+        source = "measured by the run journal" if head["window_source"] == "journal" else "from the plays' timings"
+        window_text = "%s (%s)" % (format_duration(float(window)), source)
+    elif head["window_open"]:
+        window_text = "opened and not closed by this run (see the failures and what to do next)"
+    else:
+        window_text = "-"
+    items = [
+        ("production database", head["production_database"] or "-"),
+        ("migrations applied", migrations_text),
+        ("rows carried", rows_text),
+        ("backup", backup),
+        ("previous database kept as", head["previous_database"] or "-"),
+        ("window", window_text),
+    ]
+    parts = ['<h2>Headline</h2><table class="headline">']
+    parts += ["<tr><th>%s</th><td>%s</td></tr>" % (_e(k), _e(v)) for k, v in items]
+    parts.append("</table>")
+    steps = next_steps(report, head)
+    if steps:
+        parts.append("<h2>What to do next</h2><ol>")
+        for step in steps:
+            if "ansible-playbook " in step:
+                text, _sep, command = step.partition(": ansible-playbook ")
+                if _sep:
+                    step_html = "%s:<br><code>ansible-playbook %s</code>" % (_e(text), _e(command))
+                else:
+                    step_html = _e(step)
+            else:
+                step_html = _e(step)
+            parts.append("<li>%s</li>" % step_html)
+        parts.append("</ol>")
     return "".join(parts)
 
 
@@ -503,6 +708,7 @@ def render_html(report: t.Mapping[str, t.Any]) -> str:
                     _e(format_duration(window.get("duration_s"))),
                 )
             )
+    parts.append(_headline_html(report))
     parts.append("<h2>Timeline</h2>")
     parts.append(
         '<p class="legend">%s</p>'

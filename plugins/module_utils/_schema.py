@@ -321,7 +321,7 @@ WHERE NOT g.tgisinternal AND g.tgparentid = 0 AND (c.relkind IN ('v', 'm') OR c.
   AND {ns} AND {member} AND c.relname <> ALL (%(ledger)s::text[])
   AND g.tgfoid NOT IN (SELECT p.oid FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace
                        WHERE pn.nspname = 'pgshift_capture')
-ORDER BY 1, 2""".format(
+ORDER BY 1, 2""".format(  # noqa: S608
     tname=_TABLE_NAME,
     comment=_comment("d", "pg_trigger", "g.oid"),
     ns=_NS_FILTER,

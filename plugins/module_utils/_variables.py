@@ -35,6 +35,7 @@ KNOWN_VARIABLES = frozenset(
         "pgshift_keep_previous",
         "pgshift_journal_database",
         "pgshift_artifacts_dir",
+        "pgshift_report",  # not an input: the run figures prod_restore.yml publishes for the run report
         "pgshift_plan",
         "pgshift_next_tablespace",
         "pgshift_space_factor",
@@ -146,6 +147,9 @@ SET_BY_PLAYBOOKS = frozenset(
         "pgshift_run",
         "pgshift_swap",
         "pgshift_window_start",
+        "pgshift_window_swap",
+        "pgshift_window_off",
+        "pgshift_report",
     }
 )
 

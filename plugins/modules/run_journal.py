@@ -19,6 +19,9 @@ description:
     being rolled back, or closed), so that a run stops at its next step.
   - Connections wait up to two minutes for a server that is restarting (journal writes in a rescue must not be lost
     to crash recovery).
+  - The maintenance window is measured once, by the journal - O(step=window) V(started) when maintenance goes on
+    (or application access is blocked, when there is no app tier), V(done) when it goes off (or access is restored);
+    recording V(done) returns RV(window_seconds).
 extends_documentation_fragment:
   - pgshift.ops.connection
 attributes:
@@ -48,7 +51,12 @@ options:
     type: str
     default: pgshift
   run_id:
-    description: The run, for O(action=step), O(action=finish) and O(action=show) (default for show is the latest run).
+    description:
+      - The run, for O(action=step), O(action=finish) and O(action=show) (default for show is the latest run).
+      - For O(action=start), the id the run already has (the pgshift.ops.progress callback mints one at playbook
+        start and exports it to the controller as C(PGSHIFT_RUN_ID); C(prod_restore.yml) passes it here), so the
+        journal, the run report, its folder and the notifications name the run alike. Without it an id is minted.
+        An id already in the journal is refused.
     type: str
   step:
     description: Name of the step, for O(action=step).
@@ -107,6 +115,11 @@ run:
   description: The run with its steps, for O(action=show).
   returned: when action is show
   type: dict
+window_seconds:
+  description: The maintenance window of the run, from the journal (O(step=window) started to done).
+  returned: for O(action=step) with O(step=window) and O(state=done); null while the start is not recorded
+  type: float
+  sample: 20.7
 capture_removed:
   description: Whether production had a swap-back change capture that was removed, for O(action=final).
   returned: when action is final
@@ -154,23 +167,27 @@ def main() -> None:
     result: t.Dict[str, t.Any] = {}
     try:
         if module.check_mode and p["action"] != "show":
-            module.exit_json(changed=True, run_id=p["run_id"] or "check-mode-run")
+            module.exit_json(changed=True, run_id=p["run_id"] or "check-mode-run", window_seconds=None)
         journal.ensure_journal(cluster, p["journal_database"], retry_seconds=journal.RETRY_SECONDS)
         conn = connect(journal.journal_params(cluster, p["journal_database"]), retry_seconds=journal.RETRY_SECONDS)
         try:
             with conn.cursor() as cur:
                 if p["action"] == "start":
-                    run_id = journal.start_run(cur, p["production_database"], p["inputs"])
+                    run_id = journal.start_run(cur, p["production_database"], p["inputs"], p["run_id"] or None)
                     journal.record_step(cur, run_id, "start", "done", {"inputs": p["inputs"]})
                     result = dict(changed=True, run_id=run_id)
                 elif p["action"] == "step":
                     journal.assert_running(cur, p["run_id"], "step %s (%s)" % (p["step"], p["state"]))
                     journal.record_step(cur, p["run_id"], p["step"], p["state"], p["detail"])
                     result = dict(changed=True, run_id=p["run_id"])
+                    if p["step"] == journal.WINDOW_STEP and p["state"] == "done":
+                        result["window_seconds"] = journal.window_seconds(cur, p["run_id"])
                 elif p["action"] == "finish":
                     journal.assert_running(cur, p["run_id"], "closing the run as %s" % p["status"], lock=True)
                     journal.finish_run(cur, p["run_id"], p["status"], p["note"])
-                    result = dict(changed=True, run_id=p["run_id"])
+                    result = dict(
+                        changed=True, run_id=p["run_id"], window_seconds=journal.window_seconds(cur, p["run_id"])
+                    )
                 elif p["action"] == "final":
                     final_run = p["run_id"] or journal.latest_run(cur, p["production_database"], only_open=False)
                     removed = release.close_as_final(cluster, p["production_database"])

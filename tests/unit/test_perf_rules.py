@@ -154,6 +154,25 @@ def test_journal_timings_window_from_blocking_to_the_end_of_the_run() -> None:
     assert timings["window"]["seconds"] == 20.0
 
 
+def test_journal_timings_window_is_the_releases_own_window_step() -> None:
+    """A database-only release records its window (access blocked to the swap): the query check after the swap and
+    the closing of the run are not in it."""
+    run = {
+        "run_id": "r",
+        "status": "succeeded",
+        "finished_at": "2026-01-01T00:00:40+00:00",
+        "steps": [
+            {"step": "window", "state": "started", "detail": {}, "at": "2026-01-01T00:00:09+00:00"},
+            {"step": "block_access", "state": "started", "detail": {}, "at": "2026-01-01T00:00:10+00:00"},
+            {"step": "block_access", "state": "done", "detail": {}, "at": "2026-01-01T00:00:11+00:00"},
+            {"step": "swap", "state": "done", "detail": {}, "at": "2026-01-01T00:00:26+00:00"},
+            {"step": "window", "state": "done", "detail": {}, "at": "2026-01-01T00:00:27+00:00"},
+        ],
+    }
+    window = rehearsal.journal_timings(run)["window"]
+    assert window == {"from": "2026-01-01T00:00:09+00:00", "to": "2026-01-01T00:00:27+00:00", "seconds": 18.0}
+
+
 def test_report_breakdown_splits_growing_and_fixed_steps() -> None:
     report = {
         "status": "ok",

@@ -273,3 +273,161 @@ def test_step_status_worst_wins() -> None:
     assert rpt.step_status(["skipped"]) == "skipped"
     assert rpt.step_status([]) == "skipped"
     assert rpt.format_duration(75) == "1m15s"
+
+
+def _released(**summary: t.Any) -> t.Dict[str, t.Any]:
+    """A successful release: the playbook's published summary, and the window measured by the journal."""
+    report = sample_report()
+    report.update(status="ok", failures=[], rollback={"rescue_entered": False, "steps": []})
+    published = {
+        "production_database": "shop",
+        "migrations_applied": ["1700000002000_customer-loyalty"],
+        "total_rows": "3000",
+        "backup": "/var/backups/shop-20261125T230000Z",
+        "backup_verified": "restore",
+        "previous_database": "shop__prev_20261125T230015Z",
+        "maintenance_seconds": 20.7,
+    }
+    published.update(summary)
+    report["results"] = [
+        {
+            "step": "swap",
+            "step_index": 4,
+            "action": "pgshift.ops.swap",
+            "host": "db1",
+            "data": rpt.extract_results(
+                "pgshift.ops.swap", {"swapped": True, "previous": "shop__prev_20261125T230015Z", "statements": ["x"]}
+            ),
+        },
+        {
+            "step": "figures",
+            "step_index": 6,
+            "action": "ansible.builtin.set_fact",
+            "host": "db1",
+            "data": rpt.extract_results("ansible.builtin.set_fact", {"ansible_facts": {"pgshift_report": published}}),
+        },
+    ]
+    report["maintenance_window"] = {"started": 2.2, "finished": 22.9, "open": False, "duration_s": 20.7}
+    report["maintenance_window"]["source"] = "journal"
+    return report
+
+
+def test_headline_gives_the_published_figures_and_the_journal_window() -> None:
+    report = _released()
+    head = rpt.headline(report)
+    assert head["migrations_applied"] == ["1700000002000_customer-loyalty"]
+    assert head["total_rows"] == "3000" and head["backup_verified"] == "restore"
+    assert head["previous_database"] == "shop__prev_20261125T230015Z"
+    assert head["window_seconds"] == 20.7 == report["results"][1]["data"]["pgshift_report"]["maintenance_seconds"]
+    page = rpt.render_html(report)
+    assert "<th>migrations applied</th><td>1 (1700000002000_customer-loyalty)</td>" in page
+    assert "<th>rows carried</th><td>3,000</td>" in page
+    assert "<th>backup</th><td>/var/backups/shop-20261125T230000Z (verified: restore)</td>" in page
+    assert "<th>previous database kept as</th><td>shop__prev_20261125T230015Z</td>" in page
+    assert "<th>window</th><td>20.7s (measured by the run journal)</td>" in page
+    # the swap as a sentence, not JSON
+    assert (
+        "The rebuilt database became production; the previous production database is kept as "
+        "shop__prev_20261125T230015Z." in page
+    )
+    assert "&quot;swapped&quot;" not in page and '"swapped": true' not in page
+    assert "What to do next" not in page
+
+
+def test_headline_without_a_summary_comes_from_the_module_results() -> None:
+    report = sample_report()
+    report["results"].insert(
+        0,
+        {
+            "step": "preflight",
+            "step_index": 1,
+            "action": "pgshift.ops.preflight",
+            "host": "db1",
+            "data": rpt.extract_results(
+                "pgshift.ops.preflight",
+                {"facts": {"production_database": "shop", "migrations": {"to_apply": ["m2", "m3"]}}, "ok": True},
+            ),
+        },
+    )
+    head = rpt.headline(report)
+    assert head["migrations_applied"] == ["m2", "m3"] and head["production_database"] == "shop"
+    assert head["total_rows"] == 3000 and head["backup"] is None
+
+
+def test_checksums_are_shortened_with_the_full_value_on_hover() -> None:
+    full = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+    report = sample_report()
+    report["results"].append(
+        {
+            "step": "prove",
+            "step_index": 4,
+            "action": "pgshift.ops.integrity_check",
+            "host": "db1",
+            "data": {
+                "ok": True,
+                "tables": {"orders": {"rows": 1000, "source_checksum": full, "target_checksum": full}},
+            },
+        }
+    )
+    page = rpt.render_html(report)
+    assert '<code title="%s">%s\u2026</code>' % (full, full[: rpt.SHORT_HASH]) in page
+    assert ">%s<" % full not in page, "the full checksum is only in the tooltip"
+    assert rpt.short_hash("abc") == "<code>abc</code>"
+
+
+def test_swap_and_rollback_results_are_sentences() -> None:
+    assert rpt.swap_sentence("swap", {"swapped": False}) == "The swap did not happen: production was not renamed."
+    assert (
+        rpt.swap_sentence("rollback", {"run_id": "r1", "actions": ["swapped back", "dropped shop__next"]})
+        == "Run r1 rolled back: swapped back; dropped shop__next."
+    )
+    refused = rpt.swap_sentence(
+        "rollback", {"run_id": "r1", "actions": [], "refused": True, "message": "writes after the swap"}
+    )
+    assert refused == "The swap-back of run r1 was refused: the new database stays production. writes after the swap."
+    assert rpt.swap_sentence("rollback", {"run_id": None, "actions": []}).startswith("Nothing to roll back")
+    page = rpt.render_html(sample_report())
+    assert "Run r1 rolled back: swap back." in page and "&quot;actions&quot;" not in page
+
+
+def test_a_failed_run_says_what_to_do_next_with_the_exact_rollback_command() -> None:
+    report = sample_report()
+    report["run_id"] = "20261125T230000Z-1a2b3c"
+    report["inventory"] = ["inventories/prod"]
+    report["results"][1]["data"] = {"run_id": report["run_id"], "actions": ["swap back"]}
+    report["results"].append(
+        {
+            "step": "figures",
+            "step_index": 1,
+            "action": "pgshift.ops.preflight",
+            "host": "db1",
+            "data": {"production_database": "shop"},
+        }
+    )
+    command = (
+        "ansible-playbook playbooks/rollback.yml -i inventories/prod -e pgshift_run_id=20261125T230000Z-1a2b3c "
+        "-e pgshift_confirm=shop"
+    )
+    head = rpt.headline(report)
+    steps = rpt.next_steps(report, head)
+    assert steps[0] == "It failed at 'swap' on db1: blocked"
+    assert "Production was put back (swap back)" in steps[1] and steps[1].endswith(command)
+    page = rpt.render_html(report)
+    assert "What to do next" in page and "<code>%s</code>" % command in page
+    # the rollback itself failed: put production back now, with the same command
+    report["steps"][4]["status"] = "failed"
+    steps = rpt.next_steps(report, head)
+    assert steps[1] == "Put production back from the run journal now: " + command
+    # a swap-back refused: the command with the override, and why
+    report["steps"][4]["status"] = "ok"
+    report["results"][1]["data"] = {"run_id": report["run_id"], "actions": [], "refused": True}
+    steps = rpt.next_steps(report, head)
+    assert "refused" in steps[1] and steps[1].endswith(command + " -e pgshift_swap_back_force=true")
+
+
+def test_a_window_left_open_is_said_so_in_the_headline() -> None:
+    report = sample_report()
+    report["maintenance_window"] = rpt.maintenance_window(report["plays"][:3], report["steps"][:5])
+    assert report["maintenance_window"]["open"] is True
+    page = rpt.render_html(report)
+    assert "<th>window</th><td>opened and not closed by this run" in page

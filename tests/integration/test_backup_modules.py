@@ -139,3 +139,56 @@ def test_backup_of_an_unreachable_server_fails_without_the_password(run_module: 
     )
     assert run.failed and "cannot connect" in run.result["msg"]
     assert secret not in run.output
+
+
+def test_retention_keeps_the_newest_verified_and_what_unfinished_runs_need(
+    pg: t.Any, shopdb: str, run_module: t.Any, tmp_path: t.Any
+) -> None:
+    """keep=1 and max age 0 remove everything older, except the newest verified backup and the backup an unfinished
+    run recorded in the journal (until that run is finished)."""
+    from ansible_collections.pgshift.ops.plugins.module_utils import _journal
+    from ansible_collections.pgshift.ops.plugins.module_utils._connection import ConnParams
+
+    dest = tmp_path / "retention"
+    journal_db = "bk_retention_journal"
+    common = dict(pg.conn(shopdb), dest_dir=str(dest), label="ret", globals=False)
+
+    def take(**extra: t.Any) -> t.Dict[str, t.Any]:
+        run = run_module("backup", dict(common, **extra))
+        assert not run.failed, run.output
+        return run.result
+
+    first, second, third = take(), take(), take()
+    for result, when in ((first, "2020-01-01"), (second, "2020-02-01"), (third, "2020-03-01")):
+        bs.reseal(result["manifest_path"], refresh_files=False, edit=lambda m, w=when: m.update(created=w + "T00:00Z"))
+    verify = run_module("backup_verify", dict(pg.conn(), manifest_path=first["manifest_path"], level="checksum"))
+    assert not verify.failed and verify.result["verified"] is True, verify.output
+
+    cluster = ConnParams.from_params(dict(pg.conn("postgres")))
+    with contextlib.closing(pg.connect()) as conn, conn.cursor() as cur:
+        conn.autocommit = True
+        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(journal_db)))
+    _journal.ensure_journal(cluster, journal_db)
+    with contextlib.closing(pg.connect(journal_db)) as conn, conn.cursor() as cur:
+        run_id = _journal.start_run(cur, shopdb, {})
+        _journal.record_step(cur, run_id, "backup", "done", {"manifest": second["manifest_path"]})
+        conn.commit()
+
+    folder = os.path.dirname
+    fourth = take(retention_keep=1, retention_days=0, journal_database=journal_db)
+    assert fourth["removed"] == [folder(third["manifest_path"])]
+    assert fourth["in_use"] == [folder(second["manifest_path"])]
+    assert fourth["retention_kept"][folder(first["manifest_path"])] == "the newest verified backup"
+    assert os.path.exists(first["manifest_path"]) and os.path.exists(second["manifest_path"])
+    assert not os.path.exists(folder(third["manifest_path"]))
+
+    with contextlib.closing(pg.connect(journal_db)) as conn, conn.cursor() as cur:
+        _journal.finish_run(cur, run_id, "rolled_back")
+        conn.commit()
+    fifth = take(retention_keep=1, retention_days=0, journal_database=journal_db)
+    assert sorted(fifth["removed"]) == sorted([folder(second["manifest_path"]), folder(fourth["manifest_path"])])
+    left = sorted(os.listdir(str(dest)))
+    assert left == sorted([os.path.basename(folder(first["manifest_path"])), os.path.basename(folder(fifth["manifest_path"]))])
+    with contextlib.closing(pg.connect()) as conn, conn.cursor() as cur:
+        conn.autocommit = True
+        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(journal_db)))

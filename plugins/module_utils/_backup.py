@@ -438,7 +438,8 @@ def backups_in_use(params: ConnParams, journal_db: t.Optional[str]) -> t.List[st
                 return []
             cur.execute(
                 "SELECT s.detail ->> 'manifest', s.detail ->> 'path' FROM pgshift.steps s "
-                "JOIN pgshift.runs r ON r.run_id = s.run_id WHERE s.step = 'backup' AND r.status IN ('running', 'failed')"
+                "JOIN pgshift.runs r ON r.run_id = s.run_id WHERE s.step = 'backup' AND r.status = ANY(%s)",
+                (["running", "failed"],),  # _journal.OPEN_STATES: a run that is neither finished nor rolled back
             )
             folders = []
             for manifest, path in cur.fetchall():
@@ -549,9 +550,7 @@ def take_backup(params: ConnParams, opts: BackupOptions, check_mode: bool = Fals
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise
-        retained = retention_detail(
-            dest_dir, label, opts.retention_keep, opts.retention_days, protect=[final, *in_use]
-        )
+        retained = retention_detail(dest_dir, label, opts.retention_keep, opts.retention_days, protect=[final, *in_use])
         removed = retained["remove"]
         for folder in removed:
             shutil.rmtree(folder, ignore_errors=True)

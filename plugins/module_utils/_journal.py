@@ -106,6 +106,12 @@ def open_runs(cur: t.Any, database: str) -> t.List[t.Dict[str, t.Any]]:
     ]
 
 
+def open_run_ids(cur: t.Any) -> t.List[str]:
+    """Every unfinished run of the journal, whatever its database."""
+    cur.execute("SELECT run_id FROM pgshift.runs WHERE status = ANY(%s)", (list(OPEN_STATES),))
+    return [r[0] for r in cur.fetchall()]
+
+
 def start_run(cur: t.Any, database: str, inputs: t.Dict[str, t.Any]) -> str:
     """Register a new run; refuses while an earlier run on the same database is unfinished."""
     cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 7241))", ("pgshift-journal:" + database,))

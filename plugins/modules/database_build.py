@@ -51,8 +51,14 @@ options:
     required: true
     choices: [create, post-data, drop]
   workdir:
-    description: Folder (created 0700) for the schema archive.
+    description:
+      - Folder (created 0700) that receives this build's private C(pgshift-build-*) work folder for the schema archive.
+      - The archive is removed by O(step=post-data); the folder itself by M(pgshift.ops.run_journal) (finish) or
+        M(pgshift.ops.rollback) given the same O(workdir), once the run is finished.
     type: path
+  run_id:
+    description: The release run; its id is put in the work folder's name so that the folder is removed with the run.
+    type: str
   archive:
     description: The schema archive that O(step=create) returned, for O(step=post-data).
     type: path
@@ -150,6 +156,7 @@ def main() -> None:
         step=dict(type="str", required=True, choices=["create", "post-data", "drop"]),
         schema_source=endpoint_argument_spec(required=False),
         workdir=dict(type="path"),
+        run_id=dict(type="str"),
         archive=dict(type="path"),
         min_client_major=dict(type="int", default=0),
         tablespace=dict(type="str"),
@@ -175,7 +182,7 @@ def main() -> None:
             }
             if not module.check_mode:
                 try:
-                    workdir = release.private_workdir(p["workdir"])
+                    workdir = release.private_workdir(p["workdir"], p["run_id"])
                     dump = release.dump_schema(ConnParams.from_params(p["schema_source"]), workdir)
                     module.add_cleanup_file(dump["path"])
                     loaded = release.restore_section(

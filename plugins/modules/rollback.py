@@ -60,6 +60,12 @@ options:
         removes.
     type: bool
     default: false
+  workdir:
+    description:
+      - The work folder of the builds (M(pgshift.ops.database_build) O(workdir)). After the rollback, the
+        C(pgshift-build-*) folders of finished runs (the rolled-back one included) are removed; those of unfinished
+        runs stay. In check mode, listed only.
+    type: path
 seealso:
   - module: pgshift.ops.swap
 author:
@@ -94,6 +100,11 @@ carried:
   description: Per table, rows written after the swap (inserted, updated, deleted, truncated) and the proof.
   returned: when a swap-back was attempted
   type: dict
+workdirs_removed:
+  description: Work folders of finished runs removed (in check mode, those that would be).
+  returned: always
+  type: list
+  elements: str
 kept:
   description: Name under which the new database is kept after a swap-back.
   returned: when the swap was undone
@@ -120,6 +131,7 @@ def main() -> None:
         journal_database=dict(type="str", default="pgshift"),
         reason=dict(type="str", default="rollback requested"),
         force_swap_back=dict(type="bool", default=False),
+        workdir=dict(type="path"),
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     p = module.params
@@ -138,6 +150,11 @@ def main() -> None:
             module.check_mode,
             p["reason"],
             p["force_swap_back"],
+        )
+        result["workdirs_removed"] = (
+            []
+            if missing
+            else release.clean_finished_workdirs(cluster, p["journal_database"], p["workdir"], module.check_mode)
         )
     except PgShiftError as exc:
         fail_from(module, exc)

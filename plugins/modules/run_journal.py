@@ -68,6 +68,12 @@ options:
     description: Inputs of the run and their hashes, for O(action=start).
     type: dict
     default: {}
+  workdir:
+    description:
+      - For O(action=finish), the work folder of the builds (M(pgshift.ops.database_build) O(workdir)). Once the run is
+        closed, its C(pgshift-build-*) folder and those of every other finished run are removed; the folders of
+        unfinished runs stay.
+    type: path
 author:
   - pgshift contributors (!UNKNOWN)
 """
@@ -103,6 +109,11 @@ run:
   description: The run with its steps, for O(action=show).
   returned: when action is show
   type: dict
+workdirs_removed:
+  description: Work folders removed, for O(action=finish) with O(workdir).
+  returned: when action is finish
+  type: list
+  elements: str
 capture_removed:
   description: Whether production had a swap-back change capture that was removed, for O(action=final).
   returned: when action is final
@@ -136,6 +147,7 @@ def main() -> None:
         status=dict(type="str", choices=["succeeded", "failed", "rolled_back", "aborted"]),
         note=dict(type="str"),
         inputs=dict(type="dict", default={}),
+        workdir=dict(type="path"),
     )
     module = AnsibleModule(
         argument_spec=spec,
@@ -178,6 +190,8 @@ def main() -> None:
             conn.commit()
         finally:
             conn.close()
+        if p["action"] == "finish":
+            result["workdirs_removed"] = release.clean_finished_workdirs(cluster, p["journal_database"], p["workdir"])
     except PgShiftError as exc:
         fail_from(module, exc)
     module.exit_json(**result)

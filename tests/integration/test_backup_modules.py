@@ -158,9 +158,12 @@ def test_retention_keeps_the_newest_verified_and_what_unfinished_runs_need(
         assert not run.failed, run.output
         return run.result
 
+    def aged(when: str) -> t.Callable[[t.Dict[str, t.Any]], None]:
+        return lambda m: m.update(created=when + "T00:00:00.000000Z")
+
     first, second, third = take(), take(), take()
     for result, when in ((first, "2020-01-01"), (second, "2020-02-01"), (third, "2020-03-01")):
-        bs.reseal(result["manifest_path"], refresh_files=False, edit=lambda m, w=when: m.update(created=w + "T00:00Z"))
+        bs.reseal(result["manifest_path"], refresh_files=False, edit=aged(when))
     verify = run_module("backup_verify", dict(pg.conn(), manifest_path=first["manifest_path"], level="checksum"))
     assert not verify.failed and verify.result["verified"] is True, verify.output
 

@@ -195,3 +195,37 @@ def test_retention_keeps_the_newest_verified_and_what_unfinished_runs_need(
     with contextlib.closing(pg.connect()) as conn, conn.cursor() as cur:
         conn.autocommit = True
         cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(journal_db)))
+
+
+def test_preflight_says_how_much_space_the_backups_already_there_take(
+    pg: t.Any, shopdb: str, run_module: t.Any, tmp_path: t.Any
+) -> None:
+    dest = tmp_path / "kept"
+    taken = []
+    for label in (shopdb, shopdb, "another-series"):
+        run = run_module("backup", dict(pg.conn(shopdb), dest_dir=str(dest), label=label))
+        assert not run.failed, run.output
+        taken.append(run.result)
+    os.makedirs(str(dest / ".half.partial"))  # an interrupted backup is not a backup
+
+    def on_disk(result: t.Dict[str, t.Any]) -> int:
+        """The manifest's own account of the archive, plus the manifest itself."""
+        size = sum(int(f["size"]) for f in result["manifest"]["files"].values())
+        return size + os.path.getsize(result["manifest_path"])
+
+    pre = run_module(
+        "preflight",
+        dict(
+            pg.conn("postgres"),
+            production_database=shopdb,
+            schema_source=pg.conn(shopdb),
+            backup_dir=str(dest),
+            journal_database="bk_preflight_journal",
+        ),
+    )
+    # (dev is production here, a refusal of its own: the facts are returned all the same)
+    backups = pre.result["facts"]["backups"]
+    assert backups["count"] == 2 and backups["all_count"] == 3
+    assert backups["bytes"] == on_disk(taken[0]) + on_disk(taken[1])
+    assert backups["all_bytes"] == sum(on_disk(r) for r in taken)
+    assert backups["oldest"] == taken[0]["manifest"]["created"]

@@ -118,6 +118,9 @@ def test_release_end_to_end(fresh: pgworld.World, run_playbook: t.Callable[..., 
     os.makedirs(stale)
     run = run_playbook("playbooks/prod_restore.yml", env={"PGSHIFT_WORLD": world.state})
     assert run.rc == 0, run.output[-4000:]
+    said = " ".join(run.output.split())
+    assert "backups already in %s: 0 of shop taking 0.0 MB" % os.path.join(world.state, "backups") in said
+    assert "retention keeps the newest 5, those younger than 14 days and the newest verified one" in said
     # the run's own work folder (its name carries the run id) and the finished run's are gone
     assert [n for n in os.listdir(work) if n.startswith("pgshift-build-")] == []
 

@@ -112,6 +112,11 @@ KNOWN_VARIABLES = frozenset(
         "pgshift_rehearsal_production_report",
         "pgshift_rehearsal_queries",
         "pgshift_rehearsal_report",
+        # registered or set by staging_rehearsal.yml before it imports prod_restore.yml, whose Preflight sees them
+        "pgshift_rehearsal",
+        "pgshift_rehearsal_backup",
+        "pgshift_rehearsal_fresh",
+        "pgshift_window_start",
         # the local world's inventory (tools/pgworld.py writes them)
         "pgshift_local_world",
         "pgshift_world_state",

@@ -121,6 +121,10 @@ def test_release_end_to_end(fresh: pgworld.World, run_playbook: t.Callable[..., 
     said = " ".join(run.output.split())
     assert "backups already in %s: 0 of shop taking 0.0 MB" % os.path.join(world.state, "backups") in said
     assert "retention keeps the newest 5, those younger than 14 days and the newest verified one" in said
+    # the previous copy stays closed to applications (connection limit 0), as README.md says
+    with contextlib.closing(prod.connect()) as conn, conn.cursor() as cur:
+        cur.execute("SELECT datconnlimit FROM pg_database WHERE datname LIKE 'shop\\_\\_prev\\_%'")
+        assert [r[0] for r in cur.fetchall()] == [0]
     # the run's own work folder (its name carries the run id) and the finished run's are gone
     assert [n for n in os.listdir(work) if n.startswith("pgshift-build-")] == []
 

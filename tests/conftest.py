@@ -233,9 +233,12 @@ def run_module(tmp_path: t.Any) -> t.Callable[..., ModuleRun]:
 
 
 def pytest_terminal_summary(terminalreporter: t.Any) -> None:
-    """The table of faults tried (rows come back in the test reports, also from pytest-xdist workers)."""
+    """The table of faults tried (rows come back in the test reports, also from pytest-xdist workers).
+
+    A row whose test failed is marked FAILED, a fault that was never injected NOT INJECTED (its test failed too); the
+    last line then says the matrix failed, and counts only the faults injected and survived as such."""
     rows = [
-        value
+        dict(value, test=outcome)
         for outcome in ("passed", "failed")
         for report in terminalreporter.stats.get(outcome, [])
         if getattr(report, "when", "call") == "call"
@@ -244,10 +247,30 @@ def pytest_terminal_summary(terminalreporter: t.Any) -> None:
     ]
     if not rows:
         return
-    terminalreporter.section("faults tried and survived")
-    terminalreporter.write_line("%-45s %-18s %-10s %s" % ("fault", "step", "outcome", "detail"))
+    terminalreporter.section("faults tried")
+    terminalreporter.write_line("%-45s %-18s %-12s %s" % ("fault", "step", "outcome", "detail"))
+    survived = 0
+    bad = 0
     for row in rows:
-        terminalreporter.write_line("%-45s %-18s %-10s %s" % (row["fault"], row["step"], row["outcome"], row["detail"]))
-    terminalreporter.write_line(
-        "%d faults injected; production intact or released as intended after every one" % len(rows)
-    )
+        outcome = row["outcome"]
+        if row["test"] != "passed" and outcome != "NOT INJECTED":
+            outcome = "FAILED"
+        if outcome in ("FAILED", "NOT INJECTED"):
+            bad += 1
+        else:
+            survived += 1
+        terminalreporter.write_line(
+            "%-45s %-18s %-12s %s" % (row["fault"], row["step"], outcome, row["detail"]),
+            red=outcome != row["outcome"] or outcome == "NOT INJECTED",
+        )
+    if bad:
+        terminalreporter.write_line(
+            "THE FAULT MATRIX FAILED: %d of %d faults not injected or not survived; %d injected and survived"
+            % (bad, len(rows), survived),
+            red=True,
+            bold=True,
+        )
+    else:
+        terminalreporter.write_line(
+            "%d faults injected; production intact or released as intended after every one" % survived
+        )

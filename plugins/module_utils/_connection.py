@@ -18,6 +18,7 @@ import dataclasses
 import os
 import shutil
 import tempfile
+import time
 import typing as t
 
 from ansible.module_utils.basic import env_fallback
@@ -167,19 +168,62 @@ def _friendly_connect_error(params: ConnParams, exc: Exception) -> PgShiftError:
     )
 
 
+# A server that restarts (crash recovery after a killed backend, a fast restart) answers these for a few seconds.
+_TRANSIENT_SQLSTATES = ("57P03", "57P01", "57P02", "08006", "08001")
+_TRANSIENT_TEXT = (
+    "the database system is starting up",
+    "the database system is in recovery mode",
+    "the database system is shutting down",
+    "not yet accepting connections",
+    "connection refused",
+    "server closed the connection unexpectedly",
+    "terminating connection because of crash of another server process",
+    "no such file or directory",  # the socket file, while the server is down
+)
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether a connection error means the server is restarting, so that trying again a little later can work."""
+    if getattr(exc, "pgcode", None) in _TRANSIENT_SQLSTATES:
+        return True
+    text = str(exc).lower()
+    return any(marker in text for marker in _TRANSIENT_TEXT)
+
+
 def connect(
     params: ConnParams,
     *,
     autocommit: bool = False,
     application_name: str = APPLICATION_NAME,
+    retry_seconds: float = 0.0,
 ) -> "psycopg2.extensions.connection":
-    """Open a connection with pinned session settings; errors become PgShiftError with a hint."""
+    """Open a connection with pinned session settings; errors become PgShiftError with a hint.
+
+    With ``retry_seconds``, a server that is restarting (SQLSTATE 57P03, connection refused, the connection closed
+    during crash recovery) is waited for, trying again until that deadline; any other error fails at once. The way back
+    (rollback, restoring access, the journal written in a rescue) uses it.
+    """
     if not HAS_PSYCOPG2:
         raise PgShiftError("psycopg2 is required on the host that runs this module: pip install psycopg2-binary")
-    try:
-        conn = psycopg2.connect(**params.libpq_kwargs(application_name=application_name))
-    except psycopg2.Error as exc:
-        raise _friendly_connect_error(params, exc) from None
+    deadline = time.monotonic() + max(0.0, retry_seconds)
+    delay = 0.2
+    while True:
+        try:
+            conn = psycopg2.connect(**params.libpq_kwargs(application_name=application_name))
+            break
+        except psycopg2.Error as exc:
+            remaining = deadline - time.monotonic()
+            if not (retry_seconds and transient(exc)) or remaining <= 0:
+                error = _friendly_connect_error(params, exc)
+                if retry_seconds and transient(exc):
+                    error = PgShiftError(
+                        "%s (still so after waiting %.0f s for the server to accept connections)"
+                        % (error.msg, retry_seconds),
+                        sqlstate=error.sqlstate,
+                    )
+                raise error from None
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 2, 2.0)
     conn.autocommit = autocommit
     return conn
 

@@ -31,6 +31,8 @@ from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShift
 
 DEFAULT_JOURNAL_DB = "pgshift"
 OPEN_STATES = ("running", "failed")
+# how long journal writes wait for a server that is restarting (crash recovery takes seconds)
+RETRY_SECONDS = 120.0
 
 _DDL = [
     "CREATE SCHEMA IF NOT EXISTS pgshift",
@@ -60,9 +62,12 @@ def journal_params(cluster: ConnParams, journal_db: str = DEFAULT_JOURNAL_DB) ->
     return cluster.with_database(journal_db)
 
 
-def ensure_journal(cluster: ConnParams, journal_db: str = DEFAULT_JOURNAL_DB, check_mode: bool = False) -> bool:
-    """Create the journal database and tables when missing. Returns True when something was created."""
-    admin = connect(cluster.with_database("postgres"), autocommit=True)
+def ensure_journal(
+    cluster: ConnParams, journal_db: str = DEFAULT_JOURNAL_DB, check_mode: bool = False, retry_seconds: float = 0.0
+) -> bool:
+    """Create the journal database and tables when missing. Returns True when something was created.
+    ``retry_seconds`` waits for a restarting server (the way back passes it)."""
+    admin = connect(cluster.with_database("postgres"), autocommit=True, retry_seconds=retry_seconds)
     created = False
     try:
         with admin.cursor() as cur:
@@ -76,7 +81,7 @@ def ensure_journal(cluster: ConnParams, journal_db: str = DEFAULT_JOURNAL_DB, ch
         admin.close()
     if check_mode:
         return created
-    conn = connect(journal_params(cluster, journal_db))
+    conn = connect(journal_params(cluster, journal_db), retry_seconds=retry_seconds)
     try:
         with conn.cursor() as cur:
             for statement in _DDL:
@@ -194,3 +199,51 @@ def latest_run(cur: t.Any, database: str, only_open: bool = True) -> t.Optional[
         )
     row = cur.fetchone()
     return row[0] if row else None
+
+
+def lock_run(cur: t.Any, run_id: str) -> t.Optional[t.Dict[str, t.Any]]:
+    """Lock the run's row until the transaction ends (a rollback and a swap of the same run serialise on it)."""
+    cur.execute(
+        "SELECT run_id, database, status, started_at, started_by FROM pgshift.runs WHERE run_id = %s FOR UPDATE",
+        (run_id,),
+    )
+    row = cur.fetchone()
+    if not row:
+        return None
+    return {
+        "run_id": row[0],
+        "database": row[1],
+        "status": row[2],
+        "started_at": row[3].isoformat(),
+        "started_by": row[4],
+    }
+
+
+def assert_running(cur: t.Any, run_id: str, doing: str, lock: bool = False) -> None:
+    """A run goes on only while the journal says it runs: once it was rolled back (by rollback.yml, or while a
+    rollback is under way) or closed, its next step stops here. ``lock`` keeps the run's row locked until the caller's
+    transaction ends (the swap does, so that a rollback cannot start between this check and its commit)."""
+    if lock:
+        cur.execute("SELECT status, message FROM pgshift.runs WHERE run_id = %s FOR NO KEY UPDATE", (run_id,))
+    else:
+        cur.execute("SELECT status, message FROM pgshift.runs WHERE run_id = %s", (run_id,))
+    row = cur.fetchone()
+    if row is None:
+        raise PgShiftError("run %r is not in the journal: %s refused" % (run_id, doing))
+    status, message = row
+    if status == "running":
+        cur.execute(
+            "SELECT at FROM pgshift.steps WHERE run_id = %s AND step = 'rollback' ORDER BY id DESC LIMIT 1", (run_id,)
+        )
+        rolling = cur.fetchone()
+        if rolling is None:
+            return
+        raise PgShiftError(
+            "run %s is being rolled back (since %s): %s refused; this run stops here" % (run_id, rolling[0], doing),
+            run_status="rolling_back",
+        )
+    raise PgShiftError(
+        "run %s is %s in the journal%s: %s refused; this run stops here (production is as the rollback left it)"
+        % (run_id, status, " (%s)" % message if message else "", doing),
+        run_status=status,
+    )

@@ -175,6 +175,25 @@ def run_checks(
                     warnings.append(text.replace(", or set pgshift_allow_superuser_sessions=true to go on anyway", ""))
                 else:
                     problems.append(text)
+            derived = release.derived_names(production_database)
+            facts["derived_names"] = derived
+            facts["lock_application_name"] = run_lock.application_name(production_database)
+            too_long = {
+                what: name
+                for what, name in dict(derived, lock=facts["lock_application_name"]).items()
+                if len(name.encode("utf-8")) > release.MAX_NAME
+            }
+            if too_long:  # never with names.fit(); kept so that a change there cannot slip into the window
+                problems.append(
+                    "names derived from production %r exceed 63 bytes: %s; rename production to a shorter name"
+                    % (production_database, ", ".join("%s %r" % item for item in sorted(too_long.items())))
+                )
+            if derived["next"] != production_database + release.NEXT_SUFFIX:
+                warnings.append(
+                    "production's name %r is too long to append suffixes: the rebuilt database is %r, previous copies "
+                    "%r (a stable hash keeps them within 63 bytes)"
+                    % (production_database, derived["next"], derived["previous"])
+                )
             leftover = release.next_name(production_database)
             if release.database_info(cur, leftover) is not None:
                 problems.append(

@@ -29,6 +29,8 @@ except ImportError:  # pragma: no cover - the module reports it: _connection.con
 from ansible_collections.pgshift.ops.plugins.module_utils import _carry as carry
 from ansible_collections.pgshift.ops.plugins.module_utils import _db_state as db_state
 from ansible_collections.pgshift.ops.plugins.module_utils import _journal as journal
+from ansible_collections.pgshift.ops.plugins.module_utils import _names as names
+from ansible_collections.pgshift.ops.plugins.module_utils import _run_lock as run_lock
 from ansible_collections.pgshift.ops.plugins.module_utils._clients import check_client, find_client, run_client
 from ansible_collections.pgshift.ops.plugins.module_utils._connection import (
     ConnParams,
@@ -49,7 +51,10 @@ NEXT_SUFFIX = "__next"
 PREV_INFIX = "__prev_"
 FAILED_INFIX = "__failed_"
 KEPT_INFIX = "__kept_"
-MAX_NAME = 63
+MAX_NAME = names.MAX_NAME
+_STAMP_LEN = 14  # %Y%m%d%H%M%S
+# how long the way back waits for a server that restarts (crash recovery after a killed backend takes seconds)
+RECOVERY_RETRY_SECONDS = 120.0
 
 
 def next_name(prod: str) -> str:
@@ -71,18 +76,32 @@ def kept_name(prod: str) -> str:
 
 
 def _fit(prod: str, suffix: str) -> str:
-    name = prod + suffix
-    if len(name.encode("utf-8")) > MAX_NAME:
-        raise PgShiftError(
-            "database name %r is too long to derive %r from it (PostgreSQL names are at most 63 bytes); "
-            "rename production or shorten it" % (prod, name)
-        )
-    return name
+    """``prod + suffix``, or, when that exceeds 63 bytes, a readable prefix of ``prod`` with a stable hash of it."""
+    return names.fit(prod, suffix)
 
 
-def admin(cluster: ConnParams) -> t.Any:
+def prev_stem(prod: str) -> str:
+    """What every ``__prev_<ts>`` copy of ``prod`` starts with (shortened like the names themselves)."""
+    return names.stem(prod, len(PREV_INFIX) + _STAMP_LEN)
+
+
+def failed_stem(prod: str) -> str:
+    """What every ``__failed_<ts>`` copy of ``prod`` starts with."""
+    return names.stem(prod, len(FAILED_INFIX) + _STAMP_LEN)
+
+
+def derived_names(prod: str) -> t.Dict[str, str]:
+    """Every database name a release of ``prod`` derives (timestamps shown as 14 digits), for Preflight and the plan."""
+    return {
+        "next": next_name(prod),
+        "previous": prev_stem(prod) + PREV_INFIX + "YYYYmmddHHMMSS",
+        "failed": failed_stem(prod) + FAILED_INFIX + "YYYYmmddHHMMSS",
+    }
+
+
+def admin(cluster: ConnParams, retry_seconds: float = 0.0) -> t.Any:
     """Autocommit connection to the cluster's maintenance database (never to a database we rename)."""
-    return connect(cluster.with_database("postgres"), autocommit=True)
+    return connect(cluster.with_database("postgres"), autocommit=True, retry_seconds=retry_seconds)
 
 
 def database_info(cur: t.Any, name: str) -> t.Optional[t.Dict[str, t.Any]]:
@@ -166,8 +185,9 @@ def block_access(
 
 
 def restore_access(cluster: ConnParams, database: str, connlimit: int, check_mode: bool = False) -> bool:
-    """Put the connection limit back and make sure the database accepts connections."""
-    conn = admin(cluster)
+    """Put the connection limit back and make sure the database accepts connections (waiting for a restarting
+    server: this is a way back)."""
+    conn = admin(cluster, RECOVERY_RETRY_SECONDS)
     try:
         with conn.cursor() as cur:
             info = database_info(cur, database)
@@ -187,6 +207,16 @@ def restore_access(cluster: ConnParams, database: str, connlimit: int, check_mod
 
 
 # ------------------------------------------------------------------------------------------------ build
+def assert_run_goes_on(cluster: ConnParams, journal_db: str, run_id: str, doing: str) -> None:
+    """Refuse ``doing`` once the run is no longer running in the journal (rolled back meanwhile)."""
+    conn = connect(journal.journal_params(cluster, journal_db))
+    try:
+        with conn.cursor() as cur:
+            journal.assert_running(cur, run_id, doing)
+    finally:
+        conn.close()
+
+
 WORKDIR_PREFIX = "pgshift-build-"
 _RUN_ID_RE = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$")
 _WORKDIR_RUN_RE = re.compile(r"^pgshift-build-([0-9]{8}T[0-9]{6}Z-[0-9a-f]{6})-")
@@ -441,7 +471,16 @@ def swap(
         finally:
             conn.close()
         return dict(plan, swapped=False)
-    conn = connect(journal.journal_params(cluster, journal_db))
+    # the run's journal row stays locked until the swap ends: a rollback that starts meanwhile waits for it (and then
+    # sees the swap), and a run already rolled back (or being rolled back) does not swap at all
+    guard = connect(journal.journal_params(cluster, journal_db))
+    try:
+        with guard.cursor() as guard_cur:
+            journal.assert_running(guard_cur, run_id, "the swap", lock=True)
+        conn = connect(journal.journal_params(cluster, journal_db))
+    except BaseException:
+        guard.close()
+        raise
     try:
         with conn.cursor() as cur:
             for name in (prod, new):
@@ -476,18 +515,19 @@ def swap(
         raise db_error(exc, "swapping %r and %r" % (prod, new)) from None
     finally:
         conn.close()
+        guard.close()
 
 
 def retention(cluster: ConnParams, prod: str, keep: int, check_mode: bool = False) -> t.List[str]:
     """Drop previous production databases beyond the newest ``keep`` (never fewer than one kept)."""
     keep = max(1, keep)
-    pattern = re.compile("^" + re.escape(prod + PREV_INFIX) + r"\d{14}$")
+    pattern = re.compile("^" + re.escape(prev_stem(prod) + PREV_INFIX) + r"\d{14}$")
     conn = admin(cluster)
     removed: t.List[str] = []
     try:
         with conn.cursor() as cur:
             cur.execute(
-                "SELECT datname FROM pg_database WHERE datname LIKE %s", (prod.replace("_", "\\_") + "\\_\\_prev\\_%",)
+                "SELECT datname FROM pg_database WHERE datname LIKE %s", (_like_prefix(prev_stem(prod) + PREV_INFIX),)
             )
             previous = sorted((r[0] for r in cur.fetchall() if pattern.match(r[0])), reverse=True)
             for name in previous[keep:]:
@@ -508,6 +548,7 @@ def rollback(
     check_mode: bool = False,
     reason: str = "rollback requested",
     force_swap_back: bool = False,
+    holder_pid: t.Optional[int] = None,
 ) -> t.Dict[str, t.Any]:
     """Put production back as it was before ``run_id`` (default: the latest unfinished run, else the latest release
     that succeeded and is not final yet), from the journal.
@@ -518,15 +559,25 @@ def rollback(
     and the result says which tables hold what (``refused``), unless ``force_swap_back``.
 
     Idempotent: every action first looks at the actual state of the cluster, so a second call does nothing.
+    Refuses while the run lock of ``prod`` is held by a live run, unless ``holder_pid`` names that lock's holder (the
+    run's own rescue). The run is claimed first (its journal row locked, a ``rollback started`` step committed), so
+    that a live run's next step, or a swap under way, sees it and stops.
     """
     actions: t.List[str] = []
-    conn = connect(journal.journal_params(cluster, journal_db))
+    jparams = journal.journal_params(cluster, journal_db)
+    conn = connect(jparams, retry_seconds=RECOVERY_RETRY_SECONDS)
     try:
         with conn.cursor() as cur:
             run_id = run_id or journal.latest_run(cur, prod) or _latest_succeeded(cur, prod)
             if not run_id:
                 conn.rollback()
                 return {"run_id": None, "actions": [], "changed": False, "message": "no unfinished run to roll back"}
+            claimed = journal.lock_run(cur, run_id)
+            if claimed is not None and claimed["status"] in journal.OPEN_STATES:
+                run_lock.refuse_if_live(cur, jparams, prod, claimed, holder_pid)
+                if not check_mode:
+                    journal.record_step(cur, run_id, "rollback", "started", {"reason": reason})
+                    conn.commit()
             run = journal.get_run(cur, run_id)
             if run is None:
                 raise PgShiftError("run %r is not in the journal" % run_id)
@@ -721,3 +772,8 @@ def close_as_final(cluster: ConnParams, prod: str, check_mode: bool = False) -> 
     """Close the latest release as final: its change capture is removed (writes stop paying for it), and it can no
     longer be swapped back. True when there was a capture."""
     return carry.remove_capture(cluster.with_database(prod), check_mode)
+
+
+def _like_prefix(prefix: str) -> str:
+    """A LIKE pattern matching names that start with ``prefix`` (its wildcards escaped)."""
+    return prefix.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%") + "%"

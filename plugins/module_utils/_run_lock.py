@@ -9,12 +9,15 @@ A module's process ends with its task, so the lock lives in a holder process sta
 session holds ``pg_advisory_lock(hashtextextended('pgshift-run:<database>', 0))`` in the journal database, so
 whatever kills the run (the holder, its session, the server) releases the lock with it. The holder lets go when:
 the watched controller process is gone (when the controller runs on the database host), the run it guards is no
-longer ``running`` in the journal (finished or rolled back), a release is requested, or its deadline passes.
+longer ``running`` in the journal (finished or rolled back), a release is requested, or its deadline passes. When its
+session is lost because the server restarted (crash recovery after a killed backend), it takes the lock again; when
+the server did not restart (its session was terminated on purpose, to free a dead run's lock), it lets go.
 The password reaches the holder on its standard input, never in argv or its environment.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -24,11 +27,24 @@ import tempfile
 import time
 import typing as t
 
+from ansible_collections.pgshift.ops.plugins.module_utils import _names as names
 from ansible_collections.pgshift.ops.plugins.module_utils._connection import ConnParams, connect
 from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShiftError
 
 LOCK_PREFIX = "pgshift-run:"
 APP_PREFIX = "pgshift-lock:"
+RECONNECT_SECONDS = 120
+
+
+def application_name(database: str) -> str:
+    """The holder session's application_name: the prefix and the database, within 63 bytes and printable ASCII
+    (the server truncates longer names and replaces other characters, and holders() must find it again)."""
+    if database.isascii() and database.isprintable() and names.valid_name(APP_PREFIX + database):
+        return APP_PREFIX + database
+    readable = "".join(ch if ch.isascii() and ch.isprintable() else "_" for ch in database)
+    digest = hashlib.sha256(database.encode("utf-8")).hexdigest()[:8]
+    return APP_PREFIX + readable[: names.MAX_NAME - len(APP_PREFIX) - 9] + "_" + digest
+
 
 # The holder program: standard library and psycopg2 only, parameters on stdin.
 _HOLDER = r"""
@@ -43,12 +59,21 @@ def status(**kw):
     with os.fdopen(fd, "w") as f:
         json.dump(kw, f)
     os.replace(tmp, status_path)
-try:
+def take():
     conn = psycopg2.connect(**cfg["libpq"])
     conn.autocommit = True
     cur = conn.cursor()
     cur.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0)), pg_backend_pid()", (cfg["key"],))
     got, backend = cur.fetchone()
+    return conn, cur, got, backend
+def server_epoch(cur):
+    # when the server's processes last (re)started: a crash (or a restart) starts a new checkpointer
+    cur.execute("SELECT backend_start::text FROM pg_stat_activity WHERE backend_type = 'checkpointer' LIMIT 1")
+    row = cur.fetchone()
+    return row[0] if row else None
+try:
+    conn, cur, got, backend = take()
+    epoch = server_epoch(cur) if got else None
 except Exception as exc:
     status(ok=False, error=type(exc).__name__ + ": " + str(exc).strip().splitlines()[0])
     sys.exit(1)
@@ -67,11 +92,32 @@ def alive(pid):
         return False
     except PermissionError:
         return True
+def wanted():
+    if cfg.get("watch_pid") and not alive(cfg["watch_pid"]):
+        return False
+    return time.time() <= deadline and not os.path.exists(cfg["release_path"])
+def retake():
+    # the session was lost: after a server restart (a crashed backend), take the lock again within the deadline,
+    # unless another run took it meanwhile
+    give_up = time.time() + cfg["reconnect_seconds"]
+    while time.time() < give_up and wanted():
+        try:
+            conn, cur, got, backend = take()
+            now = server_epoch(cur)
+        except Exception:
+            time.sleep(1.0)
+            continue
+        if not got or (epoch is not None and now == epoch):
+            # another run took the lock, or the server did not restart: the session was ended on purpose
+            # (pg_terminate_backend, to free the lock of a dead run), so let go
+            conn.close()
+            return None
+        status(ok=True, pid=os.getpid(), backend_pid=backend, since=time.time(), reconnected=True)
+        return conn, cur, now
+    return None
 while True:
     time.sleep(1.0)
-    if cfg.get("watch_pid") and not alive(cfg["watch_pid"]):
-        break
-    if time.time() > deadline or os.path.exists(cfg["release_path"]):
+    if not wanted():
         break
     try:
         cur.execute("SELECT to_regclass('pgshift.runs') IS NOT NULL")
@@ -85,7 +131,14 @@ while True:
             elif seen_running or time.time() - started > cfg["grace_seconds"]:
                 break
     except Exception:
-        break
+        try:
+            conn.close()
+        except Exception:
+            pass
+        again = retake()
+        if again is None:
+            sys.exit(3)
+        conn, cur, epoch = again
 conn.close()
 """
 
@@ -96,7 +149,9 @@ def _state_dir(journal: ConnParams, database: str) -> str:
     os.makedirs(base, mode=0o700, exist_ok=True)
     os.chmod(base, 0o700)
     where = "%s-%s-%s" % (journal.host or "socket", journal.port, database)
-    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in where)
+    safe = "".join(ch if ch.isascii() and (ch.isalnum() or ch in "-_.") else "_" for ch in where)
+    if len(safe) > 100:  # a file name has at most 255 bytes: a long host name plus a 63-byte database would not fit
+        safe = safe[:80] + "_" + hashlib.sha256(where.encode("utf-8")).hexdigest()[:16]
     return os.path.join(base, safe)
 
 
@@ -106,7 +161,7 @@ def holders(cur: t.Any, database: str) -> t.List[t.Dict[str, t.Any]]:
         "SELECT a.pid, a.application_name, a.client_addr::text, a.backend_start FROM pg_locks l "
         "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
         "AND a.application_name = %s",
-        (APP_PREFIX + database,),
+        (application_name(database),),
     )
     return [
         {"backend_pid": r[0], "application": r[1], "client": r[2] or "local socket", "since": r[3].isoformat()}
@@ -130,7 +185,7 @@ def acquire(
     for path in (status_path, release_path):
         if os.path.exists(path):
             os.unlink(path)
-    libpq = journal.libpq_kwargs(application_name=APP_PREFIX + database, pin=False)
+    libpq = journal.libpq_kwargs(application_name=application_name(database), pin=False)
     cfg = {
         "libpq": libpq,
         "key": LOCK_PREFIX + database,
@@ -140,6 +195,7 @@ def acquire(
         "watch_pid": watch_pid,
         "max_seconds": max_seconds,
         "grace_seconds": grace_seconds,
+        "reconnect_seconds": RECONNECT_SECONDS,
     }
     log = open(os.path.join(folder, "holder.log"), "ab")  # noqa: SIM115 - handed to the detached child
     try:
@@ -217,3 +273,56 @@ def is_locked(journal: ConnParams, database: str) -> t.List[t.Dict[str, t.Any]]:
             return holders(cur, database)
     finally:
         conn.close()
+
+
+def holder_state(journal: ConnParams, database: str) -> t.Dict[str, t.Any]:
+    """What the holder of this host wrote about itself (pid, session), or {} when there is none."""
+    path = os.path.join(_state_dir(journal, database), "status.json")
+    try:
+        with open(path) as handle:
+            state = json.load(handle)
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) and state.get("ok") else {}
+
+
+def refuse_if_live(
+    cur: t.Any, journal: ConnParams, database: str, run: t.Dict[str, t.Any], own_holder_pid: t.Optional[int]
+) -> None:
+    """Refuse to act on ``run`` while a run lock holder of ``database`` is alive, unless the caller is the run that
+    holds it (its rescue passes the holder's pid it got at acquire)."""
+    owners = holders(cur, database)
+    if not owners:
+        return
+    state = holder_state(journal, database)
+    if own_holder_pid and state.get("pid") == int(own_holder_pid) and _alive(int(own_holder_pid)):
+        return
+    who = owners[0]
+    raise PgShiftError(
+        "run %s on %r (started %s by %s) is live: its run lock is held by session %s from %s since %s%s; a rollback "
+        "now would race it. Wait for it to end (it rolls itself back if a step fails), or stop it first (end its "
+        "ansible-playbook; if its controller is gone, end that session with pg_terminate_backend(%s) and the holder "
+        "lets go) and run the rollback again"
+        % (
+            run.get("run_id", "?"),
+            database,
+            run.get("started_at", "?"),
+            run.get("started_by", "?"),
+            who["backend_pid"],
+            who["client"],
+            who["since"],
+            " (holder process %s on this host)" % state["pid"] if state.get("pid") else "",
+            who["backend_pid"],
+        ),
+        holders=owners,
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True

@@ -42,7 +42,9 @@ attributes:
     details: The diff lists the databases of the production cluster before and after the step.
 options:
   production_database:
-    description: Name of the production database; the new one is named C(<production_database>__next).
+    description:
+      - Name of the production database; the new one is named C(<production_database>__next) (shortened with a
+        stable hash when that would exceed 63 bytes).
     type: str
     required: true
   step:
@@ -56,9 +58,6 @@ options:
       - The archive is removed by O(step=post-data); the folder itself by M(pgshift.ops.run_journal) (finish) or
         M(pgshift.ops.rollback) given the same O(workdir), once the run is finished.
     type: path
-  run_id:
-    description: The release run; its id is put in the work folder's name so that the folder is removed with the run.
-    type: str
   archive:
     description: The schema archive that O(step=create) returned, for O(step=post-data).
     type: path
@@ -69,6 +68,16 @@ options:
   tablespace:
     description: Tablespace of the new database (default that of the cluster), for O(step=create).
     type: str
+  run_id:
+    description:
+      - The journal's run; O(step=create) and O(step=post-data) refuse when that run is no longer C(running) (it was
+        rolled back meanwhile), so a run stops at its next step.
+      - O(step=create) also puts it in the work folder's name, so that the folder is removed with the run.
+    type: str
+  journal_database:
+    description: Database of the production cluster that holds the journal, with O(run_id).
+    type: str
+    default: pgshift
 author:
   - pgshift contributors (!UNKNOWN)
 """
@@ -156,10 +165,11 @@ def main() -> None:
         step=dict(type="str", required=True, choices=["create", "post-data", "drop"]),
         schema_source=endpoint_argument_spec(required=False),
         workdir=dict(type="path"),
-        run_id=dict(type="str"),
         archive=dict(type="path"),
         min_client_major=dict(type="int", default=0),
         tablespace=dict(type="str"),
+        run_id=dict(type="str"),
+        journal_database=dict(type="str", default="pgshift"),
     )
     module = AnsibleModule(
         argument_spec=spec,
@@ -172,6 +182,9 @@ def main() -> None:
     name = release.next_name(prod)
     result: t.Dict[str, t.Any] = {}
     try:
+        if p["run_id"] and p["step"] != "drop" and not module.check_mode:
+            doing = "building %s (%s)" % (name, p["step"])
+            release.assert_run_goes_on(cluster, p["journal_database"], p["run_id"], doing)
         if p["step"] == "create":
             created = release.create_next(cluster, prod, module.check_mode, p["tablespace"])
             result = dict(changed=True, database=name, statements=[created["statement"]])

@@ -24,6 +24,10 @@ description:
     refuses) nothing is swapped - the new database stays production, access is restored - and the result says per
     table how many rows were written and which cannot go back (RV(refused) true), unless O(force_swap_back).
   - Idempotent, since every action looks at the actual state first; running it twice is harmless.
+  - Refuses while the run's lock holder is alive (a live run), naming its session, unless O(lock_holder_pid) is the
+    pid of that holder (the run's own rescue passes what M(pgshift.ops.run_lock) returned at acquire). The run is
+    claimed in the journal first, so that a live run's next step stops.
+  - Connections wait up to two minutes for a server that is restarting (crash recovery after a killed backend).
   - Services and maintenance pages are restored by the C(pgshift.ops.recover) role around this module.
   - When neither production nor its previous copy exists, it stops and says to restore from the verified backup
     (C(playbooks/restore_backup.yml)), which needs its own confirmation.
@@ -60,6 +64,11 @@ options:
         removes.
     type: bool
     default: false
+  lock_holder_pid:
+    description:
+      - Pid of the run lock holder of the run being undone (RV(pgshift.ops.run_lock#module:holder_pid)), given by
+        that run's own rescue. Without it, a run whose lock holder is alive is not rolled back.
+    type: int
   workdir:
     description:
       - The work folder of the builds (M(pgshift.ops.database_build) O(workdir)). After the rollback, the
@@ -131,13 +140,16 @@ def main() -> None:
         journal_database=dict(type="str", default="pgshift"),
         reason=dict(type="str", default="rollback requested"),
         force_swap_back=dict(type="bool", default=False),
+        lock_holder_pid=dict(type="int"),
         workdir=dict(type="path"),
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     p = module.params
     cluster = ConnParams.from_params(p)
     try:
-        missing = journal.ensure_journal(cluster, p["journal_database"], module.check_mode)
+        missing = journal.ensure_journal(
+            cluster, p["journal_database"], module.check_mode, retry_seconds=release.RECOVERY_RETRY_SECONDS
+        )
         if module.check_mode and missing:
             module.exit_json(
                 changed=False, run_id=None, actions=[], refused=False, message="no journal yet: nothing to roll back"
@@ -149,7 +161,8 @@ def main() -> None:
             p["journal_database"],
             module.check_mode,
             p["reason"],
-            p["force_swap_back"],
+            force_swap_back=p["force_swap_back"],
+            holder_pid=p["lock_holder_pid"],
         )
         result["workdirs_removed"] = (
             []

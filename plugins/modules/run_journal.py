@@ -15,6 +15,10 @@ description:
   - A new run is refused while an earlier run on the same production database is unfinished; the message says to
     roll back first.
   - The journal is what C(playbooks/rollback.yml) reads to put production back, whatever step was reached.
+  - O(action=step) and O(action=finish) refuse once the run is no longer C(running) (rolled back by C(rollback.yml),
+    being rolled back, or closed), so that a run stops at its next step.
+  - Connections wait up to two minutes for a server that is restarting (journal writes in a rescue must not be lost
+    to crash recovery).
 extends_documentation_fragment:
   - pgshift.ops.connection
 attributes:
@@ -163,8 +167,8 @@ def main() -> None:
     try:
         if module.check_mode and p["action"] != "show":
             module.exit_json(changed=True, run_id=p["run_id"] or "check-mode-run")
-        journal.ensure_journal(cluster, p["journal_database"])
-        conn = connect(journal.journal_params(cluster, p["journal_database"]))
+        journal.ensure_journal(cluster, p["journal_database"], retry_seconds=journal.RETRY_SECONDS)
+        conn = connect(journal.journal_params(cluster, p["journal_database"]), retry_seconds=journal.RETRY_SECONDS)
         try:
             with conn.cursor() as cur:
                 if p["action"] == "start":
@@ -172,9 +176,11 @@ def main() -> None:
                     journal.record_step(cur, run_id, "start", "done", {"inputs": p["inputs"]})
                     result = dict(changed=True, run_id=run_id)
                 elif p["action"] == "step":
+                    journal.assert_running(cur, p["run_id"], "step %s (%s)" % (p["step"], p["state"]))
                     journal.record_step(cur, p["run_id"], p["step"], p["state"], p["detail"])
                     result = dict(changed=True, run_id=p["run_id"])
                 elif p["action"] == "finish":
+                    journal.assert_running(cur, p["run_id"], "closing the run as %s" % p["status"], lock=True)
                     journal.finish_run(cur, p["run_id"], p["status"], p["note"])
                     result = dict(changed=True, run_id=p["run_id"])
                 elif p["action"] == "final":

@@ -117,6 +117,7 @@ class CopyGate:
     def __init__(self, world: pgworld.World) -> None:
         self.world = world
         self.conn: t.Any = None
+        self.pids: t.List[int] = []
 
     def __call__(self) -> bool:
         prod = self.world.clusters["prod"]
@@ -126,6 +127,8 @@ class CopyGate:
             except Exception:  # noqa: BLE001 - the database does not exist yet
                 return False
             with conn.cursor() as cur:
+                cur.execute("SELECT pg_backend_pid()")
+                self.pids.append(cur.fetchone()[0])
                 cur.execute("SELECT schemaname, tablename FROM pg_tables WHERE schemaname = 'public'")
                 tables = cur.fetchall()
                 if not tables:
@@ -150,6 +153,146 @@ class CopyGate:
             with contextlib.suppress(Exception):
                 self.conn.close()
             self.conn = None
+
+
+class BackupGate:
+    """A deterministic point in the middle of the backup step.
+
+    The run lock is taken right after Preflight (which reads production's tables) and before the backup; as soon as it
+    is held, a session of the test locks a production table (ACCESS EXCLUSIVE, NOWAIT), so pg_dump and the checksum
+    workers of the backup wait on it; the predicate is true once a backend of production waits for a lock.
+    ``missed`` says the lock could not be taken first (the backup had already begun): the fault is then not tried."""
+
+    def __init__(self, world: pgworld.World) -> None:
+        self.world = world
+        self.conn: t.Any = None
+        self.missed = False
+        self.pids: t.List[int] = []
+
+    def __call__(self) -> bool:
+        prod = self.world.clusters["prod"]
+        if self.missed:
+            return False
+        if self.conn is None:
+            if not lock_holders(self.world):
+                return False
+            conn = prod.connect("shop", autocommit=False)
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT pg_backend_pid()")
+                    self.pids.append(cur.fetchone()[0])
+                    cur.execute("LOCK TABLE public.orders IN ACCESS EXCLUSIVE MODE NOWAIT")
+            except Exception:  # noqa: BLE001 - the backup holds it already: this point was missed
+                conn.close()
+                self.missed = True
+                return False
+            self.conn = conn
+            return False
+        with contextlib.closing(prod.connect()) as conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT 1 FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
+                "WHERE d.datname = 'shop' AND NOT l.granted"
+            )
+            return cur.fetchone() is not None
+
+    def release(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                self.conn.close()
+            self.conn = None
+
+
+class IntegrityGate:
+    """A deterministic point in the middle of the integrity check.
+
+    Once every table of the new database holds as many rows as production's (the copy has read production for the
+    last time), a session of the test locks every production table (ACCESS EXCLUSIVE): nothing reads production again
+    until the integrity check, which then waits; the predicate is true once a session of the integrity check waits for
+    a lock. Never after the build is done (the rebuilt database would be production by then)."""
+
+    def __init__(self, world: pgworld.World) -> None:
+        self.world = world
+        self.conn: t.Any = None
+        self.pids: t.List[int] = []
+
+    def _copied(self) -> t.List[t.Tuple[str, str]]:
+        """Production's tables, once the new database has all their rows; [] before."""
+        prod = self.world.clusters["prod"]
+        try:
+            nxt = prod.connect("shop__next")
+        except Exception:  # noqa: BLE001 - not created yet
+            return []
+        with contextlib.closing(nxt) as conn, conn.cursor() as cur, contextlib.closing(prod.connect("shop")) as src:
+            cur.execute("SET lock_timeout = '200ms'")
+            with src.cursor() as scur:
+                scur.execute(
+                    "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE c.relkind IN ('r', 'p') AND n.nspname = 'public' AND c.relname <> 'pgmigrations' "
+                    "AND NOT c.relispartition ORDER BY 1, 2"
+                )
+                tables = scur.fetchall()
+                for schema, name in tables:
+                    scur.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, name)))
+                    want = scur.fetchone()[0]
+                    try:
+                        cur.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, name)))
+                    except Exception:  # noqa: BLE001 - not there yet, or locked by the copy
+                        return []
+                    if cur.fetchone()[0] != want:
+                        return []
+            return list(tables)
+
+    def __call__(self) -> bool:
+        prod = self.world.clusters["prod"]
+        if journal_step(self.world, "build", "done")():
+            return False
+        if self.conn is None:
+            tables = self._copied()
+            if not tables:
+                return False
+            conn = prod.connect("shop", autocommit=False)
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT pg_backend_pid()")
+                    self.pids.append(cur.fetchone()[0])
+                    cur.execute(
+                        sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE NOWAIT").format(
+                            sql.SQL(", ").join(sql.Identifier(schema, name) for schema, name in tables)
+                        )
+                    )
+            except Exception:  # noqa: BLE001 - the copy still holds a table: try again at the next poll
+                conn.close()
+                return False
+            self.conn = conn
+            return False
+        with contextlib.closing(prod.connect()) as conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                "WHERE a.application_name = 'pgshift integrity_check' AND NOT l.granted"
+            )
+            return cur.fetchone() is not None
+
+    def release(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                self.conn.close()
+            self.conn = None
+
+
+def gate_pids(gate: t.Any) -> t.List[int]:
+    """Backends of the test's own gate (never counted as a fault injected into the run)."""
+    return list(getattr(gate, "pids", []))
+
+
+def backends_of_the_run(world: pgworld.World, exclude: t.Sequence[int]) -> t.List[int]:
+    """Client backends on production and on the new database, but the test's own."""
+    with contextlib.closing(world.clusters["prod"].connect()) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname IN ('shop', 'shop__next') AND pid <> pg_backend_pid() "
+            "AND backend_type = 'client backend' AND NOT (pid = ANY(%s)) ORDER BY pid",
+            (list(exclude),),
+        )
+        return [r[0] for r in cur.fetchall()]
 
 
 TRIGGERS: t.Dict[str, t.Callable[[pgworld.World], t.Callable[[], bool]]] = {
@@ -207,8 +350,15 @@ def fault_log(request: t.Any) -> t.Iterator[None]:
     _CURRENT.pop("node", None)
 
 
-def record(kind: str, step: str, result: str, detail: str = "") -> None:
-    row = {"fault": kind, "step": step, "outcome": result, "detail": detail}
+NOT_INJECTED = "NOT INJECTED"
+
+
+def record(kind: str, step: str, result: str, detail: str = "", injected: bool = True) -> None:
+    """One row of the fault table. A fault that was not injected for real (its point never reached, nothing to kill)
+    is a row marked NOT INJECTED and fails the test: the table never counts a fault that was not tried."""
+    row = {"fault": kind, "step": step, "outcome": result if injected else NOT_INJECTED, "detail": detail}
     FAULT_RESULTS.append(row)
     if "node" in _CURRENT:
         _CURRENT["node"].user_properties.append(("fault", row))
+    if not injected:
+        pytest.fail("fault %r at step %r was not injected (%s): the test proves nothing" % (kind, step, detail))

@@ -22,6 +22,7 @@ import pytest
 from conftest import ROOT, VENV_BIN, ansible_env
 from fault_support import (
     FAST,
+    CopyGate,
     fault_log,
     fresh,
     journal_step,
@@ -274,3 +275,43 @@ def test_changed_inputs_between_plan_and_apply_are_refused(fresh: pgworld.World,
     assert "the dev schema changed" in output(apply_dir, "prod_restore.yml")
     assert outcome(world, before) == "intact"
     record("dev schema changed between plan and apply", "preflight", "intact", "refused")
+
+
+def test_rollback_during_a_live_run_is_refused(fresh: pgworld.World, tmp_path: t.Any) -> None:
+    """rollback.yml started while a release is live (held in its copy step): refused, naming the lock holder, nothing
+    touched; the live run then finishes as intended."""
+    world = fresh
+    prod = world.clusters["prod"]
+    before = checksums(prod, "shop")
+    live_dir = tmp_path / "live"
+    live_dir.mkdir()
+    proc = start(world, "playbooks/prod_restore.yml", {}, live_dir)
+    gate = CopyGate(world)
+    try:
+        reached = wait_for(gate, proc)
+        assert reached, output(live_dir, "prod_restore.yml")[-3000:]
+        rollback = start(world, "playbooks/rollback.yml", {}, tmp_path)
+        rc = rollback.wait(timeout=300)
+        text = output(tmp_path, "rollback.yml")
+        with contextlib.closing(prod.connect()) as conn, conn.cursor() as cur:
+            cur.execute("SELECT datconnlimit FROM pg_database WHERE datname = 'shop'")
+            connlimit = cur.fetchone()[0]
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = 'shop__next'")
+            next_kept = cur.fetchone() is not None
+    finally:
+        gate.release()
+    assert rc != 0, text[-3000:]
+    assert "is live: its run lock is held by session" in text, text[-3000:]
+    assert connlimit == 0 and next_kept, "a refused rollback must leave the live run's window alone"
+    assert proc.wait(timeout=600) == 0, output(live_dir, "prod_restore.yml")[-3000:]
+    result = outcome(world, before)
+    assert result == "released"
+    steps = [step for step, _state in journal_steps(prod)]
+    assert "rollback" not in steps, steps
+    record("rollback.yml during a live run", "copy", result, "refused, naming the lock holder", injected=reached)
+
+
+def journal_steps(cluster: pgworld.Cluster) -> t.List[t.Tuple[str, str]]:
+    with contextlib.closing(cluster.connect("pgshift")) as conn, conn.cursor() as cur:
+        cur.execute("SELECT step, state FROM pgshift.steps ORDER BY id")
+        return list(cur.fetchall())

@@ -221,7 +221,7 @@ def test_batches_and_cursor_pages_cross_object_boundaries(
     monkeypatch.setattr(_large_objects, "WRITE_BATCH_BYTES", 5000)
     carry = world.carry
     target = new_db()
-    for _ in range(4):
+    for _attempt in range(4):
         ds.execute(carry.cluster, target, "SELECT lo_from_bytea(0, 'the target had this'::bytea)")
     ds.execute(
         carry.cluster, target, "SELECT lo_from_bytea(%s, 'same OID as production'::bytea)", [world.oids["small"]]

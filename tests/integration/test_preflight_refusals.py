@@ -17,8 +17,10 @@ import data_support as ds
 import pgworld
 import psycopg2
 import pytest
+from fault_support import fault_log, record
 
 PLAYBOOK = "playbooks/prod_restore.yml"
+__all__ = ["fault_log"]
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -110,6 +112,7 @@ def test_a_domain_whose_check_dev_tightened_is_refused_with_the_count(
     _sql(pg, prod, "DELETE FROM lines WHERE q > 100 OR c IN ('c7', 'c8')")
     clean = _plan(run_module, pg, prod, dev)
     assert not clean.failed, clean.result.get("msg", clean.output[-2000:])
+    record("a domain CHECK dev tightened", "preflight", "intact", "refused in Preflight")
 
 
 def test_rows_with_no_partition_in_dev_are_refused_with_the_count(
@@ -162,6 +165,7 @@ def test_rows_with_no_partition_in_dev_are_refused_with_the_count(
     hashed = _plan(run_module, pg, prod, dev)
     assert not hashed.failed, hashed.result.get("msg", hashed.output[-2000:])
     assert "the hash partitions of hashed were not checked on the source" in " ".join(hashed.result["notes"])
+    record("partition bounds leave rows without a partition", "preflight", "intact", "refused in Preflight")
 
 
 def test_a_table_with_no_columns_is_refused_with_its_rows(
@@ -185,6 +189,7 @@ def test_a_table_with_no_columns_is_refused_with_its_rows(
     )
     assert not [p for p in run.result["problems"] if p["table"] == "empty_marks"], "no rows, nothing to lose"
     assert _state(pg, prod) == before
+    record("a table left with no columns", "preflight", "intact", "refused in Preflight")
 
 
 def test_not_valid_constraints_are_checked_in_the_plan_and_validated_after_the_load(
@@ -251,6 +256,12 @@ def test_not_valid_constraints_are_checked_in_the_plan_and_validated_after_the_l
         assert checked.result["unvalidated_constraints"] == []
     finally:
         run_module("database_build", dict(cluster, production_database=prod, step="drop"))
+    record(
+        "NOT VALID constraints in dev",
+        "preflight",
+        "intact",
+        "bad rows refused in the plan; clean ones validated after the load",
+    )
 
 
 def test_database_names_holding_equals_signs_and_quotes_stay_names(
@@ -286,8 +297,10 @@ def test_database_names_holding_equals_signs_and_quotes_stay_names(
     finally:
         run_module("database_build", dict(cluster, production_database=prod, step="drop"))
 
+    # ------------------------------------------------------------------------------------------------ part 5: preflight
+    record("'=' and quotes in the database name", "build", "released", "every client binary got it as a name")
 
-# ------------------------------------------------------------------------------------------------ part 5: preflight
+
 def _preflight(
     run_module: t.Callable[..., t.Any], pg: pgworld.Cluster, prod: str, dev: t.Dict[str, t.Any], **kw: t.Any
 ) -> t.Any:
@@ -315,6 +328,7 @@ def test_dev_and_production_being_one_database_is_refused_whatever_the_host_stri
     apart = _preflight(run_module, pg, prod, pg.conn(other))
     assert not [p for p in apart.result["problems"] if "same database" in p], apart.result["problems"]
     assert apart.result["facts"]["identity"]["dev"]["oid"] != apart.result["facts"]["identity"]["production"]["oid"]
+    record("dev and production one database", "preflight", "intact", "refused in Preflight")
 
 
 def test_superuser_sessions_on_production_are_named_and_refused_unless_allowed(
@@ -341,8 +355,10 @@ def test_superuser_sessions_on_production_are_named_and_refused_unless_allowed(
     gone = _preflight(run_module, pg, prod, pg.conn(dev))
     assert not [p for p in gone.result["problems"] if "superusers" in p]
 
+    # ------------------------------------------------------------------------------------------------ part 5: the play
+    record("application sessions of a superuser", "preflight", "intact", "refused in Preflight")
 
-# ------------------------------------------------------------------------------------------------ part 5: the play
+
 @pytest.fixture
 def db_only_inventory(tmp_path: t.Any) -> str:
     path = tmp_path / "hosts.yml"
@@ -395,6 +411,7 @@ def test_numeric_settings_given_as_text_are_refused_by_the_preflight_play(
     assert "PLAY [Backup]" not in run.output
     assert not (tmp_path / "backups").exists()
     assert _state(pg, prod) == before
+    record("pgshift_jobs / swap_timeout as text", "preflight", "intact", "refused in Preflight")
 
 
 def test_a_refusal_of_the_data_plan_stops_the_play_before_the_backup(

@@ -223,7 +223,8 @@ def test_prod_restore_then_rollback_under_ansible_runner(world: pgworld.World, a
     assert report["maintenance_window"] and report["maintenance_window"]["open"] is False
     assert not [p for p in pevents if password in json.dumps(p)]
 
-    # the rollback job template afterwards: nothing unfinished, so it runs clean and production stays released
+    # the rollback job template afterwards: the release is not final yet, so rollback swaps it back (carrying any
+    # write made since the swap, docs/data.md "Swap-back") and closes it as rolled back
     pdd, progress = private_data_dir(
         awx_base, "job-rollback", world, {"pgshift_environment": "production", "pgshift_confirm": "shop"}
     )
@@ -231,8 +232,8 @@ def test_prod_restore_then_rollback_under_ansible_runner(world: pgworld.World, a
     assert runner.status == "successful" and runner.rc == 0, stdout[-4000:]
     assert real_failures(events) == []
     assert not stats_of(events)["failures"]
-    assert "display_name" in columns(prod, "customers"), "a clean rollback leaves the finished release alone"
-    assert journal(prod)[-1][1] == "succeeded"
+    assert "full_name" in columns(prod, "customers"), "rollback after a release that is not final swaps it back"
+    assert journal(prod)[-1][1] == "rolled_back"
     pevents = progress_events(progress)
     assert pevents[-1]["event"] == "run_finished" and pevents[-1]["status"] == "ok"
     assert pevents[-1]["playbook"] == "rollback"

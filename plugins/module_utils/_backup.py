@@ -70,6 +70,8 @@ class BackupOptions:
     label: t.Optional[str] = None
     retention_keep: int = 5
     retention_days: int = 14
+    # The journal database on the backed-up cluster: backups an unfinished run recorded are never removed.
+    journal_database: t.Optional[str] = None
     checksum_jobs: int = 1
     lock_wait_timeout: str = "60s"
     space_check: bool = True
@@ -343,6 +345,22 @@ def list_backups(dest_dir: str, label: t.Optional[str] = None) -> t.List[t.Dict[
     return found
 
 
+def _is_verified(folder: str) -> bool:
+    """The backup's verification was recorded for this very manifest (what backup_verify writes after its proof)."""
+    try:
+        with open(os.path.join(folder, MANIFEST_NAME), "rb") as handle:
+            manifest = json.loads(handle.read().decode("utf-8"))
+        with open(os.path.join(folder, VERIFICATION_NAME), "rb") as handle:
+            verification = json.loads(handle.read().decode("utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(manifest, dict) or not isinstance(verification, dict):
+        return False
+    return bool(manifest.get("manifest_sha256")) and verification.get("manifest_sha256") == manifest.get(
+        "manifest_sha256"
+    )
+
+
 def retention_plan(
     dest_dir: str,
     label: str,
@@ -351,20 +369,103 @@ def retention_plan(
     now: t.Optional[datetime.datetime] = None,
     protect: t.Sequence[str] = (),
 ) -> t.List[str]:
-    """Folders to remove: everything beyond the newest ``keep`` that is also older than ``days`` days."""
+    """Folders to remove: everything beyond the newest ``keep`` that is also older than ``days`` days.
+
+    Never removed whatever the settings: the folders in ``protect`` (the backup being taken, backups an unfinished
+    run needs) and the newest verified backup of the label.
+    """
+    return retention_detail(dest_dir, label, keep, days, now, protect)["remove"]
+
+
+def retention_detail(
+    dest_dir: str,
+    label: str,
+    keep: int,
+    days: int,
+    now: t.Optional[datetime.datetime] = None,
+    protect: t.Sequence[str] = (),
+) -> t.Dict[str, t.Any]:
+    """``remove`` (folders) and ``kept`` (folder -> why it stays) of the retention of ``label`` in ``dest_dir``."""
     now = now or datetime.datetime.now(datetime.timezone.utc)
-    cutoff = now - datetime.timedelta(days=days)
+    cutoff = now - datetime.timedelta(days=max(0, days))
+    protected = {os.path.abspath(p) for p in protect}
     remove: t.List[str] = []
+    kept: t.Dict[str, str] = {}
+    newest_verified_seen = False
     for index, backup in enumerate(list_backups(dest_dir, label)):
-        if index < keep or backup["folder"] in protect:
+        folder = backup["folder"]
+        verified = not newest_verified_seen and _is_verified(folder)
+        newest_verified_seen = newest_verified_seen or verified
+        if os.path.abspath(folder) in protected:
+            kept[folder] = "in use (this run, or an unfinished run needs it)"
+            continue
+        if verified:
+            kept[folder] = "the newest verified backup"
+            continue
+        if index < max(0, keep):
+            kept[folder] = "one of the newest %d" % keep
             continue
         try:
             created = datetime.datetime.fromisoformat(str(backup["created"]).replace("Z", "+00:00"))
         except ValueError:
-            continue  # unreadable date: keep it, never guess
+            kept[folder] = "unreadable creation date (never guessed)"
+            continue
         if created < cutoff:
-            remove.append(backup["folder"])
-    return remove
+            remove.append(folder)
+        else:
+            kept[folder] = "younger than %d days" % days
+    return {"remove": remove, "kept": kept}
+
+
+def backups_in_use(params: ConnParams, journal_db: t.Optional[str]) -> t.List[str]:
+    """Backup folders that unfinished runs of the journal recorded (a rollback or restore may still need them)."""
+    if not journal_db:
+        return []
+    conn = connect(params.with_database("postgres"), autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (journal_db,))
+            if not cur.fetchone():
+                return []
+    finally:
+        conn.close()
+    conn = connect(params.with_database(journal_db), autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT to_regclass('pgshift.steps') IS NOT NULL AND to_regclass('pgshift.runs') IS NOT NULL")
+            row = cur.fetchone()
+            if not row or not row[0]:
+                return []
+            cur.execute(
+                "SELECT s.detail ->> 'manifest', s.detail ->> 'path' FROM pgshift.steps s "
+                "JOIN pgshift.runs r ON r.run_id = s.run_id WHERE s.step = 'backup' AND r.status = ANY(%s)",
+                (["running", "failed"],),  # _journal.OPEN_STATES: a run that is neither finished nor rolled back
+            )
+            folders = []
+            for manifest, path in cur.fetchall():
+                for value in (manifest, path):
+                    if value:
+                        folders.append(os.path.dirname(os.path.abspath(value)))
+            return sorted(set(folders))
+    finally:
+        conn.close()
+
+
+def backups_space(dest_dir: str, label: t.Optional[str] = None) -> t.Dict[str, t.Any]:
+    """How many complete backups (of ``label``, or all) ``dest_dir`` holds and the bytes their files take."""
+    total = 0
+    backups = list_backups(dest_dir, label)
+    for backup in backups:
+        for root, _dirs, files in os.walk(backup["folder"]):
+            for name in files:
+                with contextlib.suppress(OSError):
+                    total += os.lstat(os.path.join(root, name)).st_size
+    return {
+        "count": len(backups),
+        "bytes": total,
+        "oldest": backups[-1]["created"] if backups else None,
+        "newest": backups[0]["created"] if backups else None,
+    }
 
 
 # --------------------------------------------------------------------------------------------- backup
@@ -421,8 +522,10 @@ def take_backup(params: ConnParams, opts: BackupOptions, check_mode: bool = Fals
         "path": os.path.join(final, archive_rel),
         "manifest_path": os.path.join(final, MANIFEST_NAME),
         "plan": plan,
-        "removed": retention_plan(dest_dir, label, opts.retention_keep, opts.retention_days),
     }
+    in_use = backups_in_use(params, opts.journal_database)
+    planned = retention_detail(dest_dir, label, opts.retention_keep, opts.retention_days, protect=in_use)
+    result.update(removed=planned["remove"], retention_kept=planned["kept"], in_use=in_use)
     if opts.space_check and not plan["enough_space"]:
         raise PgShiftError(
             "not enough free space in %s for a backup of %s: %d bytes free, about %d bytes needed"
@@ -447,7 +550,8 @@ def take_backup(params: ConnParams, opts: BackupOptions, check_mode: bool = Fals
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise
-        removed = retention_plan(dest_dir, label, opts.retention_keep, opts.retention_days, protect=[final])
+        retained = retention_detail(dest_dir, label, opts.retention_keep, opts.retention_days, protect=[final, *in_use])
+        removed = retained["remove"]
         for folder in removed:
             shutil.rmtree(folder, ignore_errors=True)
     result.update(
@@ -456,6 +560,7 @@ def take_backup(params: ConnParams, opts: BackupOptions, check_mode: bool = Fals
             "manifest": manifest,
             "size_bytes": sum(int(f["size"]) for f in manifest["files"].values()),
             "removed": removed,
+            "retention_kept": retained["kept"],
             "duration_seconds": manifest["duration_seconds"],
         }
     )

@@ -122,6 +122,12 @@ def new_run_id() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
 
 
+def open_run_ids(cur: t.Any) -> t.List[str]:
+    """Every unfinished run of the journal, whatever its database."""
+    cur.execute("SELECT run_id FROM pgshift.runs WHERE status = ANY(%s)", (list(OPEN_STATES),))
+    return [r[0] for r in cur.fetchall()]
+
+
 def start_run(cur: t.Any, database: str, inputs: t.Dict[str, t.Any], run_id: t.Optional[str] = None) -> str:
     """Register a new run; refuses while an earlier run on the same database is unfinished.
 

@@ -11,6 +11,7 @@ import os
 import shutil
 import typing as t
 
+from ansible_collections.pgshift.ops.plugins.module_utils import _backup as backup
 from ansible_collections.pgshift.ops.plugins.module_utils import _journal as journal
 from ansible_collections.pgshift.ops.plugins.module_utils import _ledger as ledger
 from ansible_collections.pgshift.ops.plugins.module_utils import _release as release
@@ -351,10 +352,29 @@ def run_checks(
     if backup_dir:
         free = _free_bytes(backup_dir)
         space["backup_dir_free_bytes"] = free
+        # the backups already there: those of this production database (its label) and all of them
+        old = backup.backups_space(backup_dir, production_database)
+        every = backup.backups_space(backup_dir)
+        facts["backups"] = {
+            "dir": backup_dir,
+            "count": old["count"],
+            "bytes": old["bytes"],
+            "oldest": old["oldest"],
+            "all_count": every["count"],
+            "all_bytes": every["bytes"],
+        }
         if free is not None and free < size * space_factor:
             problems.append(
-                "not enough space for the backup in %s: %d MB free, about %d MB needed; free space or point "
-                "pgshift_backup_dir elsewhere" % (backup_dir, free // 2**20, int(size * space_factor) // 2**20)
+                "not enough space for the backup in %s: %d MB free, about %d MB needed (the %d backups already "
+                "there take %d MB); free space, lower pgshift_backup_keep / pgshift_backup_max_age_days, or point "
+                "pgshift_backup_dir elsewhere"
+                % (
+                    backup_dir,
+                    free // 2**20,
+                    int(size * space_factor) // 2**20,
+                    every["count"],
+                    every["bytes"] // 2**20,
+                )
             )
     if data_directory and os.path.isdir(data_directory):
         free = _free_bytes(data_directory)

@@ -467,11 +467,15 @@ def build_record(
         for finding in result.get("findings", []):
             text = "perf_check %s: %s" % (label, finding.get("message"))
             (problems if finding.get("severity") == "error" else warnings).append(text)
+    queries_file = (state.get("settings") or {}).get("queries_file") or ""
+    query_check = query_check_summary(queries_file, perf_after)
     if perf_after is not None:
         if perf_after.get("ok"):
             checks.append(
                 "perf_check after the release: %d queries, no error finding" % len(perf_after.get("queries", {}))
             )
+    elif not queries_file:
+        warnings.append(query_check["text"])
     elif run is not None and run.get("status") == "succeeded":
         problems.append("perf_check did not run after the release")
     window = timings["window"]
@@ -515,9 +519,32 @@ def build_record(
             "before": _perf_summary(perf_before),
             "after": _perf_summary(perf_after),
         },
+        "query_check": query_check,
         "forecast": fc,
     }
     return record
+
+
+NO_QUERY_FILE = (
+    "query check not run: no query file (pgshift_perf_queries_file) was given, so the rehearsal proves the release "
+    "and measures its window but not the speed of the application's queries"
+)
+
+
+def query_check_summary(queries_file: str, perf_after: t.Optional[t.Mapping[str, t.Any]]) -> t.Dict[str, t.Any]:
+    """Whether the rehearsal timed a query set, which one and how it went, as data and as one line for people."""
+    if not queries_file:
+        return {"ran": False, "queries_file": None, "text": NO_QUERY_FILE}
+    if perf_after is None:
+        return {"ran": False, "queries_file": queries_file, "text": "query check of %s did not run" % queries_file}
+    count = len(perf_after.get("queries", {}))
+    return {
+        "ran": True,
+        "queries_file": queries_file,
+        "ok": bool(perf_after.get("ok")),
+        "text": "query check of %s: %d queries, %s"
+        % (queries_file, count, "no error finding" if perf_after.get("ok") else "error findings (see problems)"),
+    }
 
 
 def _journal_step_seconds(timings: t.Mapping[str, t.Any], name: str) -> float:
@@ -646,6 +673,7 @@ def gate(
         return {
             "ok": True,
             "rehearsal_id": rid,
+            "query_check": record.get("query_check"),
             "record_path": record["_path"],
             "age_hours": round(age_hours, 2),
             "forecast": fc,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime
 import os
 import re
+import shutil
 import tempfile
 import time
 import typing as t
@@ -216,11 +217,56 @@ def assert_run_goes_on(cluster: ConnParams, journal_db: str, run_id: str, doing:
         conn.close()
 
 
-def private_workdir(base: t.Optional[str]) -> str:
+WORKDIR_PREFIX = "pgshift-build-"
+_RUN_ID_RE = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$")
+_WORKDIR_RUN_RE = re.compile(r"^pgshift-build-([0-9]{8}T[0-9]{6}Z-[0-9a-f]{6})-")
+
+
+def private_workdir(base: t.Optional[str], run_id: t.Optional[str] = None) -> str:
+    """A fresh 0700 ``pgshift-build-[<run id>-]*`` folder in ``base``; the run id lets clean_workdirs find its owner."""
     if base:
         os.makedirs(base, mode=0o700, exist_ok=True)
         os.chmod(base, 0o700)
-    return tempfile.mkdtemp(prefix="pgshift-build-", dir=base)
+    prefix = WORKDIR_PREFIX + (run_id + "-" if run_id and _RUN_ID_RE.match(run_id) else "")
+    return tempfile.mkdtemp(prefix=prefix, dir=base)
+
+
+def clean_workdirs(base: t.Optional[str], open_run_ids: t.Collection[str], check_mode: bool = False) -> t.List[str]:
+    """Remove the ``pgshift-build-*`` work folders in ``base`` of runs that are finished (not in ``open_run_ids``).
+
+    A folder without a run id in its name (made by an older pgshift) is removed only when no run is open at all: it
+    could be the unfinished run's. Symbolic links and files are never followed nor removed.
+    """
+    if not base or not os.path.isdir(base):
+        return []
+    removed: t.List[str] = []
+    for name in sorted(os.listdir(base)):
+        path = os.path.join(base, name)
+        if not name.startswith(WORKDIR_PREFIX) or os.path.islink(path) or not os.path.isdir(path):
+            continue
+        owner = _WORKDIR_RUN_RE.match(name)
+        if (owner and owner.group(1) in open_run_ids) or (not owner and open_run_ids):
+            continue
+        if not check_mode:
+            shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def clean_finished_workdirs(
+    cluster: ConnParams, journal_db: str, base: t.Optional[str], check_mode: bool = False
+) -> t.List[str]:
+    """clean_workdirs with the open runs of every database of the journal (a work folder may serve several)."""
+    if not base or not os.path.isdir(base):
+        return []
+    conn = connect(journal.journal_params(cluster, journal_db))
+    try:
+        with conn.cursor() as cur:
+            open_ids = journal.open_run_ids(cur)
+        conn.rollback()
+    finally:
+        conn.close()
+    return clean_workdirs(base, open_ids, check_mode)
 
 
 def dump_schema(dev: ConnParams, workdir: str) -> t.Dict[str, t.Any]:

@@ -23,6 +23,7 @@ KNOWN_VARIABLES = frozenset(
         "pgshift_confirm",
         "pgshift_backup_dir",
         "pgshift_backup_keep",
+        "pgshift_backup_max_age_days",
         "pgshift_backup_verify_level",
         "pgshift_mapping_file",
         "pgshift_migrations_dir",

@@ -20,7 +20,9 @@ description:
   - Every file is 0600 in a 0700 folder; the backup is built in a hidden folder renamed into place when complete. The
     password reaches the client binaries through a 0600 C(PGPASSFILE), never argv or the environment.
   - Retention removes older backups of the same O(label) that are both beyond the newest O(retention_keep) and
-    older than O(retention_days) days.
+    older than O(retention_days) days. Whatever the settings, it never removes the newest verified backup of the
+    label (one whose C(verification.json) matches its manifest) nor, with O(journal_database), a backup an unfinished
+    run of that journal recorded.
 extends_documentation_fragment:
   - pgshift.ops.connection
 attributes:
@@ -65,9 +67,14 @@ options:
     type: int
     default: 5
   retention_days:
-    description: Always keep backups of the label younger than this many days.
+    description: Always keep backups of the label younger than this many days (V(0) - only O(retention_keep) counts).
     type: int
     default: 14
+  journal_database:
+    description:
+      - The run journal's database on the same cluster. When given, backups recorded by unfinished runs (running or
+        failed, not rolled back) are never removed by retention. A journal that does not exist yet protects nothing.
+    type: str
   checksum_jobs:
     description: Connections computing table checksums while C(pg_dump) runs.
     type: int
@@ -154,6 +161,16 @@ removed:
   returned: always
   type: list
   elements: str
+retention_kept:
+  description: Older backups of the label that retention keeps, each with the reason (newest N, younger than the
+    age, the newest verified one, in use by an unfinished run).
+  returned: always
+  type: dict
+in_use:
+  description: Backup folders unfinished runs of O(journal_database) recorded (never removed).
+  returned: always
+  type: list
+  elements: str
 plan:
   description: Target folder, clients, checksum algorithm, estimated size, free space and whether it is enough.
   returned: always
@@ -178,6 +195,7 @@ def main() -> None:
         label=dict(type="str"),
         retention_keep=dict(type="int", default=5),
         retention_days=dict(type="int", default=14),
+        journal_database=dict(type="str"),
         checksum_jobs=dict(type="int", default=1),
         lock_wait_timeout=dict(type="str", default="60s"),
         space_check=dict(type="bool", default=True),

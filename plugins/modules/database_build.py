@@ -53,7 +53,10 @@ options:
     required: true
     choices: [create, post-data, drop]
   workdir:
-    description: Folder (created 0700) for the schema archive.
+    description:
+      - Folder (created 0700) that receives this build's private C(pgshift-build-*) work folder for the schema archive.
+      - The archive is removed by O(step=post-data); the folder itself by M(pgshift.ops.run_journal) (finish) or
+        M(pgshift.ops.rollback) given the same O(workdir), once the run is finished.
     type: path
   archive:
     description: The schema archive that O(step=create) returned, for O(step=post-data).
@@ -69,6 +72,7 @@ options:
     description:
       - The journal's run; O(step=create) and O(step=post-data) refuse when that run is no longer C(running) (it was
         rolled back meanwhile), so a run stops at its next step.
+      - O(step=create) also puts it in the work folder's name, so that the folder is removed with the run.
     type: str
   journal_database:
     description: Database of the production cluster that holds the journal, with O(run_id).
@@ -191,7 +195,7 @@ def main() -> None:
             }
             if not module.check_mode:
                 try:
-                    workdir = release.private_workdir(p["workdir"])
+                    workdir = release.private_workdir(p["workdir"], p["run_id"])
                     dump = release.dump_schema(ConnParams.from_params(p["schema_source"]), workdir)
                     module.add_cleanup_file(dump["path"])
                     loaded = release.restore_section(

@@ -70,7 +70,10 @@ EXAMPLES = r"""
 
 RETURN = r"""
 facts:
-  description: What was found (versions, sizes, roles and extensions needed, free space, client binaries).
+  description:
+    - What was found (versions, sizes, roles and extensions needed, free space, client binaries).
+    - C(backups) - the complete backups already in O(backup_dir) - C(count), C(bytes) and C(oldest) of those of the
+      production database (its label), C(all_count) and C(all_bytes) of every backup there.
   returned: always
   type: dict
 problems:

@@ -231,6 +231,18 @@ problems:
   returned: when action is record
   type: list
   elements: str
+cautions:
+  description: What the rehearsal found worth knowing that does not fail it (O(action=record)).
+  returned: when action is record
+  type: list
+  elements: str
+query_check:
+  description:
+    - Whether the rehearsal timed a query set - C(ran), C(queries_file), C(ok) and a C(text) line. Without a query
+      file (C(settings.queries_file) empty) the rehearsal runs and passes without the query check, and says so here,
+      in its warnings and, for O(action=gate), in a warning of the accepted rehearsal.
+  returned: when action is record, or gate with an accepted rehearsal
+  type: dict
 forecast:
   description: The forecast of production's maintenance window - C(seconds), C(low_seconds), C(high_seconds), the
     fixed and data-driven parts, the size ratio and a C(text) line.
@@ -380,6 +392,8 @@ def main() -> None:
                 path=done["path"],
                 passed=record["passed"],
                 problems=record["problems"],
+                cautions=record["warnings"],
+                query_check=record["query_check"],
                 forecast=record["forecast"],
             )
             if not record["passed"] and p["fail_on_problems"]:
@@ -398,6 +412,10 @@ def main() -> None:
                 p["app_tier_seconds"],
             )
             result.update(found, inputs=inputs, required=p["required"], overridden=False)
+            if found["ok"] and not (found.get("query_check") or {}).get("ran", True):
+                warnings.append(
+                    "rehearsal %s is accepted, but its %s" % (found["rehearsal_id"], found["query_check"]["text"])
+                )
             if not found["ok"]:
                 why = "; ".join(found["rejected"]) or "there is no rehearsal record in %s" % p["rehearsals_dir"]
                 if p["override_reason"]:

@@ -69,6 +69,12 @@ options:
       - Pid of the run lock holder of the run being undone (RV(pgshift.ops.run_lock#module:holder_pid)), given by
         that run's own rescue. Without it, a run whose lock holder is alive is not rolled back.
     type: int
+  workdir:
+    description:
+      - The work folder of the builds (M(pgshift.ops.database_build) O(workdir)). After the rollback, the
+        C(pgshift-build-*) folders of finished runs (the rolled-back one included) are removed; those of unfinished
+        runs stay. In check mode, listed only.
+    type: path
 seealso:
   - module: pgshift.ops.swap
 author:
@@ -103,6 +109,11 @@ carried:
   description: Per table, rows written after the swap (inserted, updated, deleted, truncated) and the proof.
   returned: when a swap-back was attempted
   type: dict
+workdirs_removed:
+  description: Work folders of finished runs removed (in check mode, those that would be).
+  returned: always
+  type: list
+  elements: str
 kept:
   description: Name under which the new database is kept after a swap-back.
   returned: when the swap was undone
@@ -130,6 +141,7 @@ def main() -> None:
         reason=dict(type="str", default="rollback requested"),
         force_swap_back=dict(type="bool", default=False),
         lock_holder_pid=dict(type="int"),
+        workdir=dict(type="path"),
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     p = module.params
@@ -151,6 +163,11 @@ def main() -> None:
             p["reason"],
             force_swap_back=p["force_swap_back"],
             holder_pid=p["lock_holder_pid"],
+        )
+        result["workdirs_removed"] = (
+            []
+            if missing
+            else release.clean_finished_workdirs(cluster, p["journal_database"], p["workdir"], module.check_mode)
         )
     except PgShiftError as exc:
         fail_from(module, exc)

@@ -80,6 +80,12 @@ options:
     description: Inputs of the run and their hashes, for O(action=start).
     type: dict
     default: {}
+  workdir:
+    description:
+      - For O(action=finish), the work folder of the builds (M(pgshift.ops.database_build) O(workdir)). Once the run is
+        closed, its C(pgshift-build-*) folder and those of every other finished run are removed; the folders of
+        unfinished runs stay.
+    type: path
 author:
   - pgshift contributors (!UNKNOWN)
 """
@@ -120,6 +126,11 @@ window_seconds:
   returned: for O(action=step) with O(step=window) and O(state=done); null while the start is not recorded
   type: float
   sample: 20.7
+workdirs_removed:
+  description: Work folders removed, for O(action=finish) with O(workdir).
+  returned: when action is finish
+  type: list
+  elements: str
 capture_removed:
   description: Whether production had a swap-back change capture that was removed, for O(action=final).
   returned: when action is final
@@ -153,6 +164,7 @@ def main() -> None:
         status=dict(type="str", choices=["succeeded", "failed", "rolled_back", "aborted"]),
         note=dict(type="str"),
         inputs=dict(type="dict", default={}),
+        workdir=dict(type="path"),
     )
     module = AnsibleModule(
         argument_spec=spec,
@@ -201,6 +213,8 @@ def main() -> None:
             conn.commit()
         finally:
             conn.close()
+        if p["action"] == "finish":
+            result["workdirs_removed"] = release.clean_finished_workdirs(cluster, p["journal_database"], p["workdir"])
     except PgShiftError as exc:
         fail_from(module, exc)
     module.exit_json(**result)

@@ -139,3 +139,93 @@ def test_backup_of_an_unreachable_server_fails_without_the_password(run_module: 
     )
     assert run.failed and "cannot connect" in run.result["msg"]
     assert secret not in run.output
+
+
+def test_retention_keeps_the_newest_verified_and_what_unfinished_runs_need(
+    pg: t.Any, shopdb: str, run_module: t.Any, tmp_path: t.Any
+) -> None:
+    """keep=1 and max age 0 remove everything older, except the newest verified backup and the backup an unfinished
+    run recorded in the journal (until that run is finished)."""
+    from ansible_collections.pgshift.ops.plugins.module_utils import _journal
+    from ansible_collections.pgshift.ops.plugins.module_utils._connection import ConnParams
+
+    dest = tmp_path / "retention"
+    journal_db = "bk_retention_journal"
+    common = dict(pg.conn(shopdb), dest_dir=str(dest), label="ret", globals=False)
+
+    def take(**extra: t.Any) -> t.Dict[str, t.Any]:
+        run = run_module("backup", dict(common, **extra))
+        assert not run.failed, run.output
+        return run.result
+
+    def aged(when: str) -> t.Callable[[t.Dict[str, t.Any]], None]:
+        return lambda m: m.update(created=when + "T00:00:00.000000Z")
+
+    first, second, third = take(), take(), take()
+    for result, when in ((first, "2020-01-01"), (second, "2020-02-01"), (third, "2020-03-01")):
+        bs.reseal(result["manifest_path"], refresh_files=False, edit=aged(when))
+    verify = run_module("backup_verify", dict(pg.conn(), manifest_path=first["manifest_path"], level="checksum"))
+    assert not verify.failed and verify.result["verified"] is True, verify.output
+
+    cluster = ConnParams.from_params(dict(pg.conn("postgres")))
+    with contextlib.closing(pg.connect()) as conn, conn.cursor() as cur:
+        conn.autocommit = True
+        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(journal_db)))
+    _journal.ensure_journal(cluster, journal_db)
+    with contextlib.closing(pg.connect(journal_db)) as conn, conn.cursor() as cur:
+        run_id = _journal.start_run(cur, shopdb, {})
+        _journal.record_step(cur, run_id, "backup", "done", {"manifest": second["manifest_path"]})
+        conn.commit()
+
+    folder = os.path.dirname
+    fourth = take(retention_keep=1, retention_days=0, journal_database=journal_db)
+    assert fourth["removed"] == [folder(third["manifest_path"])]
+    assert fourth["in_use"] == [folder(second["manifest_path"])]
+    assert fourth["retention_kept"][folder(first["manifest_path"])] == "the newest verified backup"
+    assert os.path.exists(first["manifest_path"]) and os.path.exists(second["manifest_path"])
+    assert not os.path.exists(folder(third["manifest_path"]))
+
+    with contextlib.closing(pg.connect(journal_db)) as conn, conn.cursor() as cur:
+        _journal.finish_run(cur, run_id, "rolled_back")
+        conn.commit()
+    fifth = take(retention_keep=1, retention_days=0, journal_database=journal_db)
+    assert sorted(fifth["removed"]) == sorted([folder(second["manifest_path"]), folder(fourth["manifest_path"])])
+    kept = {os.path.basename(folder(r["manifest_path"])) for r in (first, fifth)}
+    assert set(os.listdir(str(dest))) == kept
+    with contextlib.closing(pg.connect()) as conn, conn.cursor() as cur:
+        conn.autocommit = True
+        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(journal_db)))
+
+
+def test_preflight_says_how_much_space_the_backups_already_there_take(
+    pg: t.Any, shopdb: str, run_module: t.Any, tmp_path: t.Any
+) -> None:
+    dest = tmp_path / "kept"
+    taken = []
+    for label in (shopdb, shopdb, "another-series"):
+        run = run_module("backup", dict(pg.conn(shopdb), dest_dir=str(dest), label=label))
+        assert not run.failed, run.output
+        taken.append(run.result)
+    os.makedirs(str(dest / ".half.partial"))  # an interrupted backup is not a backup
+
+    def on_disk(result: t.Dict[str, t.Any]) -> int:
+        """The manifest's own account of the archive, plus the manifest itself."""
+        size = sum(int(f["size"]) for f in result["manifest"]["files"].values())
+        return size + os.path.getsize(result["manifest_path"])
+
+    pre = run_module(
+        "preflight",
+        dict(
+            pg.conn("postgres"),
+            production_database=shopdb,
+            schema_source=pg.conn(shopdb),
+            backup_dir=str(dest),
+            journal_database="bk_preflight_journal",
+        ),
+    )
+    # (dev is production here, a refusal of its own: the facts are returned all the same)
+    backups = pre.result["facts"]["backups"]
+    assert backups["count"] == 2 and backups["all_count"] == 3
+    assert backups["bytes"] == on_disk(taken[0]) + on_disk(taken[1])
+    assert backups["all_bytes"] == sum(on_disk(r) for r in taken)
+    assert backups["oldest"] == taken[0]["manifest"]["created"]

@@ -113,8 +113,20 @@ def test_release_end_to_end(fresh: pgworld.World, run_playbook: t.Callable[..., 
     world = fresh
     prod, dev = world.clusters["prod"], world.clusters["dev"]
     before = checksums(prod, "shop")
+    work = os.path.join(world.state, "backups", "work")
+    stale = os.path.join(work, "pgshift-build-20200101T000000Z-abcdef-old1")  # left by an earlier, finished run
+    os.makedirs(stale)
     run = run_playbook("playbooks/prod_restore.yml", env={"PGSHIFT_WORLD": world.state})
     assert run.rc == 0, run.output[-4000:]
+    said = " ".join(run.output.split())
+    assert "backups already in %s: 0 of shop taking 0.0 MB" % os.path.join(world.state, "backups") in said
+    assert "retention keeps the newest 5, those younger than 14 days and the newest verified one" in said
+    # the previous copy stays closed to applications (connection limit 0), as README.md says
+    with contextlib.closing(prod.connect()) as conn, conn.cursor() as cur:
+        cur.execute("SELECT datconnlimit FROM pg_database WHERE datname LIKE 'shop\\_\\_prev\\_%'")
+        assert [r[0] for r in cur.fetchall()] == [0]
+    # the run's own work folder (its name carries the run id) and the finished run's are gone
+    assert [n for n in os.listdir(work) if n.startswith("pgshift-build-")] == []
 
     # production has the dev schema
     assert columns(prod, "shop", "customers") == columns(dev, "shop", "customers")
@@ -216,6 +228,9 @@ def test_failed_api_check_after_the_swap_swaps_back(fresh: pgworld.World, run_pl
     assert not [d for d in databases(world.clusters["prod"]) if d.startswith("shop__prev_")]
     assert len([d for d in databases(world.clusters["prod"]) if d.startswith("shop__failed_")]) == 1
     assert journal_runs(world.clusters["prod"])[-1][1] == "rolled_back"
+    # the rolled-back run's work folder went with it
+    work = os.path.join(world.state, "backups", "work")
+    assert [n for n in os.listdir(work) if n.startswith("pgshift-build-")] == []
 
 
 def test_rollback_is_idempotent(fresh: pgworld.World, run_playbook: t.Callable[..., t.Any]) -> None:

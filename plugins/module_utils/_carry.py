@@ -583,6 +583,11 @@ def _already_carried(old_cur: t.Any, run_id: str) -> int:
     return int(row[0]) if row else 0
 
 
+def _no_capture(message: str) -> t.Dict[str, t.Any]:
+    """The result when the writes made after the swap cannot be found: nothing can be carried, so nothing is."""
+    return {"ok": False, "tables": {}, "refused": [message], "sequences": {}, "message": message, "capture": False}
+
+
 def carry_back(cluster: ConnParams, new_db: str, old_db: str, run_id: str, force: bool = False) -> t.Dict[str, t.Any]:
     """Carry every change captured in ``new_db`` since the swap into ``old_db``; both are blocked when this runs.
 
@@ -597,25 +602,10 @@ def carry_back(cluster: ConnParams, new_db: str, old_db: str, run_id: str, force
                 "%r has no change capture (the release predates it, or it was closed as final): the writes made "
                 "after the swap cannot be found" % new_db
             )
-            return {
-                "ok": False,
-                "tables": {},
-                "refused": [message],
-                "sequences": {},
-                "message": message,
-                "capture": False,
-            }
+            return _no_capture(message)
         owner = capture_run(new_conn)
         if owner != run_id:
-            message = "the change capture in %r belongs to run %s, not to run %s" % (new_db, owner, run_id)
-            return {
-                "ok": False,
-                "tables": {},
-                "refused": [message],
-                "sequences": {},
-                "message": message,
-                "capture": False,
-            }
+            return _no_capture("the change capture in %r belongs to run %s, not to run %s" % (new_db, owner, run_id))
         # the capture is read in one snapshot: applications are blocked, nothing is added while this runs
         new_conn.rollback()
         new_conn.set_session(isolation_level="REPEATABLE READ", readonly=True)

@@ -586,23 +586,15 @@ def rollback(
             swapped = bool(swap_state and swap_state["state"] == "done")
             if run["status"] == "rolled_back" or (run["status"] == "succeeded" and not swapped):
                 conn.rollback()
-                return {
-                    "run_id": run_id,
-                    "actions": [],
-                    "changed": False,
-                    "status": run["status"],
-                    "message": "run %s is already %s" % (run_id, run["status"]),
-                }
+                return _nothing_to_undo(run_id, run["status"], "run %s is already %s" % (run_id, run["status"]))
             if run["status"] == "succeeded" and _capture_run(cluster, prod) != run_id:
                 conn.rollback()
-                return {
-                    "run_id": run_id,
-                    "actions": [],
-                    "changed": False,
-                    "status": run["status"],
-                    "message": "run %s succeeded and is final (its change capture was removed): nothing to roll "
-                    "back; restore a verified backup with playbooks/restore_backup.yml to go further back" % run_id,
-                }
+                return _nothing_to_undo(
+                    run_id,
+                    run["status"],
+                    "run %s succeeded and is final (its change capture was removed): nothing to roll back; restore a "
+                    "verified backup with playbooks/restore_backup.yml to go further back" % run_id,
+                )
             access = states.get("block_access", {}).get("detail", {})
             previous_connlimit = int(access.get("previous", {}).get("connlimit", -1))
             conn.rollback()  # end the read transaction before switching modes
@@ -707,6 +699,10 @@ def rollback(
         raise db_error(exc, "rolling back run %s" % run_id) from None
     finally:
         conn.close()
+
+
+def _nothing_to_undo(run_id: str, status: str, message: str) -> t.Dict[str, t.Any]:
+    return {"run_id": run_id, "actions": [], "changed": False, "status": status, "message": message}
 
 
 def _refuse_swap_back(

@@ -411,7 +411,7 @@ def test_numeric_settings_given_as_text_are_refused_by_the_preflight_play(
     assert "PLAY [Backup]" not in run.output
     assert not (tmp_path / "backups").exists()
     assert _state(pg, prod) == before
-    record("pgshift_jobs / swap_timeout as text", "preflight", "intact", "refused in Preflight")
+    record("%s: %s" % (variable, json.dumps(value)), "preflight", "intact", "not a whole number, refused in Preflight")
 
 
 def test_a_refusal_of_the_data_plan_stops_the_play_before_the_backup(

@@ -107,17 +107,40 @@ def flag_on(world: pgworld.World) -> t.Callable[[], bool]:
     return lambda: os.path.exists(os.path.join(world.state, "web", "maintenance.flag"))
 
 
-class CopyGate:
-    """A deterministic point in the middle of the copy step, whatever the machine's speed.
-
-    As soon as the new database's tables exist (the pre-data load committed), a session of the test locks them all
-    (ACCESS SHARE), so the copy workers' TRUNCATE waits; the predicate is true once a backend of the new database
-    waits for a lock. ``release()`` lets the copy go on (after the fault is injected)."""
+class _LockGate:
+    """What the gates below share: the test's own session (``conn``; its pids are never counted as a fault) holds a
+    lock the step under test must wait for; :meth:`waiting` says a session of the step waits; ``release()`` lets the
+    step go on (after the fault is injected)."""
 
     def __init__(self, world: pgworld.World) -> None:
         self.world = world
         self.conn: t.Any = None
         self.pids: t.List[int] = []
+
+    def waiting(self, column: str, value: str) -> bool:
+        """True once a backend whose pg_stat_activity ``column`` is ``value`` waits for a lock."""
+        with contextlib.closing(self.world.clusters["prod"].connect()) as conn, conn.cursor() as cur:
+            cur.execute(
+                sql.SQL(
+                    "SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE NOT l.granted AND {} = %s"
+                ).format(sql.Identifier("a", column)),
+                (value,),
+            )
+            return cur.fetchone() is not None
+
+    def release(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                self.conn.close()
+            self.conn = None
+
+
+class CopyGate(_LockGate):
+    """A deterministic point in the middle of the copy step, whatever the machine's speed.
+
+    As soon as the new database's tables exist (the pre-data load committed), a session of the test locks them all
+    (ACCESS SHARE), so the copy workers' TRUNCATE waits; the predicate is true once a backend of the new database
+    waits for a lock. ``release()`` lets the copy go on (after the fault is injected)."""
 
     def __call__(self) -> bool:
         prod = self.world.clusters["prod"]
@@ -141,21 +164,10 @@ class CopyGate:
                 )
             self.conn = conn
             return False
-        with contextlib.closing(prod.connect()) as conn, conn.cursor() as cur:
-            cur.execute(
-                "SELECT 1 FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
-                "WHERE d.datname = 'shop__next' AND NOT l.granted"
-            )
-            return cur.fetchone() is not None
-
-    def release(self) -> None:
-        if self.conn is not None:
-            with contextlib.suppress(Exception):
-                self.conn.close()
-            self.conn = None
+        return self.waiting("datname", "shop__next")
 
 
-class BackupGate:
+class BackupGate(_LockGate):
     """A deterministic point in the middle of the backup step.
 
     The run lock is taken right after Preflight (which reads production's tables) and before the backup; as soon as it
@@ -164,10 +176,8 @@ class BackupGate:
     ``missed`` says the lock could not be taken first (the backup had already begun): the fault is then not tried."""
 
     def __init__(self, world: pgworld.World) -> None:
-        self.world = world
-        self.conn: t.Any = None
+        super().__init__(world)
         self.missed = False
-        self.pids: t.List[int] = []
 
     def __call__(self) -> bool:
         prod = self.world.clusters["prod"]
@@ -188,32 +198,16 @@ class BackupGate:
                 return False
             self.conn = conn
             return False
-        with contextlib.closing(prod.connect()) as conn, conn.cursor() as cur:
-            cur.execute(
-                "SELECT 1 FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
-                "WHERE d.datname = 'shop' AND NOT l.granted"
-            )
-            return cur.fetchone() is not None
-
-    def release(self) -> None:
-        if self.conn is not None:
-            with contextlib.suppress(Exception):
-                self.conn.close()
-            self.conn = None
+        return self.waiting("datname", "shop")
 
 
-class IntegrityGate:
+class IntegrityGate(_LockGate):
     """A deterministic point in the middle of the integrity check.
 
     Once every table of the new database holds as many rows as production's (the copy has read production for the
     last time), a session of the test locks every production table (ACCESS EXCLUSIVE): nothing reads production again
     until the integrity check, which then waits; the predicate is true once a session of the integrity check waits for
     a lock. Never after the build is done (the rebuilt database would be production by then)."""
-
-    def __init__(self, world: pgworld.World) -> None:
-        self.world = world
-        self.conn: t.Any = None
-        self.pids: t.List[int] = []
 
     def _copied(self) -> t.List[t.Tuple[str, str]]:
         """Production's tables, once the new database has all their rows; [] before."""
@@ -265,18 +259,7 @@ class IntegrityGate:
                 return False
             self.conn = conn
             return False
-        with contextlib.closing(prod.connect()) as conn, conn.cursor() as cur:
-            cur.execute(
-                "SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-                "WHERE a.application_name = 'pgshift integrity_check' AND NOT l.granted"
-            )
-            return cur.fetchone() is not None
-
-    def release(self) -> None:
-        if self.conn is not None:
-            with contextlib.suppress(Exception):
-                self.conn.close()
-            self.conn = None
+        return self.waiting("application_name", "pgshift integrity_check")
 
 
 def gate_pids(gate: t.Any) -> t.List[int]:

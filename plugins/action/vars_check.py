@@ -5,12 +5,19 @@
 
 from __future__ import annotations
 
+import glob
+import os
 import typing as t
 
+import yaml
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.pgshift.ops.plugins.module_utils._variables import connection_problems, unknown_variables
+from ansible_collections.pgshift.ops.plugins.module_utils._variables import (
+    connection_problems,
+    role_spec_variables,
+    unknown_variables,
+)
 
 
 class ActionModule(ActionBase):
@@ -27,7 +34,7 @@ class ActionModule(ActionBase):
         if unknown_args:
             raise AnsibleActionFail("unsupported parameters: %s" % ", ".join(sorted(unknown_args)))
         names = [k for k in (task_vars or {}) if isinstance(k, str) and k.startswith("pgshift_")]
-        problems = unknown_variables(names, extra)
+        problems = unknown_variables(names, list(extra) + sorted(collection_role_variables()))
         for name in sorted(names):
             if name.endswith("_connection") and name not in extra:
                 problems.extend(connection_problems(name, self._shallow((task_vars or {})[name])))
@@ -57,3 +64,13 @@ class ActionModule(ActionBase):
             except Exception:  # noqa: BLE001 - as above
                 shallow["password"] = None
         return shallow
+
+
+def collection_role_variables() -> t.FrozenSet[str]:
+    """The ``pgshift_*`` variables the collection's roles declare in their argument specs (the release's)."""
+    roles = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "roles")
+    docs = []
+    for path in sorted(glob.glob(os.path.join(roles, "*", "meta", "argument_specs.yml"))):
+        with open(path, encoding="utf-8") as handle:
+            docs.append(yaml.safe_load(handle))
+    return role_spec_variables(docs)

@@ -5,9 +5,11 @@
 # This module_utils is PRIVATE to the pgshift.ops collection. It may change without notice.
 """The variables a user may set for pgshift's playbooks, so that a mistyped one is refused instead of ignored.
 
-``KNOWN_VARIABLES`` lists every ``pgshift_*`` input of every playbook (a group_vars file serves several playbooks,
-so one list serves them all). ``pgshift_<env>_connection`` dictionaries are recognised by their shape and their keys
-are checked against ``CONNECTION_KEYS``. tests/unit/test_variables.py keeps the list in step with the playbooks.
+The release's variables are the options of its role's argument specs (roles/release/meta/argument_specs.yml:
+:func:`role_spec_variables` reads them); ``KNOWN_VARIABLES`` lists every other ``pgshift_*`` input of the playbooks (a
+group_vars file serves several playbooks, so one list serves them all). ``pgshift_<env>_connection`` dictionaries
+are recognised by their shape and their keys are checked against ``CONNECTION_KEYS``. tests/unit/test_variables.py
+keeps both in step with the playbooks and roles.
 """
 
 from __future__ import annotations
@@ -18,42 +20,10 @@ import typing as t
 
 KNOWN_VARIABLES = frozenset(
     {
-        # the release (prod_restore.yml) and its way back (rollback.yml)
-        "pgshift_environment",
-        "pgshift_confirm",
-        "pgshift_backup_dir",
-        "pgshift_backup_keep",
-        "pgshift_backup_max_age_days",
-        "pgshift_backup_verify_level",
-        "pgshift_mapping_file",
-        "pgshift_migrations_dir",
-        "pgshift_jobs",
-        "pgshift_services",
-        "pgshift_service_manager",
-        "pgshift_restart_batch",
-        "pgshift_maintenance_flag",
-        "pgshift_api_checks",
-        "pgshift_keep_previous",
-        "pgshift_journal_database",
-        "pgshift_artifacts_dir",
+        # the release's way back (rollback.yml, the recover role); the release's own are in its argument specs
         "pgshift_report",  # not an input: the run figures prod_restore.yml publishes for the run report
-        "pgshift_plan",
-        "pgshift_next_tablespace",
-        "pgshift_space_factor",
-        "pgshift_swap_timeout",
-        "pgshift_app_tier",
         "pgshift_app_roles",
-        "pgshift_allow_superuser_sessions",
         "pgshift_swap_back_force",
-        "pgshift_release_final",
-        "pgshift_work_dir",
-        "pgshift_perf_queries_file",
-        "pgshift_perf_runs",
-        "pgshift_perf_warn_ratio",
-        "pgshift_perf_fail_ratio",
-        "pgshift_rehearsal_max_age_hours",
-        "pgshift_rehearsal_override",
-        "pgshift_rehearsals_dir",
         "pgshift_run_id",
         "pgshift_rollback_reason",
         # backups (backup.yml, restore_backup.yml)
@@ -99,6 +69,7 @@ KNOWN_VARIABLES = frozenset(
         # performance (perf_check.yml)
         "pgshift_perf_env",
         "pgshift_perf_analyze",
+        "pgshift_perf_baseline",
         "pgshift_perf_baseline_out",
         # rehearsal (staging_rehearsal.yml, rehearsal_record.yml)
         "pgshift_rehearsal_id",
@@ -121,35 +92,27 @@ KNOWN_VARIABLES = frozenset(
     }
 )
 
+
+def role_spec_variables(specs: t.Iterable[t.Mapping[str, t.Any]]) -> t.FrozenSet[str]:
+    """The ``pgshift_*`` option names of roles' parsed ``meta/argument_specs.yml`` documents, every entry point."""
+    names: t.Set[str] = set()
+    for doc in specs:
+        for entry in ((doc or {}).get("argument_specs") or {}).values():
+            names.update(n for n in ((entry or {}).get("options") or {}) if n.startswith("pgshift_"))
+    return frozenset(names)
+
+
 # What the playbooks register or set themselves (a play that runs after another, as staging_rehearsal.yml runs the
 # release, sees them): never typos. tests/unit/test_variables.py keeps the list in step with the playbooks.
 SET_BY_PLAYBOOKS = frozenset(
     {
-        "pgshift_access",
-        "pgshift_backup",
-        "pgshift_backup_verified",
-        "pgshift_build",
-        "pgshift_copy",
-        "pgshift_data_plan",
         "pgshift_final",
-        "pgshift_inputs",
-        "pgshift_integrity",
-        "pgshift_lock",
         "pgshift_perf",
-        "pgshift_perf_after",
-        "pgshift_perf_baseline",
-        "pgshift_post_data",
-        "pgshift_preflight",
         "pgshift_rehearsal",
         "pgshift_rehearsal_backup",
         "pgshift_rehearsal_fresh",
-        "pgshift_rehearsal_gate",
         "pgshift_rehearsal_record",
-        "pgshift_run",
-        "pgshift_swap",
         "pgshift_window_start",
-        "pgshift_window_swap",
-        "pgshift_window_off",
         "pgshift_report",
     }
 )

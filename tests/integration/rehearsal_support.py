@@ -83,78 +83,6 @@ def gate_args(world: pgworld.World, rehearsals_dir: str, **extra: t.Any) -> t.Di
     return args
 
 
-GATE = yaml.safe_load(
-    """
-- name: Preflight | a passing staging rehearsal of these very inputs (make rehearsal), recent enough
-  pgshift.ops.rehearsal:
-    action: gate
-    host: "{{ pgshift_prod_connection.host | default(omit) }}"
-    port: "{{ pgshift_prod_connection.port | default(omit) }}"
-    user: "{{ pgshift_prod_connection.user | default(omit) }}"
-    password: "{{ pgshift_prod_connection.password | default(omit) }}"
-    sslmode: "{{ pgshift_prod_connection.sslmode | default(omit) }}"
-    sslrootcert: "{{ pgshift_prod_connection.sslrootcert | default(omit) }}"
-    production_database: "{{ pgshift_prod_connection.database }}"
-    rehearsals_dir: >-
-      {{ pgshift_rehearsals_dir | default((pgshift_artifacts_dir | default(playbook_dir ~ '/../artifacts'))
-      ~ '/rehearsals') }}
-    inputs: "{{ pgshift_inputs }}"
-    max_age_hours: "{{ pgshift_rehearsal_max_age_hours | default(168) }}"
-    required: "{{ (pgshift_environment | default('')) != 'local' }}"
-    override_reason: "{{ pgshift_rehearsal_override | default(omit) }}"
-  delegate_to: "{{ groups['pgshift_db'][0] }}"
-  run_once: true
-  register: pgshift_rehearsal_gate
-
-- name: Preflight | the maintenance window, as the rehearsal forecasts it
-  ansible.builtin.debug:
-    msg: "{{ pgshift_rehearsal_gate.forecast.text | default('no rehearsal forecast') }}"
-  run_once: true
-"""
-)
-
-BASELINE = yaml.safe_load(
-    """
-- name: Backup | performance baseline of production before the window (read only, no ANALYZE)
-  pgshift.ops.perf_check:
-    host: "{{ pgshift_prod_connection.host | default(omit) }}"
-    port: "{{ pgshift_prod_connection.port | default(omit) }}"
-    user: "{{ pgshift_prod_connection.user | default(omit) }}"
-    password: "{{ pgshift_prod_connection.password | default(omit) }}"
-    sslmode: "{{ pgshift_prod_connection.sslmode | default(omit) }}"
-    sslrootcert: "{{ pgshift_prod_connection.sslrootcert | default(omit) }}"
-    database: "{{ pgshift_prod_connection.database }}"
-    queries_file: "{{ pgshift_perf_queries_file }}"
-    analyze: false
-    runs: "{{ pgshift_perf_runs | default(5) }}"
-    baseline_out: "{{ pgshift_backup_dir }}/perf/{{ pgshift_run.run_id }}-baseline.json"
-    fail_on_findings: false
-  register: pgshift_perf_baseline
-  when: pgshift_perf_queries_file is defined and not ansible_check_mode
-"""
-)
-
-AFTER = yaml.safe_load(
-    """
-- name: API checks | the query set on the new production, against the baseline (ANALYZE first)
-  pgshift.ops.perf_check:
-    host: "{{ pgshift_prod_connection.host | default(omit) }}"
-    port: "{{ pgshift_prod_connection.port | default(omit) }}"
-    user: "{{ pgshift_prod_connection.user | default(omit) }}"
-    password: "{{ pgshift_prod_connection.password | default(omit) }}"
-    sslmode: "{{ pgshift_prod_connection.sslmode | default(omit) }}"
-    sslrootcert: "{{ pgshift_prod_connection.sslrootcert | default(omit) }}"
-    database: "{{ pgshift_prod_connection.database }}"
-    queries_file: "{{ pgshift_perf_queries_file }}"
-    baseline: "{{ pgshift_perf_baseline.files_written[0] }}"
-    runs: "{{ pgshift_perf_runs | default(5) }}"
-    warn_ratio: "{{ pgshift_perf_warn_ratio | default(1.5) }}"
-    fail_ratio: "{{ pgshift_perf_fail_ratio | default(3.0) }}"
-  register: pgshift_perf_after
-  when: pgshift_perf_baseline.files_written | default([]) | length > 0 and not ansible_check_mode
-"""
-)
-
 # test only: the regression, injected in the new production right after the swap
 INJECT = yaml.safe_load(
     """
@@ -174,25 +102,13 @@ INJECT = yaml.safe_load(
 )
 
 
-def _play(plays: t.List[t.Dict[str, t.Any]], name: str) -> t.Dict[str, t.Any]:
-    return next(p for p in plays if p.get("name") == name)
-
-
-def _block(play: t.Dict[str, t.Any]) -> t.List[t.Dict[str, t.Any]]:
-    return next(task["block"] for task in play["tasks"] if "block" in task)
-
-
 def wired_playbook(folder: str) -> str:
+    """prod_restore.yml (the rehearsal gate, the query baseline and the query check after the swap are its own) with
+    one test-only play between the restart and the API checks: the regression, injected into the new production."""
     with open(os.path.join(ROOT, "playbooks", "prod_restore.yml")) as handle:
         plays = yaml.safe_load(handle)
-    preflight = _play(plays, "Preflight")["tasks"]
-    after_inputs = next(i for i, task in enumerate(preflight) if task.get("register") == "pgshift_inputs") + 1
-    preflight[after_inputs:after_inputs] = GATE
-    backup = _block(_play(plays, "Backup"))
-    verified = next(i for i, task in enumerate(backup) if "ansible.builtin.assert" in task) + 1
-    backup[verified:verified] = BASELINE
-    api = _block(_play(plays, "API checks"))
-    api[:0] = INJECT + AFTER
+    api = next(i for i, p in enumerate(plays) if p.get("name") == "API checks")
+    plays[api:api] = [{"name": "TEST ONLY", "hosts": "pgshift_db", "gather_facts": False, "tasks": INJECT}]
     path = os.path.join(folder, "prod_restore_wired.yml")
     with open(path, "w") as handle:
         yaml.safe_dump(plays, handle, sort_keys=False, allow_unicode=True, width=200)

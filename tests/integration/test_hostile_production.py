@@ -239,7 +239,7 @@ def test_refused_without_the_accept_entries(
     run = run_playbook("playbooks/prod_restore.yml", env={"PGSHIFT_WORLD": world.state})
     assert run.rc != 0, run.output[-3000:]
     out = run.output
-    failed_task = out[: out.index("fatal:")].rsplit("TASK [", 1)[1].split("]", 1)[0]
+    failed_task = out[: out.index("fatal:")].rsplit("TASK [", 1)[1].split("]", 1)[0].split(" : ", 1)[-1]
     assert failed_task.startswith("Preflight | plan the data carry-over"), failed_task
     assert "PLAY [Backup]" not in out and "PLAY [Maintenance on]" not in out
     # schema, table, column and row count, for each refused change

@@ -6,6 +6,9 @@ import glob
 import os
 import re
 
+import yaml
+
+from ansible_collections.pgshift.ops.plugins.action.vars_check import collection_role_variables
 from ansible_collections.pgshift.ops.plugins.module_utils import _variables as v
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -28,18 +31,24 @@ def test_every_variable_the_playbooks_read_is_known() -> None:
         read |= set(re.findall(r"(?<![\w&*])pgshift_[a-z0-9_]+", text))
         registered |= set(re.findall(r"register: (pgshift_[a-z0-9_]+)", text))
         registered |= set(re.findall(r"^\s+(pgshift_[a-z0-9_]+): .*now\(", text, re.M))
+    known = v.KNOWN_VARIABLES | collection_role_variables()
     unknown = sorted(
         name
         for name in read - registered - GROUPS
-        if name not in v.KNOWN_VARIABLES and not v.CONNECTION_VARIABLE.match(name) and not v.SECRET_VARIABLE.match(name)
+        if name not in known and not v.CONNECTION_VARIABLE.match(name) and not v.SECRET_VARIABLE.match(name)
     )
-    assert not unknown, "add these to plugins/module_utils/_variables.py KNOWN_VARIABLES: %s" % unknown
+    assert not unknown, (
+        "declare these in the release role's argument specs (roles/release/meta/argument_specs.yml) or, for another "
+        "playbook, in plugins/module_utils/_variables.py KNOWN_VARIABLES: %s" % unknown
+    )
     assert registered <= set(v.SET_BY_PLAYBOOKS), "SET_BY_PLAYBOOKS must list what the playbooks register or set"
     assert set(v.SET_BY_PLAYBOOKS) <= read, "SET_BY_PLAYBOOKS lists names no playbook sets any more"
 
 
 def test_a_typo_is_named_with_the_closest_known_name() -> None:
-    problems = v.unknown_variables(["pgshift_backup_verify_levle", "pgshift_jobs", "pgshift_prod_connection"])
+    problems = v.unknown_variables(
+        ["pgshift_backup_verify_levle", "pgshift_jobs", "pgshift_prod_connection"], collection_role_variables()
+    )
     assert problems == ["unknown variable pgshift_backup_verify_levle (did you mean pgshift_backup_verify_level?)"]
 
 
@@ -69,3 +78,19 @@ def test_the_awx_placeholder_password_is_refused() -> None:
     assert v.connection_problems("pgshift_dev_connection", conn) == [
         "pgshift_dev_connection: the password is still the placeholder of the AWX import; set it in AWX"
     ]
+
+
+def test_the_release_role_spec_is_the_one_list_of_its_variables() -> None:
+    """Each release variable is declared once: in the role's argument specs, not again in KNOWN_VARIABLES; every entry
+    point (phase) validates all of them, so a wrong type stops Preflight, before anything changes."""
+    spec = collection_role_variables()
+    assert {"pgshift_prod_connection", "pgshift_backup_verify_level", "pgshift_jobs"} <= spec
+    assert not spec & v.KNOWN_VARIABLES, "declared twice: %s" % sorted(spec & v.KNOWN_VARIABLES)
+    assert v.unknown_variables(["pgshift_backup_verify_levle"], sorted(spec)) == [
+        "unknown variable pgshift_backup_verify_levle (did you mean pgshift_backup_verify_level?)"
+    ]
+    with open(os.path.join(ROOT, "roles", "release", "meta", "argument_specs.yml"), encoding="utf-8") as handle:
+        entries = yaml.safe_load(handle)["argument_specs"]
+    tasks = {os.path.basename(p)[:-4] for p in glob.glob(os.path.join(ROOT, "roles", "release", "tasks", "*.yml"))}
+    assert set(entries) == tasks, "one entry point per phase (tasks file)"
+    assert all(set(e["options"]) == spec for e in entries.values())

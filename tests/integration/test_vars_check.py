@@ -61,3 +61,24 @@ def test_known_variables_pass_the_check(run_playbook: t.Callable[..., t.Any], in
     # the check passes and the run goes on to the next Preflight task (and fails later: there is no database)
     assert "unknown variable" not in run.output
     assert "inputs are complete and consistent" in run.output
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("pgshift_backup_verify_level", "full", "value of pgshift_backup_verify_level must be one of: read, checksum"),
+        ("pgshift_app_tier", "maybe", "pgshift_app_tier"),
+        ("pgshift_backup_keep", "five", "pgshift_backup_keep"),
+    ],
+)
+def test_a_value_of_the_wrong_kind_is_refused_by_the_release_role_spec(
+    run_playbook: t.Callable[..., t.Any], inventory: str, tmp_path: t.Any, variable: str, value: str, expected: str
+) -> None:
+    """The release role's argument specs (roles/release/meta/argument_specs.yml) validate every phase's variables: a
+    wrong choice or type stops the first phase, Preflight, before any host or database is touched."""
+    run = run_playbook("playbooks/prod_restore.yml", inventory=inventory, extra_vars={variable: value})
+    assert run.rc != 0
+    assert "Validation of arguments failed" in run.output and expected in run.output, run.output[-2000:]
+    assert "every host answers" not in run.output, "it went past the argument check"
+    assert not os.path.exists(tmp_path / "backups")
+    assert "not-shown-anywhere" not in run.output

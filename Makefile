@@ -12,6 +12,9 @@ COLLECTION_LINK := $(COLLECTIONS)/ansible_collections/pgshift/ops
 INVENTORY ?= inventories/local
 ENV ?= prod
 SCALE ?= 1
+# the local world's profile: superuser (pgshift connects as postgres) or managed (as a non-superuser admin role,
+# the way RDS, Cloud SQL and Azure give it); empty keeps the world's current one (a new world: superuser)
+PROFILE ?=
 PYTEST_ARGS ?=
 # Two workers, one test file per worker at a time (files share module-scoped worlds); each test builds its own
 # clusters on free ports, so files run side by side safely. PYTEST_WORKERS=0 runs everything in one process.
@@ -49,19 +52,19 @@ $(COLLECTION_LINK):
 venv: $(STAMP) $(COLLECTION_LINK) ## create .venv with the pinned dependencies
 
 .PHONY: local-up
-local-up: venv ## start the local world (dev, staging, prod clusters and the demo API)
-	$(PY) tools/pgworld.py up
+local-up: venv ## start the local world (dev, staging, prod clusters and the demo API; PROFILE=managed)
+	$(PY) tools/pgworld.py up $(if $(PROFILE),--profile $(PROFILE))
 
 .PHONY: local-reset
-local-reset: venv ## fresh demo data in the local world (SCALE=1)
-	$(PY) tools/pgworld.py reset --scale $(SCALE)
+local-reset: venv ## fresh demo data in the local world (SCALE=1, PROFILE=managed)
+	$(PY) tools/pgworld.py reset --scale $(SCALE) $(if $(PROFILE),--profile $(PROFILE))
 
 .PHONY: local-down
 local-down: venv ## stop everything the local world started
 	$(PY) tools/pgworld.py down
 
 .PHONY: demo
-demo: venv local-reset ## the main job, end to end, on the local world
+demo: venv local-reset ## the main job, end to end, on the local world (PROFILE=managed: without superuser)
 	$(BIN)/ansible-playbook playbooks/prod_restore.yml -i inventories/local
 
 .PHONY: prod-restore-from-dev

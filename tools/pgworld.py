@@ -35,6 +35,12 @@ SAMPLE = os.path.join(ROOT, "sample_app")
 DEFAULT_STATE = os.path.join(ROOT, ".local", "world")
 PROD_MIGRATIONS = 2  # production runs the first two migrations of sample_app/migrations; dev runs them all
 APP_ROLE = "shop_app"
+# The managed profile (PROFILE=managed): pgshift connects as this role, made like the master user of a managed
+# service (RDS, Cloud SQL, Azure): no superuser; CREATEDB, CREATEROLE, REPLICATION; member of pg_signal_backend,
+# pg_read_all_data, pg_write_all_data and pg_monitor; owner of the shop databases and of everything in them.
+ADMIN_ROLE = "shop_admin"
+ADMIN_MEMBERSHIPS = ("pg_signal_backend", "pg_read_all_data", "pg_write_all_data", "pg_monitor")
+PROFILES = ("superuser", "managed")
 DB_NAME = "shop"
 
 sys.path.insert(0, os.path.join(ROOT, ".build", "collections"))
@@ -158,13 +164,13 @@ class Cluster:
             "sslmode": "disable",
         }
 
-    def dsn(self, database: str = "postgres") -> str:
-        return "host=127.0.0.1 port=%d user=postgres dbname=%s sslmode=disable" % (self.port, database)
+    def dsn(self, database: str = "postgres", user: str = "postgres") -> str:
+        return "host=127.0.0.1 port=%d user=%s dbname=%s sslmode=disable" % (self.port, user, database)
 
-    def connect(self, database: str = "postgres", autocommit: bool = True) -> t.Any:
+    def connect(self, database: str = "postgres", autocommit: bool = True, user: str = "postgres") -> t.Any:
         import psycopg2  # noqa: PLC0415
 
-        conn = psycopg2.connect(self.dsn(database), password=self.password)
+        conn = psycopg2.connect(self.dsn(database, user), password=self.password)
         conn.autocommit = autocommit
         return conn
 
@@ -274,14 +280,18 @@ class Cluster:
 
 # --------------------------------------------------------------------------------------------- the shop
 def apply_migrations(
-    cluster: Cluster, database: str, count: t.Optional[int] = None, folder: t.Optional[str] = None
+    cluster: Cluster,
+    database: str,
+    count: t.Optional[int] = None,
+    folder: t.Optional[str] = None,
+    user: str = "postgres",
 ) -> t.List[str]:
     """Apply the first ``count`` SQL migrations as node-pg-migrate would (one transaction each, ledger row)."""
     ledger, files = _collection_imports()
     migrations = files.list_migrations(folder or os.path.join(SAMPLE, "migrations"))
     if count is not None:
         migrations = migrations[:count]
-    conn = cluster.connect(database, autocommit=False)
+    conn = cluster.connect(database, autocommit=False, user=user)
     try:
         with conn.cursor() as cur:
             ledger.ensure_ledger(cur)
@@ -303,6 +313,23 @@ def ensure_app_role(cluster: Cluster, app_password: str) -> None:
         cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (APP_ROLE,))
         verb = "ALTER" if cur.fetchone() else "CREATE"
         cur.execute(sql.SQL(verb + " ROLE {} LOGIN PASSWORD %s").format(sql.Identifier(APP_ROLE)), (app_password,))
+
+
+def ensure_admin_role(cluster: Cluster) -> None:
+    """The managed profile's pipeline role (see ADMIN_ROLE), with the cluster's password."""
+    from psycopg2 import sql  # noqa: PLC0415
+
+    with contextlib.closing(cluster.connect()) as conn, conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (ADMIN_ROLE,))
+        verb = "ALTER" if cur.fetchone() else "CREATE"
+        cur.execute(
+            sql.SQL(verb + " ROLE {} LOGIN NOSUPERUSER CREATEDB CREATEROLE REPLICATION PASSWORD %s").format(
+                sql.Identifier(ADMIN_ROLE)
+            ),
+            (cluster.password,),
+        )
+        for role in ADMIN_MEMBERSHIPS:
+            cur.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(role), sql.Identifier(ADMIN_ROLE)))
 
 
 def drop_shop_databases(cluster: Cluster, name: str = DB_NAME) -> None:
@@ -329,12 +356,19 @@ def drop_shop_databases(cluster: Cluster, name: str = DB_NAME) -> None:
         conn.close()
 
 
-def create_shop(cluster: Cluster, migrations: t.Optional[int], scale: float, name: str = DB_NAME) -> t.Dict[str, t.Any]:
+def create_shop(
+    cluster: Cluster, migrations: t.Optional[int], scale: float, name: str = DB_NAME, owner: str = "postgres"
+) -> t.Dict[str, t.Any]:
+    """The shop database, owned by ``owner``, who also runs its migrations and loads its data."""
     from psycopg2 import sql  # noqa: PLC0415
 
     with contextlib.closing(cluster.connect()) as conn, conn.cursor() as cur:
-        cur.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'").format(sql.Identifier(name)))
-    with contextlib.closing(cluster.connect(name)) as conn, conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8' OWNER {}").format(
+                sql.Identifier(name), sql.Identifier(owner)
+            )
+        )
+    with contextlib.closing(cluster.connect(name, user=owner)) as conn, conn.cursor() as cur:
         cur.execute(
             sql.SQL(
                 "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {}"
@@ -345,13 +379,13 @@ def create_shop(cluster: Cluster, migrations: t.Optional[int], scale: float, nam
                 sql.Identifier(APP_ROLE)
             )
         )
-    applied = apply_migrations(cluster, name, migrations)
+    applied = apply_migrations(cluster, name, migrations, user=owner)
     counts: t.Dict[str, int] = {}
     if scale > 0:
         sys.path.insert(0, SAMPLE)
         import datagen  # noqa: PLC0415
 
-        conn = cluster.connect(name, autocommit=False)
+        conn = cluster.connect(name, autocommit=False, user=owner)
         try:
             counts = datagen.generate(conn, scale)
         finally:
@@ -388,10 +422,21 @@ class World:
 
     NAMES = ("dev", "staging", "prod")
 
-    def __init__(self, state: str = DEFAULT_STATE, base_port: t.Optional[int] = None) -> None:
+    def __init__(
+        self, state: str = DEFAULT_STATE, base_port: t.Optional[int] = None, profile: t.Optional[str] = None
+    ) -> None:
         self.state = os.path.abspath(state)
         self.meta_path = os.path.join(self.state, "world.json")
         self.meta = self._load_or_create(base_port)
+        if profile is not None and profile not in PROFILES:
+            raise SystemExit("profile must be one of %s, not %r" % (", ".join(PROFILES), profile))
+        if profile is not None and (self.meta.get("profile"), self.meta.get("admin_user")) != (
+            profile,
+            ADMIN_ROLE if profile == "managed" else "postgres",
+        ):
+            self.meta["profile"] = profile
+            self.meta["admin_user"] = ADMIN_ROLE if profile == "managed" else "postgres"
+            self._write_meta(self.meta)
         self.clusters = {
             name: Cluster(name, os.path.join(self.state, name), self.meta["ports"][name], self.meta["password"])
             for name in self.NAMES
@@ -413,6 +458,8 @@ class World:
             "state": self.state,
             "root": ROOT,
             "database": DB_NAME,
+            "profile": "superuser",
+            "admin_user": "postgres",
         }
         os.makedirs(self.state, mode=0o755, exist_ok=True)
         self._write_meta(meta)
@@ -429,6 +476,8 @@ class World:
         for cluster in self.clusters.values():
             cluster.start()
             ensure_app_role(cluster, self.meta["app_password"])
+            if self.profile == "managed":
+                ensure_admin_role(cluster)
         os.makedirs(os.path.join(self.state, "web"), exist_ok=True)
         os.makedirs(os.path.join(self.state, "backups"), mode=0o700, exist_ok=True)
         os.makedirs(os.path.join(self.state, "api"), exist_ok=True)
@@ -456,18 +505,29 @@ class World:
         flag = os.path.join(self.state, "web", "maintenance.flag")
         if os.path.exists(flag):
             os.unlink(flag)
-        summary = {}
+        summary: t.Dict[str, t.Any] = {}
         for name in self.NAMES:
             drop_shop_databases(self.clusters[name])
-        summary["dev"] = create_shop(self.clusters["dev"], None, 0)
-        summary["prod"] = create_shop(self.clusters["prod"], PROD_MIGRATIONS, scale)
-        summary["staging"] = create_shop(self.clusters["staging"], PROD_MIGRATIONS, scale)
+        owner = self.admin_user
+        summary["dev"] = create_shop(self.clusters["dev"], None, 0, owner=owner)
+        summary["prod"] = create_shop(self.clusters["prod"], PROD_MIGRATIONS, scale, owner=owner)
+        summary["staging"] = create_shop(self.clusters["staging"], PROD_MIGRATIONS, scale, owner=owner)
+        summary["profile"] = self.profile
         service(self, "start")
         if not api_healthy(self.meta["ports"]["api"]):
             raise SystemExit(
                 "the demo API did not become healthy; see %s" % os.path.join(self.state, "api", "shop-api.log")
             )
         return summary
+
+    @property
+    def profile(self) -> str:
+        return str(self.meta.get("profile", "superuser"))
+
+    @property
+    def admin_user(self) -> str:
+        """The role pgshift connects as: postgres (a superuser), or the managed profile's ADMIN_ROLE."""
+        return str(self.meta.get("admin_user", "postgres"))
 
     def down(self) -> None:
         if os.path.exists(api_config(self)):
@@ -484,6 +544,7 @@ class World:
             "state": self.state,
             "ports": self.meta["ports"],
             "running": {name: c.running() for name, c in self.clusters.items()},
+            "profile": self.profile,
         }
 
 
@@ -494,8 +555,14 @@ def _signal_safe_main() -> None:
     parser.add_argument("--state", default=os.environ.get("PGSHIFT_WORLD", DEFAULT_STATE))
     parser.add_argument("--base-port", type=int, default=int(os.environ.get("PGSHIFT_WORLD_PORT", "56432")))
     parser.add_argument("--scale", type=float, default=float(os.environ.get("SCALE", "1")))
+    parser.add_argument(
+        "--profile",
+        choices=PROFILES,
+        default=os.environ.get("PROFILE") or None,
+        help="superuser (pgshift connects as postgres) or managed (as a non-superuser admin, like RDS's master user)",
+    )
     args = parser.parse_args()
-    world = World(args.state, args.base_port)
+    world = World(args.state, args.base_port, args.profile)
     if args.action == "up":
         world.up()
         print(json.dumps(world.status(), indent=2))

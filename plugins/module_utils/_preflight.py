@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import typing as t
@@ -111,6 +112,81 @@ def same_database_problem(prod: ConnParams, dev: ConnParams) -> t.Tuple[t.Option
     return None, facts
 
 
+_MANAGED_ROLE_SQL = """
+SELECT r.rolname, r.rolcreatedb, pg_has_role(current_user, d.datdba, 'USAGE'), pg_get_userbyid(d.datdba),
+       pg_has_role(current_user, 'pg_signal_backend', 'USAGE'), pg_has_role(current_user, 'pg_read_all_data', 'USAGE'),
+       EXISTS (SELECT 1 FROM pg_database j WHERE j.datname = %s)
+FROM pg_roles r, pg_database d WHERE r.rolname = current_user AND d.datname = %s
+"""
+
+_OWN_ROLE_SESSIONS_SQL = """
+SELECT a.pid, coalesce(a.application_name, ''), coalesce(host(a.client_addr), 'local socket')
+FROM pg_stat_activity a
+WHERE a.datname = %s AND a.usename = current_user AND a.pid <> pg_backend_pid() AND a.backend_type = 'client backend'
+  AND coalesce(a.application_name, '') NOT LIKE 'pgshift%%'
+ORDER BY a.pid
+"""
+
+_UNREADABLE_TABLES_SQL = """
+SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\\_%%' AND NOT has_table_privilege(c.oid, 'SELECT')
+ORDER BY 1, 2 LIMIT 6
+"""
+
+
+def managed_problems(cur: t.Any, prod: ConnParams, production_database: str, journal_db: str) -> t.List[str]:
+    """Without superuser (managed services), what the pipeline's role needs, each missing capability named with the
+    grant that gives it: CREATEDB (the rebuilt database, the journal), ownership of production (renaming it, and its
+    CONNECT privilege keeps applications out), pg_signal_backend (ending application sessions), read access to every
+    table of production (pg_read_all_data, or owning them); and what the CONNECT privilege cannot keep out."""
+    problems: t.List[str] = []
+    cur.execute(_MANAGED_ROLE_SQL, (journal_db, production_database))
+    me, createdb, owns, owner, signal, read_all, journal_exists = _one(cur)
+    who = "the pipeline's role %r (not a superuser: the managed profile)" % me
+    if not createdb:
+        problems.append(
+            "%s lacks CREATEDB, needed to build the new database beside production: ALTER ROLE %s CREATEDB" % (who, me)
+        )
+    if not owns:
+        problems.append(
+            "%s does not own production %r (owner %r): renaming it in the swap and keeping applications out by its "
+            "CONNECT privilege need its owner: ALTER DATABASE %s OWNER TO %s, or GRANT %s TO %s"
+            % (who, production_database, owner, production_database, me, owner, me)
+        )
+    if not signal:
+        problems.append("%s cannot end application sessions: GRANT pg_signal_backend TO %s" % (who, me))
+    if not journal_exists and not createdb:
+        problems.append("the journal database %r does not exist and %r cannot create it" % (journal_db, me))
+    for grantee, _grantable, grantor in release.connect_grants(cur, production_database):
+        if grantor not in (owner, me) and grantee != me:
+            problems.append(
+                "CONNECT on %r was granted to %s by %r, not by the owner: the pipeline could not revoke it to keep "
+                "that role out; grant it again as %r (REVOKE then GRANT CONNECT ON DATABASE %s TO %s)"
+                % (production_database, grantee, grantor, owner, production_database, grantee)
+            )
+    cur.execute(_OWN_ROLE_SESSIONS_SQL, (production_database,))
+    own = cur.fetchall()
+    if own:
+        problems.append(
+            "%d session(s) of the pipeline's own role %r are connected to production (%s): the CONNECT privilege "
+            "that keeps applications out cannot keep out the role the pipeline runs as; connect the applications "
+            "as their own roles"
+            % (len(own), me, "; ".join("pid %s %r from %s" % (r[0], r[1] or "-", r[2]) for r in own[:5]))
+        )
+    if not read_all:
+        with contextlib.closing(connect(prod.with_database(production_database))) as pconn, pconn.cursor() as pcur:
+            pcur.execute(_UNREADABLE_TABLES_SQL)
+            unreadable = ["%s.%s" % r for r in pcur.fetchall()]
+            pconn.rollback()
+        if unreadable:
+            problems.append(
+                "%s cannot read every table of production (%s%s): GRANT pg_read_all_data TO %s"
+                % (who, ", ".join(unreadable[:5]), ", ..." if len(unreadable) > 5 else "", me)
+            )
+    return problems
+
+
 def superuser_sessions(cur: t.Any, production_database: str) -> t.List[t.Dict[str, t.Any]]:
     """Sessions of superusers connected to production: the connection limit that blocks applications does not stop
     them (they may reconnect and write during the window)."""
@@ -156,14 +232,9 @@ def run_checks(
             facts["prod_server_major"] = server_major(admin)
             facts["prod_server_version"] = release_text(admin.server_version)  # "15.18", for people
             facts["prod_server_version_num"] = admin.server_version
-            cur.execute("SELECT rolsuper, rolcreatedb FROM pg_roles WHERE rolname = current_user")
-            superuser, _createdb = _one(cur)
+            cur.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+            (superuser,) = _one(cur)
             facts["superuser"] = bool(superuser)
-            if not superuser:
-                problems.append(
-                    "the pipeline's role %r is not a superuser: pgshift blocks application connections with a "
-                    "connection limit that only superusers bypass; connect as a superuser" % prod.user
-                )
             info = release.database_info(cur, production_database)
             if info is None:
                 raise PgShiftError(
@@ -171,6 +242,10 @@ def run_checks(
                     % (production_database, prod.describe())
                 )
             facts["production"] = info
+            facts["profile"] = "superuser" if superuser else "managed"
+            facts["access"] = release.access_state(cur, production_database, info)
+            if not superuser:
+                problems.extend(managed_problems(cur, prod, production_database, journal_db))
             if not info["allowconn"]:
                 warnings.append("production %r refuses connections (datallowconn false)" % production_database)
             sessions = superuser_sessions(cur, production_database)

@@ -13,6 +13,7 @@ which always keeps at least one.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import re
@@ -155,11 +156,124 @@ def terminate_sessions(cur: t.Any, database: str, timeout: float = 30.0) -> t.Li
 
 
 # ------------------------------------------------------------------------------------------------ access
+# How applications are kept out of a database during the window, chosen from the pipeline role's attributes:
+# - "connlimit" (a superuser): CONNECTION LIMIT 0, which every role but superusers obeys;
+# - "acl" (no superuser, as on managed services): the CONNECT privilege revoked from every grantee but the pipeline's
+#   own role (PUBLIC and the application roles), because a connection limit would lock the pipeline out too.
+# ``previous`` (recorded in the journal at block_access) says which, and what to put back exactly.
+CONNLIMIT = "connlimit"
+ACL = "acl"
+
+
+def access_method(cur: t.Any) -> str:
+    cur.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+    row = cur.fetchone()
+    return CONNLIMIT if row and row[0] else ACL
+
+
+def connect_grants(cur: t.Any, database: str) -> t.List[t.List[t.Any]]:
+    """``[[grantee, grantable, grantor], ...]`` of the CONNECT privilege on ``database`` (grantee ``PUBLIC`` for
+    everyone), the default ACL included when the database has none."""
+    cur.execute(
+        "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END, a.is_grantable, "
+        "pg_get_userbyid(a.grantor) FROM pg_database d, aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a "
+        "WHERE d.datname = %s AND a.privilege_type = 'CONNECT' ORDER BY 1",
+        (database,),
+    )
+    return [[r[0], bool(r[1]), r[2]] for r in cur.fetchall()]
+
+
+def _grantee(name: str) -> "sql.Composable":
+    return sql.SQL("PUBLIC") if name == "PUBLIC" else sql.Identifier(name)
+
+
+def access_state(cur: t.Any, database: str, info: t.Dict[str, t.Any]) -> t.Dict[str, t.Any]:
+    """What ``close_access`` changes and ``open_access`` puts back."""
+    method = access_method(cur)
+    state: t.Dict[str, t.Any] = {"method": method, "connlimit": info["connlimit"], "allowconn": info["allowconn"]}
+    if method == ACL:
+        state["connect"] = [g[:2] for g in connect_grants(cur, database)]
+    return state
+
+
+def is_closed(cur: t.Any, database: str, method: str) -> bool:
+    info = database_info(cur, database)
+    if info is None:
+        return False
+    if method == CONNLIMIT:
+        return info["connlimit"] == 0
+    cur.execute("SELECT current_user")
+    me = cur.fetchone()[0]
+    return all(g[0] == me for g in connect_grants(cur, database))
+
+
+def close_access(cur: t.Any, database: str, method: str) -> None:
+    """Keep applications out of ``database`` (open sessions are ended separately, by ``terminate_sessions``)."""
+    if method == CONNLIMIT:
+        cur.execute(sql.SQL("ALTER DATABASE {} CONNECTION LIMIT 0").format(sql.Identifier(database)))
+        return
+    cur.execute("SELECT current_user")
+    me = cur.fetchone()[0]
+    db = sql.Identifier(database)
+    grantees = [g[0] for g in connect_grants(cur, database)]
+    if me not in grantees:  # the pipeline keeps its way in (it owns the database: the Preflight checks that)
+        cur.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(db, sql.Identifier(me)))
+    for grantee in grantees:
+        if grantee != me:
+            cur.execute(sql.SQL("REVOKE CONNECT ON DATABASE {} FROM {} CASCADE").format(db, _grantee(grantee)))
+
+
+def open_access(cur: t.Any, database: str, previous: t.Mapping[str, t.Any]) -> t.List[str]:
+    """Put back what ``close_access`` changed, exactly as ``previous`` recorded it; the list of what it did."""
+    info = database_info(cur, database)
+    if info is None:
+        raise PgShiftError("database %r does not exist" % database, database=database)
+    db = sql.Identifier(database)
+    done: t.List[str] = []
+    method = previous.get("method", CONNLIMIT)
+    if method == CONNLIMIT:
+        connlimit = int(previous.get("connlimit", -1))
+        if info["connlimit"] != connlimit or not info["allowconn"]:
+            cur.execute(
+                sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true CONNECTION LIMIT {}").format(
+                    db, sql.Literal(connlimit)
+                )
+            )
+            done.append("connection limit %d" % connlimit)
+        return done
+    if not info["allowconn"]:
+        cur.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(db))
+        done.append("connections allowed")
+    present = {(g[0], g[1]) for g in connect_grants(cur, database)}
+    for grantee, grantable in previous.get("connect", []):
+        if (grantee, bool(grantable)) not in present:
+            cur.execute(
+                sql.SQL("GRANT CONNECT ON DATABASE {} TO {}{}").format(
+                    db, _grantee(grantee), sql.SQL(" WITH GRANT OPTION" if grantable else "")
+                )
+            )
+            done.append("CONNECT to %s" % grantee)
+    return done
+
+
+def describe_access(previous: t.Mapping[str, t.Any]) -> str:
+    if previous.get("method", CONNLIMIT) == CONNLIMIT:
+        return "connection limit %d" % int(previous.get("connlimit", -1))
+    return "CONNECT for %s" % (", ".join(g[0] for g in previous.get("connect", [])) or "nobody")
+
+
 def block_access(
-    cluster: ConnParams, database: str, check_mode: bool = False, timeout: float = 30.0
+    cluster: ConnParams,
+    database: str,
+    check_mode: bool = False,
+    timeout: float = 30.0,
+    run_id: t.Optional[str] = None,
+    journal_db: str = journal.DEFAULT_JOURNAL_DB,
 ) -> t.Dict[str, t.Any]:
-    """Refuse new application connections (CONNECTION LIMIT 0: superusers, the pipeline, still get in) and end the
-    open ones. Returns the previous settings, which ``restore_access`` puts back."""
+    """Refuse new application connections (CONNECTION LIMIT 0 when the pipeline is a superuser, else the CONNECT
+    privilege revoked from everyone but the pipeline's role) and end the open ones. Returns the previous state,
+    which ``restore_access`` puts back; with ``run_id``, that state is in the run's journal (step block_access,
+    started) before anything changes, so the way back knows it whatever step dies."""
     conn = admin(cluster)
     try:
         with conn.cursor() as cur:
@@ -167,15 +281,22 @@ def block_access(
             if info is None:
                 raise PgShiftError("database %r does not exist on %s" % (database, cluster.describe()))
             sessions = other_sessions(cur, database)
+            previous = access_state(cur, database, info)
             result = {
                 "database": database,
-                "previous": {"connlimit": info["connlimit"], "allowconn": info["allowconn"]},
+                "previous": previous,
+                "method": previous["method"],
                 "sessions": sessions,
-                "changed": info["connlimit"] != 0 or bool(sessions),
+                "changed": not is_closed(cur, database, previous["method"]) or bool(sessions),
             }
             if check_mode:
                 return result
-            cur.execute(sql.SQL("ALTER DATABASE {} CONNECTION LIMIT 0").format(sql.Identifier(database)))
+            if run_id:
+                with contextlib.closing(connect(journal.journal_params(cluster, journal_db))) as jconn:
+                    with jconn.cursor() as jcur:
+                        journal.record_step(jcur, run_id, "block_access", "started", {"previous": previous})
+                    jconn.commit()
+            close_access(cur, database, previous["method"])
             result["terminated"] = terminate_sessions(cur, database, timeout)
             return result
     except psycopg2.Error as exc:
@@ -184,24 +305,27 @@ def block_access(
         conn.close()
 
 
-def restore_access(cluster: ConnParams, database: str, connlimit: int, check_mode: bool = False) -> bool:
-    """Put the connection limit back and make sure the database accepts connections (waiting for a restarting
-    server: this is a way back)."""
+def restore_access(
+    cluster: ConnParams,
+    database: str,
+    connlimit: int,
+    check_mode: bool = False,
+    previous: t.Optional[t.Mapping[str, t.Any]] = None,
+) -> bool:
+    """Put the previous access back (``previous`` as block_access returned it; without it, the connection limit) and
+    make sure the database accepts connections (waiting for a restarting server: this is a way back)."""
     conn = admin(cluster, RECOVERY_RETRY_SECONDS)
     try:
         with conn.cursor() as cur:
-            info = database_info(cur, database)
-            if info is None:
-                raise PgShiftError("database %r does not exist on %s" % (database, cluster.describe()))
-            if info["connlimit"] == connlimit and info["allowconn"]:
-                return False
-            if not check_mode:
-                cur.execute(
-                    sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true CONNECTION LIMIT {}").format(
-                        sql.Identifier(database), sql.Literal(int(connlimit))
-                    )
-                )
-            return True
+            previous = previous or {"method": CONNLIMIT, "connlimit": connlimit}
+            if check_mode:
+                info = database_info(cur, database)
+                if info is None:
+                    raise PgShiftError("database %r does not exist on %s" % (database, cluster.describe()))
+                return is_closed(cur, database, previous.get("method", CONNLIMIT)) or not info["allowconn"]
+            return bool(open_access(cur, database, previous))
+    except psycopg2.Error as exc:
+        raise db_error(exc, "restoring access to %r" % database) from None
     finally:
         conn.close()
 
@@ -304,9 +428,10 @@ def create_next(
                     "(playbooks/rollback.yml), which drops it" % name,
                     database=name,
                 )
+            method = access_method(cur)
             statement = sql.SQL(
-                "CREATE DATABASE {} TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {} OWNER {} "
-                "CONNECTION LIMIT 0"
+                "CREATE DATABASE {} TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {} OWNER {}"
+                + (" CONNECTION LIMIT 0" if method == CONNLIMIT else "")
             ).format(
                 sql.Identifier(name),
                 sql.Literal(info["encoding"]),
@@ -319,6 +444,8 @@ def create_next(
                 statement = sql.SQL("{} TABLESPACE {}").format(statement, sql.Identifier(tablespace))
             if not check_mode:
                 cur.execute(statement)
+                if method == ACL:  # nobody but the pipeline connects to it until the swap opens it
+                    close_access(cur, name, ACL)
             return {"database": name, "statement": statement.as_string(cur), "like": info}
     except psycopg2.Error as exc:
         raise db_error(exc, "creating %r" % name) from None
@@ -486,10 +613,12 @@ def swap(
             for name in (prod, new):
                 if database_info(cur, name) is None:
                     raise PgShiftError("cannot swap: database %r does not exist" % name, database=name)
+            previous = _previous_access(cur, run_id, connlimit)
+            plan["access"] = describe_access(previous)
             conn.rollback()  # end the read transaction before switching modes
             conn.autocommit = True
             for name in (prod, new):
-                cur.execute(sql.SQL("ALTER DATABASE {} CONNECTION LIMIT 0").format(sql.Identifier(name)))
+                close_access(cur, name, previous.get("method", CONNLIMIT))
                 terminate_sessions(cur, name, timeout)
             if capture:
                 plan["capture"] = carry.install_capture(
@@ -502,11 +631,7 @@ def swap(
             cur.execute("SET LOCAL lock_timeout = '10s'")
             cur.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(prod), sql.Identifier(prev)))
             cur.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(new), sql.Identifier(prod)))
-            cur.execute(
-                sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true CONNECTION LIMIT {}").format(
-                    sql.Identifier(prod), sql.Literal(int(connlimit))
-                )
-            )
+            open_access(cur, prod, previous)
             journal.record_step(cur, run_id, "swap", "done", plan)
             conn.commit()
             return dict(plan, swapped=True)
@@ -516,6 +641,17 @@ def swap(
     finally:
         conn.close()
         guard.close()
+
+
+def _previous_access(cur: t.Any, run_id: str, connlimit: int) -> t.Dict[str, t.Any]:
+    """The access production had before the run blocked it, as the journal's block_access step recorded it (the
+    connection limit given, for a run recorded before the access method was)."""
+    run = journal.get_run(cur, run_id)
+    detail = journal.step_states(run).get("block_access", {}).get("detail", {}) if run else {}
+    previous = dict(detail.get("previous") or {})
+    if "method" not in previous:
+        previous = {"method": CONNLIMIT, "connlimit": int(previous.get("connlimit", connlimit))}
+    return previous
 
 
 def retention(cluster: ConnParams, prod: str, keep: int, check_mode: bool = False) -> t.List[str]:
@@ -595,8 +731,7 @@ def rollback(
                     "run %s succeeded and is final (its change capture was removed): nothing to roll back; restore a "
                     "verified backup with playbooks/restore_backup.yml to go further back" % run_id,
                 )
-            access = states.get("block_access", {}).get("detail", {})
-            previous_connlimit = int(access.get("previous", {}).get("connlimit", -1))
+            previous = _previous_access(cur, run_id, -1)
             conn.rollback()  # end the read transaction before switching modes
             conn.autocommit = True
             carried: t.Optional[t.Dict[str, t.Any]] = None
@@ -611,11 +746,11 @@ def rollback(
                         )
                     else:
                         for name in (prod, prev):
-                            cur.execute(sql.SQL("ALTER DATABASE {} CONNECTION LIMIT 0").format(sql.Identifier(name)))
+                            close_access(cur, name, previous.get("method", CONNLIMIT))
                             terminate_sessions(cur, name)
                         carried = carry.carry_back(cluster, prod, prev, run_id, force_swap_back)
                         if not carried["ok"] and not force_swap_back:
-                            return _refuse_swap_back(cur, run, prod, prev, previous_connlimit, carried, reason)
+                            return _refuse_swap_back(cur, run, prod, prev, previous, carried, reason)
                         kept = failed_name(prod) if carried["ok"] else kept_name(prod)
                         actions.append("carry back: %s" % carried["message"])
                         actions.append("swap back: %s -> %s (kept), %s -> %s" % (prod, kept, prev, prod))
@@ -660,20 +795,17 @@ def rollback(
                 actions.append("drop %s" % name)
                 if not check_mode:
                     cur.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
-            # 3. production accepts connections again, with its previous limit
+            # 3. production accepts connections again, with the access it had
             info = database_info(cur, prod)
             if info is None:
                 raise PgShiftError(
                     "production database %r does not exist after rollback: restore it from the backup" % prod
                 )
-            if info["connlimit"] != previous_connlimit or not info["allowconn"]:
-                actions.append("restore access to %s (connection limit %d)" % (prod, previous_connlimit))
-                if not check_mode:
-                    cur.execute(
-                        sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true CONNECTION LIMIT {}").format(
-                            sql.Identifier(prod), sql.Literal(previous_connlimit)
-                        )
-                    )
+            if check_mode:
+                if is_closed(cur, prod, previous.get("method", CONNLIMIT)) or not info["allowconn"]:
+                    actions.append("restore access to %s (%s)" % (prod, describe_access(previous)))
+            elif open_access(cur, prod, previous):
+                actions.append("restore access to %s (%s)" % (prod, describe_access(previous)))
             if not check_mode:
                 journal.record_step(cur, run_id, "rollback", "done", {"actions": actions, "reason": reason})
                 journal.finish_run(cur, run_id, "rolled_back", reason)
@@ -710,16 +842,12 @@ def _refuse_swap_back(
     run: t.Dict[str, t.Any],
     prod: str,
     prev: str,
-    connlimit: int,
+    previous: t.Mapping[str, t.Any],
     carried: t.Dict[str, t.Any],
     reason: str,
 ) -> t.Dict[str, t.Any]:
     """Writes made after the swap cannot go back: the new database stays production and serves again."""
-    cur.execute(
-        sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true CONNECTION LIMIT {}").format(
-            sql.Identifier(prod), sql.Literal(int(connlimit))
-        )
-    )
+    open_access(cur, prod, previous)
     message = (
         "swap-back refused, nothing was swapped: %s. %r stays production (the new database, accepting connections "
         "again); the previous production is %r, unchanged. Put those rows in a form the previous schema takes (or "
@@ -733,7 +861,7 @@ def _refuse_swap_back(
     return {
         "run_id": run["run_id"],
         "actions": [
-            "restore access to %s (connection limit %d): the new database stays production" % (prod, connlimit)
+            "restore access to %s (%s): the new database stays production" % (prod, describe_access(previous))
         ],
         "changed": True,
         "status": "failed" if run["status"] == "running" else run["status"],

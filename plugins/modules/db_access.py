@@ -10,10 +10,15 @@ module: db_access
 short_description: Block application connections to a database for maintenance, and restore them
 version_added: 0.1.0
 description:
-  - O(state=blocked) sets the database's connection limit to 0, which refuses every new non-superuser connection
-    while the pipeline (a superuser) keeps working, then terminates the open sessions and waits until they are gone.
-  - O(state=restored) puts the connection limit back (O(connlimit)) and makes sure the database accepts connections.
-  - The previous settings are returned so a playbook or the journal can restore them.
+  - O(state=blocked) keeps applications out, then terminates the open sessions and waits until they are gone. When
+    the connecting role is a superuser, the database's connection limit goes to 0, which every other role obeys.
+    Otherwise (managed services: RDS, Cloud SQL, Azure), the CONNECT privilege is revoked from PUBLIC and from every
+    role that has it but the connecting one (which must own the database), since a connection limit would keep the
+    pipeline out too; ending other roles' sessions needs membership in C(pg_signal_backend).
+  - O(state=restored) puts back exactly what O(state=blocked) changed (O(previous), as it returned it; without it,
+    the connection limit O(connlimit)) and makes sure the database accepts connections.
+  - The previous settings are returned so a playbook or the journal can restore them; with O(run_id) they are
+    recorded in the run journal before anything changes.
 extends_documentation_fragment:
   - pgshift.ops.connection
 attributes:
@@ -37,12 +42,22 @@ options:
     description: Connection limit to restore, for O(state=restored); -1 means no limit.
     type: int
     default: -1
+  previous:
+    description: For O(state=restored), the RV(previous) a O(state=blocked) call returned.
+    type: dict
   timeout:
     description: Seconds to wait for terminated sessions to go away.
     type: int
     default: 30
+  run_id:
+    description: The release run whose journal (step C(block_access)) records the previous settings first.
+    type: str
+  journal_database:
+    description: Database of the run journal, with O(run_id).
+    type: str
+    default: pgshift
 notes:
-  - The connecting role must be a superuser, since a connection limit does not apply to superusers only.
+  - A superuser's sessions are never kept out by either method; the release's Preflight refuses while there are.
 author:
   - pgshift contributors (!UNKNOWN)
 """
@@ -60,7 +75,7 @@ EXAMPLES = r"""
   pgshift.ops.db_access:
     target_database: shop
     state: restored
-    connlimit: "{{ access.previous.connlimit }}"
+    previous: "{{ access.previous }}"
     host: db.internal
     password: "{{ vault_pg_password }}"
 """
@@ -70,7 +85,7 @@ previous:
   description: Settings before the change.
   returned: when state is blocked
   type: dict
-  sample: {"connlimit": -1, "allowconn": true}
+  sample: {"method": "acl", "connlimit": -1, "allowconn": true, "connect": [["PUBLIC", false], ["shop_admin", false]]}
 terminated:
   description: Sessions that were terminated.
   returned: when state is blocked and not in check mode
@@ -96,21 +111,38 @@ def main() -> None:
         target_database=dict(type="str", required=True),
         state=dict(type="str", required=True, choices=["blocked", "restored"]),
         connlimit=dict(type="int", default=-1),
+        previous=dict(type="dict"),
         timeout=dict(type="int", default=30),
+        run_id=dict(type="str"),
+        journal_database=dict(type="str", default="pgshift"),
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     p = module.params
     cluster = ConnParams.from_params(p)
     try:
         if p["state"] == "blocked":
-            result = release.block_access(cluster, p["target_database"], module.check_mode, float(p["timeout"]))
+            result = release.block_access(
+                cluster,
+                p["target_database"],
+                module.check_mode,
+                float(p["timeout"]),
+                run_id=p["run_id"],
+                journal_db=p["journal_database"],
+            )
+            closed = (
+                "connection limit 0"
+                if result["method"] == release.CONNLIMIT
+                else "CONNECT revoked from everyone but the pipeline's role"
+            )
             result["diff"] = {
-                "before": "%s: connection limit %s, %d open session(s)\n"
-                % (p["target_database"], result["previous"]["connlimit"], len(result["sessions"])),
-                "after": "%s: connection limit 0 (applications refused), sessions terminated\n" % p["target_database"],
+                "before": "%s: %s, %d open session(s)\n"
+                % (p["target_database"], release.describe_access(result["previous"]), len(result["sessions"])),
+                "after": "%s: %s (applications refused), sessions terminated\n" % (p["target_database"], closed),
             }
         else:
-            changed = release.restore_access(cluster, p["target_database"], p["connlimit"], module.check_mode)
+            changed = release.restore_access(
+                cluster, p["target_database"], p["connlimit"], module.check_mode, previous=p["previous"]
+            )
             result = {"changed": changed, "database": p["target_database"], "connlimit": p["connlimit"]}
     except PgShiftError as exc:
         fail_from(module, exc)

@@ -86,6 +86,35 @@ def has_down(migration: MigrationFile) -> t.Optional[bool]:
     return _has_sql_body(sql_parts(migration)["down"])
 
 
+def planned_sql(plan: t.Sequence[MigrationFile], direction: str) -> t.List[t.Dict[str, t.Any]]:
+    """The SQL each planned migration runs, as the file says it (``.sql``); ``sql`` None for JS/TS (``reason``)."""
+    out: t.List[t.Dict[str, t.Any]] = []
+    for m in plan:
+        entry: t.Dict[str, t.Any] = {"name": m.name, "file": m.filename, "kind": m.kind, "sql": None, "reason": None}
+        if m.kind == "sql":
+            text = sql_parts(m)[direction]
+            if text is None:
+                entry["reason"] = "the file has no down section"
+            else:
+                entry["sql"] = text.strip("\n")
+        else:
+            entry["reason"] = "a %s migration: node-pg-migrate renders its SQL when it runs it" % m.kind
+        out.append(entry)
+    return out
+
+
+def render_planned_sql(entries: t.Sequence[t.Mapping[str, t.Any]], direction: str) -> str:
+    """The diff text of a check run: each pending migration's SQL under a header line."""
+    if not entries:
+        return "-- no migration to run %s\n" % direction
+    lines: t.List[str] = []
+    for e in entries:
+        lines.append("-- migration %s (%s), %s" % (e["name"], direction, e["file"]))
+        lines.append(e["sql"] if e["sql"] is not None else "-- SQL not shown: %s" % e["reason"])
+        lines.append("")
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------------------------------------ status
 def read_status(cur: t.Any, files: t.Sequence[MigrationFile], schema: str = "public") -> t.Dict[str, t.Any]:
     """Compare the folder with the ledger (and pgshift's metadata) of the database ``cur`` reads."""
@@ -669,6 +698,7 @@ def migrate(
         )
         if check_mode:
             result["adopted"] = list(status["unrecorded"])  # what a real run would record
+            result["sql"] = planned_sql(plan, direction)
             result["changed"] = bool(plan) or bool(status["unrecorded"])
             return result
         with conn.cursor() as cur:

@@ -31,9 +31,10 @@ attributes:
   diff_mode:
     support: full
     description: >-
-      In check mode, the diff shows the SQL each planned migration would run (the up or down section of a C(.sql)
-      file; JS/TS migrations are named, their SQL is rendered by node-pg-migrate only when it runs them). The plan is
-      returned in RV(plan) and RV(sql).
+      In check mode, the diff shows the SQL each planned migration would run, in order - the up or down section of a
+      C(.sql) file; for JS/TS migrations (O(engine=node-pg-migrate)) the SQL node-pg-migrate renders in its
+      C(--dry-run), run in a read-only session (on a database without a ledger yet, node-pg-migrate cannot dry-run and
+      the entry says so). The plan is returned in RV(plan) and RV(sql).
 options:
   migrations_dir:
     description: The migrations folder (node-pg-migrate's C(--migrations-dir)).
@@ -182,14 +183,14 @@ after:
            out_of_order: []}
 sql:
   description: >-
-    Each planned migration with the SQL it would run (C(sql); null with a C(reason) for a JS/TS migration or a
-    missing down section), in the order it would run.
+    Each planned migration with the SQL it would run (C(sql); C(shown_by) is C(file) or C(node-pg-migrate --dry-run);
+    null with a C(reason) when it cannot be shown), in the order it would run.
   returned: check mode
   type: list
   elements: dict
   sample: [{name: 1700000004000_orders-customer-index, file: 1700000004000_orders-customer-index.sql, kind: sql,
             sql: "-- Up Migration\nCREATE INDEX orders_customer_placed_idx ON orders (customer_id, placed_at);",
-            reason: null}]
+            shown_by: file, reason: null}]
 lock_waited_s:
   description: Seconds spent waiting for the advisory lock.
   returned: success and not check mode

@@ -8,8 +8,9 @@ import os
 import typing as t
 
 import pgworld
-from migrations_helpers import SAMPLE, copy_sample, ledger, query, table_exists
+from migrations_helpers import ROOT, SAMPLE, copy_sample, ledger, query, require_node, table_exists
 
+MIXED = os.path.join(ROOT, "tests", "fixtures", "migrations-mixed")
 PENDING = [
     "1700000002000_customer-loyalty",
     "1700000003000_product-reviews",
@@ -101,3 +102,42 @@ def test_schema_diff_report_is_the_diff(pg: pgworld.Cluster, new_db: t.Any, run_
     assert "+ column public.t1.extra" in run.result["report"]
     for line in run.result["report"].splitlines():
         assert line in run.output, "the --diff output is the report"
+
+
+def test_migrate_check_diff_shows_the_sql_of_js_and_ts(pg: pgworld.Cluster, new_db: t.Any, run_module: t.Any) -> None:
+    node = require_node()
+    db = new_db()
+    base = dict(pg.conn(db), migrations_dir=MIXED, engine="node-pg-migrate", node_pg_migrate=node)
+    first = run_module("migrate", dict(base, target="1700000000000_init"))
+    assert not first.failed, first.output
+    before = ledger(pg, db)
+    run = run_module("migrate", base, check=True, diff=True)
+    assert not run.failed, run.output
+    entries = {e["name"]: e for e in run.result["sql"]}
+    assert list(entries) == [
+        "1700000001000_customers-email-index",
+        "1700000002000_products",
+        "1700000003000_drop-legacy-code",
+        "1700000004000_audit",
+    ]
+    # the SQL node-pg-migrate renders for the JS and TS files, shown by its read-only dry run
+    assert (
+        'CREATE INDEX "customers_email_index" ON "customers" ("email")'
+        in entries["1700000001000_customers-email-index"]["sql"]
+    )
+    assert 'CREATE TABLE "products"' in entries["1700000002000_products"]["sql"]
+    assert 'DROP "legacy_code"' in entries["1700000003000_drop-legacy-code"]["sql"]
+    assert all(e["shown_by"] == "node-pg-migrate --dry-run" for e in entries.values())
+    assert 'CREATE TABLE "products"' in run.output and "-- migration 1700000003000_drop-legacy-code (up)" in run.output
+    # nothing was applied, nothing written
+    assert ledger(pg, db) == before
+    assert not table_exists(pg, db, "public.products")
+    assert (
+        query(
+            pg,
+            db,
+            "SELECT count(*) FROM pg_attribute WHERE attrelid = 'customers'::regclass AND attname = 'legacy_code'",
+        )[0][0]
+        == 1
+    )
+    assert pg.password not in run.output

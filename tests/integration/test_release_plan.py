@@ -5,6 +5,7 @@ world, and the counts it reads from production's catalogs."""
 from __future__ import annotations
 
 import contextlib
+import html
 import json
 import os
 import stat
@@ -14,6 +15,7 @@ import pgworld
 import pytest
 import yaml
 from psycopg2 import sql
+from rehearsal_support import make_rehearsal
 
 pytestmark = pytest.mark.slow
 
@@ -201,3 +203,30 @@ def test_refused_plan_lists_the_refusal(fresh: pgworld.World, run_playbook: t.An
     assert "the release is refused" in run.output and "customers.fax" in run.output
     page = open(os.path.join(artifacts, "plan.html"), encoding="utf-8").read()
     assert "Refused" in page and "customers.fax" in page
+
+
+def test_plan_window_is_the_rehearsal_forecast(fresh: pgworld.World, run_playbook: t.Any, tmp_path: t.Any) -> None:
+    world = fresh
+    done = make_rehearsal(world, str(tmp_path))
+    assert done.rc == 0, done.output[-4000:]
+    assert done.record is not None and done.record["passed"] is True and done.record["forecast"], done.record
+    artifacts = str(tmp_path / "artifacts")
+    run = run_playbook(
+        "playbooks/prod_restore.yml",
+        extra_vars={"pgshift_rehearsals_dir": done.rehearsals_dir},
+        args=["--check", "--diff"],
+        env={"PGSHIFT_WORLD": world.state, "PGSHIFT_ARTIFACTS": artifacts},
+    )
+    assert run.rc == 0, run.output[-4000:]
+    plan = json.loads(open(os.path.join(artifacts, "plan.json"), encoding="utf-8").read())
+    window = plan["window"]
+    recorded = done.record["forecast"]
+    # the rehearsal's measured window, split as it recorded it: the fixed part, the part that scales with the data
+    assert window["fixed_seconds"] == round(done.record["window"]["seconds"] - recorded["scaling_seconds_rehearsed"], 1)
+    assert window["scaling_seconds_rehearsed"] == recorded["scaling_seconds_rehearsed"]
+    assert window["app_tier_seconds"] == recorded["app_tier_seconds"]
+    assert window["seconds"] >= window["database_seconds"] >= window["fixed_seconds"]
+    assert window["text"].startswith("forecast of production's maintenance window")
+    assert "WINDOW: " + window["text"] in run.output, "the --diff output shows the forecast window"
+    page = open(os.path.join(artifacts, "plan.html"), encoding="utf-8").read()
+    assert html.escape(window["text"]) in page

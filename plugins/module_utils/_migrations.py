@@ -86,6 +86,37 @@ def has_down(migration: MigrationFile) -> t.Optional[bool]:
     return _has_sql_body(sql_parts(migration)["down"])
 
 
+def planned_sql(plan: t.Sequence[MigrationFile], direction: str) -> t.List[t.Dict[str, t.Any]]:
+    """The SQL each planned migration runs, as the file says it (``.sql``); for JS/TS ``sql`` is None with a
+    ``reason`` until ``node_dry_run`` fills it in."""
+    out: t.List[t.Dict[str, t.Any]] = []
+    for m in plan:
+        entry: t.Dict[str, t.Any] = {"name": m.name, "file": m.filename, "kind": m.kind, "sql": None, "reason": None}
+        entry["shown_by"] = "file" if m.kind == "sql" else None
+        if m.kind == "sql":
+            text = sql_parts(m)[direction]
+            if text is None:
+                entry["reason"] = "the file has no down section"
+            else:
+                entry["sql"] = text.strip("\n")
+        else:
+            entry["reason"] = "a %s migration: node-pg-migrate renders its SQL (engine node-pg-migrate)" % m.kind
+        out.append(entry)
+    return out
+
+
+def render_planned_sql(entries: t.Sequence[t.Mapping[str, t.Any]], direction: str) -> str:
+    """The diff text of a check run: each pending migration's SQL under a header line."""
+    if not entries:
+        return "-- no migration to run %s\n" % direction
+    lines: t.List[str] = []
+    for e in entries:
+        lines.append("-- migration %s (%s), %s" % (e["name"], direction, e["file"]))
+        lines.append(e["sql"] if e["sql"] is not None else "-- SQL not shown: %s" % e["reason"])
+        lines.append("")
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------------------------------------ status
 def read_status(cur: t.Any, files: t.Sequence[MigrationFile], schema: str = "public") -> t.Dict[str, t.Any]:
     """Compare the folder with the ledger (and pgshift's metadata) of the database ``cur`` reads."""
@@ -543,6 +574,76 @@ def _run_node_engine(
     return done, command
 
 
+def node_dry_run(
+    params: ConnParams,
+    entries: t.List[t.Dict[str, t.Any]],
+    *,
+    direction: str,
+    folder: str,
+    schema: str,
+    single_transaction: bool,
+    check_order: bool,
+    ignore_pattern: str,
+    binary: str,
+    timeout: float,
+) -> None:
+    """Fill in the SQL of the JS/TS entries from node-pg-migrate's own ``--dry-run`` (check mode).
+
+    The CLI runs in a read-only session (``default_transaction_read_only`` through PGOPTIONS, which node-postgres
+    reads), so neither it nor a migration's own queries can write; node-pg-migrate creates its ledger table first
+    when it is missing, so on a database without a ledger the dry run cannot run and the entries say so.
+    """
+    wanted = [e for e in entries if e["sql"] is None and e["kind"] != "sql"]
+    if not wanted:
+        return
+    argv = [
+        binary,
+        direction,
+        str(len(entries)),
+        "--dry-run",
+        "--migrations-dir",
+        os.path.abspath(folder),
+        "--migrations-table",
+        LEDGER_TABLE,
+        "--migrations-schema",
+        schema,
+        "--ignore-pattern",
+        ignore_pattern,
+        "--no-lock",
+        "--single-transaction" if single_transaction else "--no-single-transaction",
+    ]
+    if not check_order:
+        argv.append("--no-check-order")
+    with client_environment(params) as env:
+        child_env = node_environment(env, params)
+        child_env["PGOPTIONS"] = "-c default_transaction_read_only=on"
+        try:
+            proc = subprocess.run(
+                argv,
+                env=child_env,
+                cwd=os.path.dirname(env["PGPASSFILE"]),
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
+            stdout, stderr, rc = proc.stdout, proc.stderr, proc.returncode
+        except (subprocess.TimeoutExpired, OSError) as exc:
+            stdout, stderr, rc = "", str(exc), -1
+    stdout = scrub(stdout, params.password)
+    for e in wanted:
+        shown = rendered_sql(stdout, e["name"], direction) if rc == 0 else None
+        if shown is not None:
+            e["sql"] = shown["sql"]
+            e["reason"] = None
+            e["shown_by"] = "node-pg-migrate --dry-run"
+        else:
+            e["reason"] = "node-pg-migrate's dry run (read-only) did not show it%s" % (
+                _node_failure(stdout, scrub(stderr, params.password)) if rc != 0 else ""
+            )
+
+
 _NODE_MIGRATION_RE = re.compile(r"^### MIGRATION (.+) \((?:UP|DOWN)\) ###$", re.MULTILINE)
 _NODE_ERROR_RE = re.compile(r"^(?:\w*Error|error): (.+)$", re.MULTILINE)
 _NODE_CODE_RE = re.compile(r"^\s*code: '([0-9A-Z]{5})',$", re.MULTILINE)
@@ -669,6 +770,20 @@ def migrate(
         )
         if check_mode:
             result["adopted"] = list(status["unrecorded"])  # what a real run would record
+            result["sql"] = planned_sql(plan, direction)
+            if binary is not None and plan:
+                node_dry_run(
+                    params,
+                    result["sql"],
+                    direction=direction,
+                    folder=folder,
+                    schema=schema,
+                    single_transaction=single_transaction,
+                    check_order=check_order and not (accept_changed and status["missing"]),
+                    ignore_pattern=ignore_pattern,
+                    binary=binary,
+                    timeout=node_timeout,
+                )
             result["changed"] = bool(plan) or bool(status["unrecorded"])
             return result
         with conn.cursor() as cur:

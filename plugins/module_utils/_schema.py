@@ -960,3 +960,14 @@ def render_report(
                     "  ~ %s %s: %s %s -> %s" % (d["kind"], d["name"], d["attribute"], _short(before), _short(after))
                 )
     return "\n".join(line.rstrip() for line in lines) + "\n"
+
+
+def snapshot_diff_text(previous: t.Optional[Snapshot], current: Snapshot) -> str:
+    """The diff of a snapshot file being rewritten: the objects that changed, named (not two hashes)."""
+    if previous is None:
+        total = sum(counts(current).values())
+        return "new snapshot file: %d object(s) (%s)\n" % (
+            total,
+            ", ".join("%s %d" % (k, v) for k, v in sorted(counts(current).items()) if v),
+        )
+    return render_report(diff_snapshots(previous, current), "the file", "the database")

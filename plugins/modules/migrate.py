@@ -29,8 +29,12 @@ attributes:
     support: full
     description: Reads the ledger and returns the plan; takes no lock and creates or writes nothing, ledger included.
   diff_mode:
-    support: none
-    description: The plan is returned in RV(plan).
+    support: full
+    description: >-
+      In check mode, the diff shows the SQL each planned migration would run, in order - the up or down section of a
+      C(.sql) file; for JS/TS migrations (O(engine=node-pg-migrate)) the SQL node-pg-migrate renders in its
+      C(--dry-run), run in a read-only session (on a database without a ledger yet, node-pg-migrate cannot dry-run and
+      the entry says so). The plan is returned in RV(plan) and RV(sql).
 options:
   migrations_dir:
     description: The migrations folder (node-pg-migrate's C(--migrations-dir)).
@@ -177,6 +181,16 @@ after:
   type: dict
   sample: {applied: [1700000000000_init-shop, 1700000001000_order-events], pending: [], missing: [], modified: [],
            out_of_order: []}
+sql:
+  description: >-
+    Each planned migration with the SQL it would run (C(sql); C(shown_by) is C(file) or C(node-pg-migrate --dry-run);
+    null with a C(reason) when it cannot be shown), in the order it would run.
+  returned: check mode
+  type: list
+  elements: dict
+  sample: [{name: 1700000004000_orders-customer-index, file: 1700000004000_orders-customer-index.sql, kind: sql,
+            sql: "-- Up Migration\nCREATE INDEX orders_customer_placed_idx ON orders (customer_id, placed_at);",
+            shown_by: file, reason: null}]
 lock_waited_s:
   description: Seconds spent waiting for the advisory lock.
   returned: success and not check mode
@@ -199,7 +213,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.pgshift.ops.plugins.module_utils._connection import ConnParams, connection_argument_spec
 from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShiftError, fail_from
-from ansible_collections.pgshift.ops.plugins.module_utils._migrations import migrate
+from ansible_collections.pgshift.ops.plugins.module_utils._migrations import migrate, render_planned_sql
 
 
 def main() -> None:
@@ -244,6 +258,12 @@ def main() -> None:
         return
     for warning in result["accepted_problems"]:
         module.warn(warning)
+    if module._diff and module.check_mode:
+        result["diff"] = dict(
+            before_header="%s: ledger now" % p["database"],
+            after_header="%s: %d migration(s) %s" % (p["database"], len(result["plan"]), p["direction"]),
+            prepared=render_planned_sql(result.get("sql") or [], p["direction"]),
+        )
     module.exit_json(**result)
 
 

@@ -32,7 +32,9 @@ attributes:
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
-    details: Shows the previous and the new content hash of the file.
+    details: >-
+      Names the objects that differ between the file and the database (added, removed, changed), or counts the
+      objects of a new file.
 options:
   path:
     description:
@@ -166,6 +168,7 @@ from ansible_collections.pgshift.ops.plugins.module_utils._schema import (  # no
     guess_format,
     read_snapshot_file,
     serialize,
+    snapshot_diff_text,
     snapshot_hash,
     take_snapshot,
     write_private_file,
@@ -208,9 +211,11 @@ def main() -> None:
             conn.close()
         data = serialize(snapshot, fmt)
         previous = None
+        previous_snapshot = None
         if os.path.isfile(path):
             try:
-                previous = snapshot_hash(read_snapshot_file(path))
+                previous_snapshot = read_snapshot_file(path)
+                previous = snapshot_hash(previous_snapshot)
             except PgShiftError:
                 previous = None
         changed = file_differs(path, data)
@@ -233,7 +238,9 @@ def main() -> None:
     )
     if module._diff:
         result["diff"] = dict(
-            before_header=path, after_header=path, before="sha256: %s\n" % previous, after="sha256: %s\n" % sha
+            before_header="%s (the file)" % path,
+            after_header="%s (the database now)" % path,
+            prepared=snapshot_diff_text(previous_snapshot, snapshot),
         )
     module.exit_json(**result)
 

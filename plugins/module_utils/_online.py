@@ -707,8 +707,10 @@ class Applier:
                     "the change stream did not reach %s within %.0f s (it is at %s)"
                     % (lsn_text(until_lsn or 0), timeout or 0, self.stats["applied_lsn"])
                 )
-            if until_lsn is not None:
-                self.cur.send_feedback(reply=True)  # ask for a keepalive carrying the server's position
+            if not self.in_txn:
+                # idle between transactions: everything the server sent is applied, so its position is confirmed
+                # (the slot releases that WAL and the lag shows 0); and ask for a keepalive carrying its position
+                self.cur.send_feedback(flush_lsn=self.cur.wal_end, reply=True)
             with contextlib.suppress(InterruptedError):
                 select.select([self.cur], [], [], 0.5)
             self._status()

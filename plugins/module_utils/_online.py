@@ -157,6 +157,45 @@ def eligibility(src_conn: t.Any, plan: _data.Plan) -> Eligibility:
     return Eligibility(streamed, keys, in_window, large_objects)
 
 
+def server_readiness(src_conn: t.Any) -> t.Dict[str, t.Any]:
+    """What production's server offers a change stream: wal_level, free slots and WAL senders, the REPLICATION
+    attribute. ``reasons`` says, for each thing missing, what to change."""
+    with src_conn.cursor() as cur:
+        cur.execute(
+            "SELECT current_setting('wal_level'), current_setting('max_replication_slots')::int, "
+            "(SELECT count(*) FROM pg_replication_slots)::int, current_setting('max_wal_senders')::int, "
+            "(SELECT count(*) FROM pg_stat_replication)::int, "
+            "(SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user)"
+        )
+        wal_level, max_slots, slots, max_senders, senders, replication = cur.fetchone()
+    src_conn.rollback()
+    reasons = []
+    if wal_level != "logical":
+        reasons.append(
+            "wal_level is %s: set wal_level = logical in postgresql.conf (ALTER SYSTEM SET wal_level = logical) and "
+            "restart the server (managed services: rds.logical_replication = 1 or the provider's equivalent)"
+            % wal_level
+        )
+    if slots >= max_slots:
+        reasons.append(
+            "no free replication slot (%d of max_replication_slots = %d in use): raise it (restart)"
+            % (slots, max_slots)
+        )
+    if senders >= max_senders:
+        reasons.append(
+            "no free WAL sender (%d of max_wal_senders = %d in use): raise it (restart)" % (senders, max_senders)
+        )
+    if not replication:
+        reasons.append("the connecting role has neither REPLICATION nor SUPERUSER: ALTER ROLE ... REPLICATION")
+    return {
+        "wal_level": wal_level,
+        "replication_slots": {"used": slots, "max": max_slots},
+        "wal_senders": {"used": senders, "max": max_senders},
+        "replication_role": bool(replication),
+        "reasons": reasons,
+    }
+
+
 # ------------------------------------------------------------------------------------------------ the stream
 def replication_connect(params: ConnParams, application_name: str = "pgshift online stream") -> t.Any:
     """A logical replication connection (walsender) to ``params``' database, with the pinned session settings (they

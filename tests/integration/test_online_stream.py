@@ -279,3 +279,24 @@ def test_rollback_after_the_stream_holder_was_killed_drops_slot_publication_and_
     # idempotent: a second rollback finds nothing to do for the stream
     again = _release.rollback(setup.source.with_database("postgres"), setup.carry.source, setup.run_id, journal_db)
     assert not any("slot" in a for a in again.get("actions", []))
+
+
+def test_online_check_reports_tables_carried_in_the_window(pg: t.Any, online: Setup, run_module: t.Any) -> None:
+    setup = online
+    expression = setup.mapping + ".expr.yml"
+    with open(expression, "w", encoding="utf-8") as handle:
+        handle.write(MAPPING.replace("title: {from: name}", "title: {expression: upper(name)}"))
+    res = run_module(
+        "online_check",
+        {"source": pg.conn(setup.carry.source), "target": pg.conn(setup.carry.target), "mapping_file": expression},
+        check=True,
+    )
+    assert not res.failed, res.output
+    assert res.result["possible"] is True and res.result["reasons"] == []
+    assert res.result["server"]["wal_level"] == "logical"
+    assert res.result["streamed"] == ["ids", "tags"]
+    assert "no primary key" in res.result["in_window"]["nokey"]
+    assert "mapping expression" in res.result["in_window"]["items"]
+    assert res.result["large_objects_in_window"] == 0
+    # it only reads: nothing was created on production
+    assert leftovers(pg, setup) == NOTHING_LEFT

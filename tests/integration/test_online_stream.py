@@ -300,3 +300,54 @@ def test_online_check_reports_tables_carried_in_the_window(pg: t.Any, online: Se
     assert res.result["large_objects_in_window"] == 0
     # it only reads: nothing was created on production
     assert leftovers(pg, setup) == NOTHING_LEFT
+
+
+def test_a_writer_running_through_the_copy_and_the_apply_loses_nothing(
+    pg: t.Any, online: Setup, tmp_path: t.Any
+) -> None:
+    import json
+    import threading
+
+    setup = online
+    with contextlib.closing(connect(setup.source)) as src, contextlib.closing(connect(setup.target)) as tgt:
+        plan = _data.prepare_plan(src, tgt, setup.mapping)
+        eligible = _online.eligibility(src, plan)
+    journal_db = "j_" + setup.carry.source
+    stream = _online.open_stream(setup.source, eligible, setup.run_id, setup.carry.target, journal_db)
+    committed: t.List[int] = []
+    copy_done = threading.Event()
+
+    def writer() -> None:
+        # numbered writes, each committed one recorded by the writer itself; half of them after the copy ended
+        with contextlib.closing(pg.connect(setup.carry.source, autocommit=False)) as conn, conn.cursor() as cur:
+            for n in range(1, 401):
+                if n == 201:
+                    copy_done.wait(120)
+                cur.execute("INSERT INTO items VALUES (%s, %s, %s, 'w', NULL)", (10000 + n, "w%d" % n, n))
+                cur.execute("UPDATE items SET qty = qty + 1 WHERE id = %s", (1 + n % 50,))
+                if n % 7 == 0:
+                    conn.rollback()  # never committed: must never appear
+                    continue
+                conn.commit()
+                committed.append(10000 + n)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    _data_copy.copy_data(setup.source, setup.target, setup.mapping, snapshot=stream.snapshot)
+    setup.carry.post_data()
+    copy_done.set()
+    status = str(tmp_path / "online-status.json")
+    app = applier(setup, stream, eligible, status_file=status)
+    app.run(until_lsn=_online.current_lsn(setup.source), timeout=120)
+    thread.join(120)
+    assert not thread.is_alive() and len(committed) == 400 - 400 // 7
+    with open(status, encoding="utf-8") as handle:
+        shown = json.load(handle)
+    assert {"rows", "rows_per_second", "bytes_behind", "wal_retained_bytes"} <= set(shown)
+    result = _online.cut_over(setup.source, setup.target, app, stream, eligible, plan, setup.run_id, journal_db)
+    assert result["delta_proof"]["ok"], result["delta_proof"]
+    got = ds.execute(pg, setup.carry.target, "SELECT id FROM items WHERE id > 10000 ORDER BY id")
+    assert [r[0] for r in got] == sorted(committed)
+    final = _data_check.integrity_check(setup.source, setup.target, setup.mapping)
+    assert final["ok"], final["mismatches"]
+    assert leftovers(pg, setup) == NOTHING_LEFT

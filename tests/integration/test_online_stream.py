@@ -351,3 +351,24 @@ def test_a_writer_running_through_the_copy_and_the_apply_loses_nothing(
     final = _data_check.integrity_check(setup.source, setup.target, setup.mapping)
     assert final["ok"], final["mismatches"]
     assert leftovers(pg, setup) == NOTHING_LEFT
+
+
+def test_a_slot_that_cannot_be_created_leaves_no_publication(pg: t.Any, online: Setup) -> None:
+    setup = online
+    name = _online.stream_name(setup.run_id)
+    # the slot name is taken (say by a killed earlier attempt of the same run): the slot creation fails
+    ds.execute(pg, setup.carry.source, "SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (name,))
+    with contextlib.closing(connect(setup.source)) as src, contextlib.closing(connect(setup.target)) as tgt:
+        eligible = _online.eligibility(src, _data.prepare_plan(src, tgt, setup.mapping))
+    journal_db = "j_" + setup.carry.source
+    with pytest.raises(PgShiftError) as err:
+        _online.open_stream(setup.source, eligible, setup.run_id, setup.carry.target, journal_db)
+    assert "creating replication slot" in err.value.msg
+    assert leftovers(pg, setup) == NOTHING_LEFT
+    steps = ds.execute(
+        pg,
+        journal_db,
+        "SELECT state FROM pgshift.steps WHERE run_id = %s AND step = %s ORDER BY id",
+        (setup.run_id, _online.STEP),
+    )
+    assert steps == [("started",), ("undone",)]

@@ -515,6 +515,7 @@ class Applier:
                 any(c.target.identity == "a" for c in tp.carried),
             )
         self.relations: t.Dict[int, Relation] = {}
+        self._statements: t.Dict[t.Tuple[str, str, t.Tuple[str, ...]], str] = {}
         self.tgt: t.Any = connect(target, application_name="pgshift online apply")
         self.stats: t.Dict[str, t.Any] = {
             "transactions": 0,
@@ -594,10 +595,6 @@ class Applier:
         by_name = dict(zip(rel.columns, tup))
         return [by_name[k][1] if k in by_name else None for k in ta.key_source]
 
-    def _where(self, ta: _TableApply, key: t.Sequence[t.Optional[str]]) -> t.Tuple["sql.Composable", t.List[t.Any]]:
-        parts = [sql.SQL("{} = %s").format(sql.Identifier(ta.target_of[k])) for k in ta.key_source]
-        return sql.SQL(" AND ").join(parts), list(key)
-
     def _apply(self, kind: str, msg: t.Dict[str, t.Any]) -> None:
         cur = self.tgt.cursor()
         if kind == "T":
@@ -616,18 +613,9 @@ class Applier:
         ta = self.tables.get(rel.key)
         if ta is None:
             return
-        ident = ta.plan.target.ident
         if kind == "I":
             values = self._values(ta, rel, msg["new"])
-            cur.execute(
-                sql.SQL("INSERT INTO {} ({}) {}VALUES ({})").format(
-                    ident,
-                    sql.SQL(", ").join(sql.Identifier(c) for c in values),
-                    sql.SQL("OVERRIDING SYSTEM VALUE ") if ta.overriding else sql.SQL(""),
-                    sql.SQL(", ").join(sql.Placeholder() for _ in values),
-                ),
-                list(values.values()),
-            )
+            cur.execute(self._statement("I", ta, tuple(values)), list(values.values()))
             self.touched.append((ta.plan.key, self._key(ta, rel, msg["new"])))
             self.stats["rows"]["insert"] += 1
             return
@@ -635,15 +623,7 @@ class Applier:
             new_key = self._key(ta, rel, msg["new"])
             old_key = self._key(ta, rel, msg["old"]) if msg["old"] is not None else new_key
             values = self._values(ta, rel, msg["new"])
-            where, params = self._where(ta, old_key)
-            cur.execute(
-                sql.SQL("UPDATE {} SET {} WHERE {}").format(
-                    ident,
-                    sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in values),
-                    where,
-                ),
-                list(values.values()) + params,
-            )
+            cur.execute(self._statement("U", ta, tuple(values)), list(values.values()) + list(old_key))
             self._one(cur, "UPDATE", ta, old_key)
             self.touched.append((ta.plan.key, old_key))
             if new_key != old_key:
@@ -652,11 +632,35 @@ class Applier:
             return
         if kind == "D":
             key = self._key(ta, rel, msg["old"])
-            where, params = self._where(ta, key)
-            cur.execute(sql.SQL("DELETE FROM {} WHERE {}").format(ident, where), params)
+            cur.execute(self._statement("D", ta, ()), list(key))
             self._one(cur, "DELETE", ta, key)
             self.touched.append((ta.plan.key, key))
             self.stats["rows"]["delete"] += 1
+
+    def _statement(self, kind: str, ta: _TableApply, columns: t.Tuple[str, ...]) -> str:
+        """The INSERT / UPDATE / DELETE of a table for these target columns, composed once and kept."""
+        cache_key = (kind, ta.plan.key, columns)
+        text = self._statements.get(cache_key)
+        if text is not None:
+            return text
+        ident = ta.plan.target.ident
+        where = sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(ta.target_of[k])) for k in ta.key_source)
+        if kind == "I":
+            statement = sql.SQL("INSERT INTO {} ({}) {}VALUES ({})").format(
+                ident,
+                sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+                sql.SQL("OVERRIDING SYSTEM VALUE ") if ta.overriding else sql.SQL(""),
+                sql.SQL(", ").join(sql.Placeholder() for _ in columns),
+            )
+        elif kind == "U":
+            statement = sql.SQL("UPDATE {} SET {} WHERE {}").format(
+                ident, sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in columns), where
+            )
+        else:
+            statement = sql.SQL("DELETE FROM {} WHERE {}").format(ident, where)
+        text = statement.as_string(self.tgt)
+        self._statements[cache_key] = text
+        return text
 
     @staticmethod
     def _one(cur: t.Any, what: str, ta: _TableApply, key: t.Sequence[t.Optional[str]]) -> None:
@@ -685,9 +689,19 @@ class Applier:
         if self.skip_txn:
             self.stats["skipped_transactions"] += 1
         else:
-            self._flush_touched()
             with self.tgt.cursor() as cur:
-                cur.execute("SELECT pg_replication_origin_xact_setup(%s::pg_lsn, now())", (lsn_text(self.final_lsn),))
+                # one round trip: the keys this transaction touched and the origin's new position, then the commit
+                parts = [
+                    cur.mogrify(
+                        "SELECT pg_replication_origin_xact_setup(%s::pg_lsn, now())", (lsn_text(self.final_lsn),)
+                    )
+                ]
+                if self.touched:
+                    rows = b", ".join(cur.mogrify("(%s, %s)", (tbl, key)) for tbl, key in self.touched)
+                    insert = sql.SQL("INSERT INTO {} (tbl, key) VALUES ").format(sql.Identifier(SCHEMA, "touched"))
+                    parts.insert(0, insert.as_string(cur).encode() + rows + b" ON CONFLICT DO NOTHING")
+                    self.touched = []
+                cur.execute(b"; ".join(parts))
             self.tgt.commit()
             self.progress = self.final_lsn
             self.stats["transactions"] += 1

@@ -402,7 +402,7 @@ class _Buf:
     def tuple(self) -> t.List[t.Tuple[str, t.Optional[str]]]:
         """TupleData: per column ('n', None) NULL, ('u', None) unchanged TOASTed value, ('t', text)."""
         out: t.List[t.Tuple[str, t.Optional[str]]] = []
-        for _ in range(self.int16()):
+        for _column in range(self.int16()):
             kind = self.byte()
             if kind == "t":
                 size = self.int32()
@@ -440,7 +440,7 @@ def decode(payload: bytes, relations: t.Dict[int, Relation]) -> t.Tuple[str, t.D
         schema, name = buf.string(), buf.string()
         buf.int8()  # replica identity setting
         columns = []
-        for _ in range(buf.int16()):
+        for _column in range(buf.int16()):
             buf.int8()  # flags: part of the key
             columns.append(buf.string())
             buf.uint32()  # type oid
@@ -466,7 +466,7 @@ def decode(payload: bytes, relations: t.Dict[int, Relation]) -> t.Tuple[str, t.D
     if kind == "T":
         count = buf.int32()
         options = buf.int8()
-        rels = [relations[buf.uint32()] for _ in range(count)]
+        rels = [relations[buf.uint32()] for _rel in range(count)]
         return kind, {"relations": rels, "cascade": bool(options & 1), "restart_identity": bool(options & 2)}
     return kind, {}  # 'Y' (type), 'O' (origin): nothing to apply
 
@@ -650,7 +650,7 @@ class Applier:
                 ident,
                 sql.SQL(", ").join(sql.Identifier(c) for c in columns),
                 sql.SQL("OVERRIDING SYSTEM VALUE ") if ta.overriding else sql.SQL(""),
-                sql.SQL(", ").join(sql.Placeholder() for _ in columns),
+                sql.SQL(", ").join(sql.Placeholder() for _column in columns),
             )
         elif kind == "U":
             statement = sql.SQL("UPDATE {} SET {} WHERE {}").format(
@@ -681,7 +681,7 @@ class Applier:
                 sql.SQL("INSERT INTO {} (tbl, key) VALUES %s ON CONFLICT DO NOTHING")
                 .format(sql.Identifier(SCHEMA, "touched"))
                 .as_string(cur),
-                [(tbl, key) for tbl, key in self.touched],
+                list(self.touched),
             )
         self.touched = []
 
@@ -910,7 +910,7 @@ def _differing(
 
     def per_key(conn: t.Any, table: _data.Table, keys: t.Sequence[t.Tuple[str, str]], row: t.Any) -> t.Dict[str, int]:
         query = sql.SQL("SELECT ARRAY[{}]::text[], {} FROM {} AS t").format(
-            sql.SQL(", ").join(sql.SQL("CAST(t.{} AS text)").format(sql.Identifier(k)) for k, _ in keys),
+            sql.SQL(", ").join(sql.SQL("CAST(t.{} AS text)").format(sql.Identifier(k)) for k, _type in keys),
             _checksums.row_hash(row, algorithm),
             _key_join(table, keys),
         )

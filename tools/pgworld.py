@@ -42,6 +42,10 @@ ADMIN_ROLE = "shop_admin"
 ADMIN_MEMBERSHIPS = ("pg_signal_backend", "pg_read_all_data", "pg_write_all_data", "pg_monitor")
 PROFILES = ("superuser", "managed")
 DB_NAME = "shop"
+# Every cluster of the world and of the tests can serve a logical change stream (the online release): wal_level needs a
+# restart to change, so it is set at start; slots and WAL senders beyond the defaults for parallel tests. initdb's
+# pg_hba.conf already has "host replication all 127.0.0.1/32 scram-sha-256", which covers the superuser postgres.
+LOGICAL_OPTIONS = " -c wal_level=logical -c max_replication_slots=20 -c max_wal_senders=20"
 
 sys.path.insert(0, os.path.join(ROOT, ".build", "collections"))
 
@@ -225,14 +229,26 @@ class Cluster:
         except (OSError, ValueError):
             return False
 
+    def wal_level(self) -> t.Optional[str]:
+        """The running server's wal_level (None when it does not answer)."""
+        try:
+            with contextlib.closing(self.connect()) as conn, conn.cursor() as cur:
+                cur.execute("SHOW wal_level")
+                return str(cur.fetchone()[0])
+        except Exception:  # noqa: BLE001 - not answering: the caller starts it
+            return None
+
     def start(self) -> None:
         self.init()
         if self.running():
-            return
+            if self.wal_level() in (None, "logical"):
+                return
+            # a cluster started before the world ran with wal_level = logical: restart it (the setting needs one)
+            self.stop()
         options = (
             "-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off"
             " -c max_connections=60 -c max_prepared_transactions=5" % (self.port, self.socket_dir)
-        )
+        ) + LOGICAL_OPTIONS
         subprocess.run(
             _as_server_user(
                 [

@@ -31,6 +31,7 @@ from ansible_collections.pgshift.ops.plugins.module_utils import _carry as carry
 from ansible_collections.pgshift.ops.plugins.module_utils import _db_state as db_state
 from ansible_collections.pgshift.ops.plugins.module_utils import _journal as journal
 from ansible_collections.pgshift.ops.plugins.module_utils import _names as names
+from ansible_collections.pgshift.ops.plugins.module_utils import _online as online
 from ansible_collections.pgshift.ops.plugins.module_utils import _run_lock as run_lock
 from ansible_collections.pgshift.ops.plugins.module_utils._clients import check_client, find_client, run_client
 from ansible_collections.pgshift.ops.plugins.module_utils._connection import (
@@ -795,6 +796,8 @@ def rollback(
                 actions.append("drop %s" % name)
                 if not check_mode:
                     cur.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+            # 2b. the online release's change stream (slot, publication, origin), from the journal's record
+            actions.extend(online.drop_recorded(cluster, run, journal_db, check_mode))
             # 3. production accepts connections again, with the access it had
             info = database_info(cur, prod)
             if info is None:

@@ -12,9 +12,9 @@ version_added: 0.1.0
 description:
   - O(state=blocked) keeps applications out, then terminates the open sessions and waits until they are gone. When
     the connecting role is a superuser, the database's connection limit goes to 0, which every other role obeys.
-    Otherwise (managed services such as RDS, Cloud SQL, Azure), the CONNECT privilege is revoked from PUBLIC and from every
-    role that has it but the connecting one (which must own the database), since a connection limit would keep the
-    pipeline out too; ending other roles' sessions needs membership in C(pg_signal_backend).
+    Otherwise (managed services such as RDS, Cloud SQL, Azure), the CONNECT privilege is revoked from PUBLIC and
+    from every role that has it but the connecting one (which must own the database), since a connection limit
+    would keep the pipeline out too; ending other roles' sessions needs membership in C(pg_signal_backend).
   - O(state=restored) puts back exactly what O(state=blocked) changed (O(previous), as it returned it; without it,
     the connection limit O(connlimit)) and makes sure the database accepts connections.
   - The previous settings are returned so a playbook or the journal can restore them; with O(run_id) they are

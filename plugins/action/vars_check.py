@@ -10,7 +10,11 @@ import typing as t
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.pgshift.ops.plugins.module_utils._variables import connection_problems, unknown_variables
+from ansible_collections.pgshift.ops.plugins.module_utils._variables import (
+    CONNECTION_ALIASES,
+    connection_problems,
+    unknown_variables,
+)
 
 
 class ActionModule(ActionBase):
@@ -41,8 +45,9 @@ class ActionModule(ActionBase):
         return result
 
     def _shallow(self, raw: t.Any) -> t.Any:
-        """The connection's keys, and its password only when it templates: a value that cannot be templated yet (a
-        lookup of a file that does not exist) is not this check's business, the keys are."""
+        """The connection's keys; a value only where the check needs it (the password, for the AWX placeholder; a
+        setting given under two keys, a name and its alias, to compare them), and only when it templates: a value
+        that cannot be templated yet (a lookup of a file that does not exist) is not this check's business."""
         if not isinstance(raw, t.Mapping):
             try:
                 raw = self._templar.template(raw)
@@ -51,9 +56,15 @@ class ActionModule(ActionBase):
             if not isinstance(raw, t.Mapping):
                 return raw
         shallow: t.Dict[str, t.Any] = dict.fromkeys(raw)
-        if "password" in raw:
-            try:
-                shallow["password"] = self._templar.template(raw["password"])
-            except Exception:  # noqa: BLE001 - as above
-                shallow["password"] = None
+        settings: t.Dict[str, t.List[t.Any]] = {}
+        for key in raw:
+            settings.setdefault(CONNECTION_ALIASES.get(str(key), str(key)), []).append(key)
+        for setting, keys in settings.items():
+            if setting != "password" and len(keys) < 2:
+                continue
+            for key in keys:
+                try:
+                    shallow[key] = self._templar.template(raw[key])
+                except Exception:  # noqa: BLE001 - as above
+                    shallow[key] = None
         return shallow

@@ -24,14 +24,14 @@ description:
     label (one whose C(verification.json) matches its manifest) nor, with O(journal_database), a backup an unfinished
     run of that journal recorded.
 extends_documentation_fragment:
+  - pgshift.ops.attributes
+  - pgshift.ops.attributes.action_group
   - pgshift.ops.connection
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: Check mode returns the plan (target path, estimated size, free space, backups retention would remove).
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in diff mode).
     support: none
 options:
   dest_dir:

@@ -15,13 +15,13 @@ description:
   - O(state=restored) puts the connection limit back (O(connlimit)) and makes sure the database accepts connections.
   - The previous settings are returned so a playbook or the journal can restore them.
 extends_documentation_fragment:
+  - pgshift.ops.attributes
+  - pgshift.ops.attributes.action_group
   - pgshift.ops.connection
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in diff mode).
     support: full
 options:
   target_database:

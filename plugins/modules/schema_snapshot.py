@@ -23,14 +23,14 @@ description:
     in the file's C(meta) section, outside the hash.
   - The file is written atomically with mode 0600; a missing folder is created with mode 0700.
 extends_documentation_fragment:
+  - pgshift.ops.attributes
+  - pgshift.ops.attributes.action_group
   - pgshift.ops.connection
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: Reads the schema and tells whether the file would change, without writing it.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: Shows the previous and the new content hash of the file.
 options:

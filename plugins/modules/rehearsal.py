@@ -292,7 +292,7 @@ from ansible_collections.pgshift.ops.plugins.module_utils._connection import (
     connection_argument_spec,
     endpoint_argument_spec,
 )
-from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShiftError, fail_from
+from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShiftError, fail_from, without_file_stats
 
 
 def _identity(params: ConnParams) -> t.Dict[str, t.Any]:
@@ -336,6 +336,7 @@ def main() -> None:
             ("action", "gate", ("rehearsals_dir",)),
         ],
     )
+    without_file_stats(module)  # its result names a path: no file-stat keys added to it
     p = module.params
     production = ConnParams.from_params(p)
     prod_db = p["production_database"]

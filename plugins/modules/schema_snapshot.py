@@ -159,7 +159,7 @@ from ansible_collections.pgshift.ops.plugins.module_utils._connection import (  
     connect,
     connection_argument_spec,
 )
-from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShiftError, fail_from  # noqa: E402
+from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShiftError, fail_from, without_file_stats  # noqa: E402
 from ansible_collections.pgshift.ops.plugins.module_utils._schema import (  # noqa: E402
     counts,
     file_differs,
@@ -186,6 +186,7 @@ def main() -> None:
         with_comments=dict(type="bool", default=True),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    without_file_stats(module)  # its result names a path: no file-stat keys added to it
     p = module.params
     path = p["path"]
     fmt = guess_format(path, p["format"])

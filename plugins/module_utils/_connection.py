@@ -319,6 +319,11 @@ def _tls_hint(params: ConnParams, lowered: str) -> t.Optional[str]:
         )
     if "private key file" in lowered:
         return "fix the sslkey file %s: mode 0600, owned by the user that connects" % params.sslkey
+    if "no encryption" in lowered and "pg_hba.conf" in lowered:
+        return (
+            "the server accepts only TLS connections: set sslmode to verify-full (alias ssl_mode) and give its CA "
+            "as sslrootcert (now sslmode %s)" % params.sslmode
+        )
     if "server does not support ssl" in lowered:
         return "the server has ssl = off: turn TLS on in the server, or lower sslmode (%s now)" % params.sslmode
     if "ssl" in lowered and ("error" in lowered or "alert" in lowered):

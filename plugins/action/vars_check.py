@@ -27,14 +27,17 @@ class ActionModule(ActionBase):
         extra = args.get("extra_known") or []
         if not isinstance(extra, list) or not all(isinstance(x, str) for x in extra):
             raise AnsibleActionFail("extra_known must be a list of variable names")
-        unknown_args = set(args) - {"extra_known"}
+        aliases = args.get("connection_aliases", False)
+        if not isinstance(aliases, bool):
+            raise AnsibleActionFail("connection_aliases must be true or false")
+        unknown_args = set(args) - {"extra_known", "connection_aliases"}
         if unknown_args:
             raise AnsibleActionFail("unsupported parameters: %s" % ", ".join(sorted(unknown_args)))
         names = [k for k in (task_vars or {}) if isinstance(k, str) and k.startswith("pgshift_")]
         problems = unknown_variables(names, extra)
         for name in sorted(names):
             if name.endswith("_connection") and name not in extra:
-                problems.extend(connection_problems(name, self._shallow((task_vars or {})[name])))
+                problems.extend(connection_problems(name, self._shallow((task_vars or {})[name]), aliases))
         result.update(changed=False, checked=sorted(names), problems=problems)
         if problems:
             result["failed"] = True

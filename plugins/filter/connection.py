@@ -41,12 +41,15 @@ _value:
 import typing as t  # noqa: E402 - the documentation strings come first, as in every Ansible plugin
 
 from ansible.errors import AnsibleFilterError  # noqa: E402
+from jinja2 import Undefined  # noqa: E402
 
 from ansible_collections.pgshift.ops.plugins.module_utils._connection import normalize_connection  # noqa: E402
 from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShiftError  # noqa: E402
 
 
-def connection(value: t.Any) -> t.Dict[str, t.Any]:
+def connection(value: t.Any) -> t.Any:
+    if isinstance(value, Undefined):
+        return value  # an undefined connection stays undefined: "is defined" and default() work after the filter
     if not isinstance(value, t.Mapping):
         raise AnsibleFilterError("pgshift.ops.connection expects a dictionary of connection keys")
     try:

@@ -193,17 +193,23 @@ def unknown_variables(names: t.Iterable[str], extra_known: t.Iterable[str] = ())
     ]
 
 
-def connection_problems(name: str, value: t.Any) -> t.List[str]:
+def connection_problems(name: str, value: t.Any, aliases: bool = True) -> t.List[str]:
     """Messages for a ``pgshift_*_connection`` value that is not a dictionary of known keys (pgshift's names or
     community.postgresql's aliases), or that gives one key twice (a name and its alias) with different values.
-    Values are compared, never shown."""
+    Values are compared, never shown. ``aliases=False``: the playbook reads the dictionary by pgshift's names
+    without the pgshift.ops.connection filter, so an alias is refused with the name to write."""
     if not isinstance(value, t.Mapping):
         return ["%s must be a dictionary with keys %s" % (name, ", ".join(sorted(CONNECTION_KEYS)))]
     problems = []
     accepted = set(CONNECTION_KEYS) | set(CONNECTION_ALIASES)
     given: t.Dict[str, t.List[str]] = {}
     for key in sorted(str(k) for k in value):
-        if key in accepted:
+        if key in CONNECTION_ALIASES and not aliases:
+            problems.append(
+                "%s: write %s instead of %s (this playbook reads pgshift's names)"
+                % (name, CONNECTION_ALIASES[key], key)
+            )
+        elif key in accepted:
             given.setdefault(CONNECTION_ALIASES.get(key, key), []).append(key)
         elif key in MISNAMED_KEYS:
             problems.append("%s: write %s instead of %s" % (name, MISNAMED_KEYS[key], key))

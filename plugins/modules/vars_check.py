@@ -20,6 +20,8 @@ description:
     C(ssl_key)); a mistyped key such as C(pasword) is refused with the closest name instead of ending in an
     authentication error, and a dictionary that gives one setting under two keys (C(host) and C(login_host)) with
     different values is refused. Values are never shown.
+  - A playbook that reads the dictionaries by pgshift's names without the C(pgshift.ops.connection) filter keeps
+    O(connection_aliases=false), so that an alias there is refused with the name to write instead of being ignored.
   - Runs on the controller (an action plugin); it changes nothing.
 extends_documentation_fragment:
   - pgshift.ops.attributes
@@ -32,6 +34,12 @@ attributes:
     description: Runs as an action plugin on the controller.
     support: full
 options:
+  connection_aliases:
+    description:
+      - Whether the connection dictionaries may use community.postgresql's names; set it in a playbook that reads
+        them through the C(pgshift.ops.connection) filter (or passes them whole to a module).
+    type: bool
+    default: false
   extra_known:
     description: Further variable names to accept (variables of your own playbooks that use the C(pgshift_) prefix).
     type: list

@@ -61,3 +61,79 @@ def test_known_variables_pass_the_check(run_playbook: t.Callable[..., t.Any], in
     # the check passes and the run goes on to the next Preflight task (and fails later: there is no database)
     assert "unknown variable" not in run.output
     assert "inputs are complete and consistent" in run.output
+
+
+ALIASES_INVENTORY = """\
+all:
+  vars:
+    ansible_connection: local
+    ansible_python_interpreter: "{{ ansible_playbook_python }}"
+    pgshift_environment: local
+    pgshift_backup_dir: %(backups)s
+  children:
+    pgshift_db: {hosts: {db1: {}}}
+    pgshift_app: {hosts: {}}
+    pgshift_web: {hosts: {}}
+"""
+
+
+def _community_names(cluster: t.Any, database: str) -> t.Dict[str, t.Any]:
+    return {
+        "login_host": "127.0.0.1",
+        "login_port": cluster.port,
+        "login_user": "postgres",
+        "login_password": cluster.password,
+        "login_db": database,
+        "ssl_mode": "disable",
+    }
+
+
+def test_a_connection_in_community_postgresql_names_drives_the_backup_playbook(
+    run_playbook: t.Callable[..., t.Any], pg: t.Any, new_db: t.Callable[..., str], tmp_path: t.Any
+) -> None:
+    """backup.yml reads its connection through pgshift.ops.connection: login_* keys reach the modules."""
+    database = new_db()
+    path = tmp_path / "hosts.yml"
+    path.write_text(ALIASES_INVENTORY % {"backups": tmp_path / "backups"})
+    run = run_playbook(
+        "playbooks/backup.yml",
+        inventory=str(path),
+        extra_vars={
+            "pgshift_prod_connection": _community_names(pg, database),
+            "pgshift_backup_verify_level": "checksum",
+        },
+        args=["-vvvv"],
+    )
+    assert run.rc == 0, run.output[-3000:]
+    assert pg.password not in run.output
+    (folder,) = os.listdir(tmp_path / "backups")
+    assert folder.startswith("prod-%s-" % database), folder  # the label names login_db's database
+
+
+def test_a_name_and_its_alias_with_different_values_are_refused_before_anything_runs(
+    run_playbook: t.Callable[..., t.Any], inventory: str, tmp_path: t.Any
+) -> None:
+    conn = {"host": "127.0.0.1", "port": 1, "user": "postgres", "password": "pw-x2", "database": "shop"}
+    conn["login_db"] = "shop_other"
+    run = run_playbook("playbooks/backup.yml", inventory=inventory, extra_vars={"pgshift_prod_connection": conn})
+    assert run.rc != 0
+    assert (
+        "pgshift_prod_connection: database and login_db are the same setting (database) with different values;"
+        " keep one of them"
+    ) in " ".join(run.output.split())
+    assert "shop_other" not in run.output and "pw-x2" not in run.output
+    assert not os.path.exists(tmp_path / "backups")
+
+
+def test_prod_restore_refuses_aliases_until_it_reads_them_through_the_filter(
+    run_playbook: t.Callable[..., t.Any], inventory: str
+) -> None:
+    """prod_restore.yml still reads pgshift_prod_connection.<key> directly: an alias there would be ignored (the
+    module_defaults would fall back to the local socket), so its vars_check refuses it with the name to write."""
+    conn = {"login_host": "127.0.0.1", "port": 1, "user": "postgres", "password": "pw-x3", "database": "shop"}
+    run = run_playbook("playbooks/prod_restore.yml", inventory=inventory, extra_vars={"pgshift_prod_connection": conn})
+    assert run.rc != 0
+    assert "pgshift_prod_connection: write host instead of login_host (this playbook reads pgshift's names)" in (
+        " ".join(run.output.split())
+    )
+    assert "pw-x3" not in run.output

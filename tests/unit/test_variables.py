@@ -116,3 +116,9 @@ def test_the_aliases_are_the_connection_layers() -> None:
         alias: name for alias, name in _connection.CONNECTION_ALIASES.items() if name in v.CONNECTION_KEYS
     }
     assert set(v.CONNECTION_ALIASES.values()) <= v.CONNECTION_KEYS
+
+
+def test_a_playbook_that_reads_pgshifts_names_refuses_the_aliases() -> None:
+    assert v.connection_problems("pgshift_prod_connection", {"login_host": "h", "port": 1}, aliases=False) == [
+        "pgshift_prod_connection: write host instead of login_host (this playbook reads pgshift's names)"
+    ]

@@ -7,6 +7,7 @@ import typing as t
 
 import pytest
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 INVENTORY = """\
 all:
   vars:
@@ -137,3 +138,47 @@ def test_prod_restore_refuses_aliases_until_it_reads_them_through_the_filter(
         " ".join(run.output.split())
     )
     assert "pw-x3" not in run.output
+
+
+def test_module_defaults_of_the_group_in_community_postgresql_names_reach_the_modules(
+    run_playbook: t.Callable[..., t.Any], pg: t.Any, new_db: t.Callable[..., str], tmp_path: t.Any
+) -> None:
+    """A user's play sets the connection once, in community.postgresql's names, for group/pgshift.ops.postgres."""
+    database = new_db()
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(
+        """\
+- name: module_defaults in community.postgresql's names
+  hosts: localhost
+  connection: local
+  gather_facts: false
+  vars:
+    ansible_python_interpreter: "{{ ansible_playbook_python }}"
+  module_defaults:
+    group/pgshift.ops.postgres:
+      login_host: 127.0.0.1
+      login_port: %(port)d
+      login_user: postgres
+      login_password: "{{ secret }}"
+      login_db: %(database)s
+      ssl_mode: disable
+  tasks:
+    - name: migrations_info over the group's defaults
+      pgshift.ops.migrations_info:
+        migrations_dir: %(migrations)s
+      register: info
+    - name: it read the database named by login_db
+      ansible.builtin.assert:
+        that: info.applied | length == 0 and info.pending | length == 6
+"""
+        % {
+            "port": pg.port,
+            "database": database,
+            "migrations": os.path.join(
+                os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "sample_app", "migrations"
+            ),
+        }
+    )
+    run = run_playbook(str(playbook), inventory="localhost,", extra_vars={"secret": pg.password}, args=["-vvvv"])
+    assert run.rc == 0, run.output[-3000:]
+    assert pg.password not in run.output

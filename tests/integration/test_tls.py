@@ -229,6 +229,25 @@ def test_node_pg_migrate_runs_over_verified_tls(pg_tls: pgworld.Cluster, run_mod
         with contextlib.closing(pg_tls.connect(database)) as conn, conn.cursor() as cur:
             cur.execute("SELECT count(*) FROM pgmigrations")
             assert cur.fetchone()[0] == 6
+        # down again as the role that must show a client certificate: node-postgres gets it too
+        down = run_module(
+            "migrate",
+            dict(
+                with_client_cert(pg_tls, database),
+                migrations_dir="sample_app/migrations",
+                engine="node-pg-migrate",
+                node_pg_migrate=node,
+                direction="down",
+                count=2,
+            ),
+            verbosity=4,
+        )
+        assert not down.failed, down.output[-3000:]
+        assert pg_tls.password not in down.output
+        assert len(down.result["reverted"]) == 2
+        with contextlib.closing(pg_tls.connect(database)) as conn, conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM pgmigrations")
+            assert cur.fetchone()[0] == 4
     finally:
         with contextlib.closing(pg_tls.connect()) as conn, conn.cursor() as cur:
             cur.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(database)))

@@ -159,6 +159,31 @@ def normalize_connection(value: t.Mapping[str, t.Any], what: str = "the connecti
     return out
 
 
+def _raw_module_args() -> t.Optional[t.Mapping[str, t.Any]]:
+    """The module's arguments as the task gave them, before Ansible resolved the aliases (None outside a module)."""
+    try:
+        from ansible.module_utils import basic  # noqa: PLC0415 - only what a running module has loaded
+    except ImportError:  # pragma: no cover
+        return None
+    raw = getattr(basic, "_PARSED_MODULE_ARGS", None)
+    return raw if isinstance(raw, t.Mapping) else None
+
+
+def refuse_alias_conflicts() -> None:
+    """Ansible lets an alias win silently (with a warning) over its option's name when a task gives both: a
+    connection dictionary built as ``conn | combine({'database': other})`` from one that says ``login_db`` would then
+    reach the module with login_db's database. The task's own arguments are checked here, at the top level and in
+    every dictionary option, and a setting given twice with different values is refused, naming both keys."""
+    raw = _raw_module_args()
+    if not raw:
+        return
+    names = set(OPTION_ALIASES) | set(CONNECTION_ALIASES)
+    candidates = [("the module's connection options", raw)]
+    candidates += [("option %s" % key, value) for key, value in raw.items() if isinstance(value, t.Mapping)]
+    for what, value in candidates:
+        normalize_connection({k: v for k, v in value.items() if k in names}, what)
+
+
 def check_connect_params(extra: t.Optional[t.Mapping[str, t.Any]]) -> t.Dict[str, str]:
     """connect_params as libpq keywords, or PgShiftError naming the key that cannot be one."""
     checked: t.Dict[str, str] = {}
@@ -212,6 +237,7 @@ class ConnParams:
     @classmethod
     def from_params(cls, params: t.Mapping[str, t.Any]) -> "ConnParams":
         fields = {f.name for f in dataclasses.fields(cls)}
+        refuse_alias_conflicts()
         params = normalize_connection(params)
         values = {k: v for k, v in params.items() if k in fields and v is not None}
         if "port" in values:

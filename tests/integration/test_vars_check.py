@@ -182,3 +182,23 @@ def test_module_defaults_of_the_group_in_community_postgresql_names_reach_the_mo
     run = run_playbook(str(playbook), inventory="localhost,", extra_vars={"secret": pg.password}, args=["-vvvv"])
     assert run.rc == 0, run.output[-3000:]
     assert pg.password not in run.output
+
+
+def test_a_module_refuses_a_name_and_its_alias_with_different_values(
+    run_module: t.Callable[..., t.Any], pg: t.Any, new_db: t.Callable[..., str], tmp_path: t.Any
+) -> None:
+    """Ansible alone would let login_db win over database (with a warning): the wrong database would be read."""
+    database = new_db()
+    args = dict(pg.conn(database), login_db="postgres", dest_dir=str(tmp_path / "backups"))
+    run = run_module("backup", args)
+    assert run.failed
+    assert run.result["msg"] == (
+        "the module's connection options gives database twice with different values (database and login_db): keep"
+        " one of the two keys"
+    )
+    assert not (tmp_path / "backups").exists()
+    # a dictionary option (the way prod_restore.yml builds the new database's connection with combine)
+    target = dict(pg.conn(database), login_db="postgres")
+    plan = run_module("data_plan", dict(source=pg.conn(database), target=target))
+    assert plan.failed
+    assert "option target gives database twice with different values (database and login_db)" in plan.result["msg"]

@@ -144,3 +144,22 @@ def test_tls_files_are_checked_before_connecting(tmp_path: t.Any) -> None:
     with pytest.raises(PgShiftError, match="sslrootcert file %s does not exist" % missing):
         conn.ConnParams(sslrootcert=missing).check_files()
     conn.ConnParams(sslrootcert="system").check_files()  # libpq's word for the system's CA store
+
+
+def test_a_task_that_gives_a_name_and_its_alias_different_values_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ansible would let login_db win silently over database: the task's raw arguments are checked."""
+    from ansible.module_utils import basic
+
+    processed = {"host": "db", "database": "shop", "login_db": "shop"}  # what Ansible hands on: the alias won
+    raw = {"target": {"host": "db", "database": "shop__next", "login_db": "shop"}, "jobs": 2}
+    monkeypatch.setattr(basic, "_PARSED_MODULE_ARGS", raw, raising=False)
+    with pytest.raises(PgShiftError) as info:
+        conn.ConnParams.from_params(processed)
+    assert str(info.value) == (
+        "option target gives database twice with different values (database and login_db): keep one of the two keys"
+    )
+    monkeypatch.setattr(basic, "_PARSED_MODULE_ARGS", {"login_host": "a", "host": "b", "mapping": {"x": 1}})
+    with pytest.raises(PgShiftError, match="the module's connection options gives host twice"):
+        conn.ConnParams.from_params({"host": "a"})
+    monkeypatch.setattr(basic, "_PARSED_MODULE_ARGS", {"target": {"login_db": "shop", "host": "db"}})
+    assert conn.ConnParams.from_params({"database": "shop", "host": "db"}).database == "shop"

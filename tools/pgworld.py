@@ -134,6 +134,138 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# --------------------------------------------------------------------------------------------- TLS
+# A cluster started with a TlsFiles serves TLS only (pg_hba: hostssl, hostnossl rejected) with a server certificate
+# for TLS_HOST (DNS name only: connecting to 127.0.0.1 with sslmode verify-full is the wrong-host-name case) signed
+# by a throwaway CA the harness makes; the role CERT_ROLE must also show a client certificate (clientcert=verify-full).
+TLS_HOST = "localhost"
+CERT_ROLE = "pgshift_cert"
+
+
+@dataclasses.dataclass(frozen=True)
+class TlsFiles:
+    """Paths of a throwaway PKI: the CA clients trust, another CA (that signed nothing the server shows), the
+    server's certificate and key, and a client certificate and key for CERT_ROLE. Keys are 0600."""
+
+    folder: str
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.folder, name)
+
+    @property
+    def ca(self) -> str:
+        return self.path("ca.crt")
+
+    @property
+    def other_ca(self) -> str:
+        return self.path("other-ca.crt")
+
+    @property
+    def client_cert(self) -> str:
+        return self.path("client.crt")
+
+    @property
+    def client_key(self) -> str:
+        return self.path("client.key")
+
+    def exists(self) -> bool:
+        return all(os.path.exists(self.path(n)) for n in ("ca.crt", "other-ca.crt", "server.crt", "server.key"))
+
+
+def make_tls(folder: str) -> TlsFiles:
+    """Make (once) a throwaway CA, a server certificate for TLS_HOST and a client certificate for CERT_ROLE, with
+    the ``cryptography`` package that ansible-core already requires (requirements.txt pins it)."""
+    import datetime  # noqa: PLC0415
+
+    from cryptography import x509  # noqa: PLC0415
+    from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: PLC0415
+
+    files = TlsFiles(os.path.abspath(folder))
+    if files.exists():
+        return files
+    os.makedirs(files.folder, mode=0o700, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
+    later = now + datetime.timedelta(days=30)
+
+    def name(common: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+    def write(filename: str, data: bytes, mode: int) -> None:
+        fd = os.open(files.path(filename), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+
+    def key_pem(key: t.Any) -> bytes:
+        return t.cast(
+            bytes,
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            ),
+        )
+
+    def ca(common: str) -> t.Tuple[t.Any, t.Any]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name(common))
+            .issuer_name(name(common))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now)
+            .not_valid_after(later)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .sign(key, hashes.SHA256())
+        )
+        return key, cert
+
+    def leaf(ca_key: t.Any, ca_cert: t.Any, common: str, usage: t.Any, dns: t.Optional[str]) -> t.Tuple[t.Any, t.Any]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(name(common))
+            .issuer_name(ca_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now)
+            .not_valid_after(later)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        )
+        if dns:
+            builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(dns)]), critical=False)
+        return key, builder.sign(ca_key, hashes.SHA256())
+
+    ca_key, ca_cert = ca("pgshift test CA")
+    _other_key, other_cert = ca("pgshift test CA (another one)")
+    server_key, server_cert = leaf(ca_key, ca_cert, TLS_HOST, ExtendedKeyUsageOID.SERVER_AUTH, TLS_HOST)
+    client_key, client_cert = leaf(ca_key, ca_cert, CERT_ROLE, ExtendedKeyUsageOID.CLIENT_AUTH, None)
+    pem = serialization.Encoding.PEM
+    write("ca.crt", ca_cert.public_bytes(pem), 0o644)
+    write("other-ca.crt", other_cert.public_bytes(pem), 0o644)
+    write("server.crt", server_cert.public_bytes(pem), 0o644)
+    write("server.key", key_pem(server_key), 0o600)
+    write("client.crt", client_cert.public_bytes(pem), 0o644)
+    write("client.key", key_pem(client_key), 0o600)
+    return files
+
+
+TLS_HBA = """# written by tools/pgworld.py: TLS only; CERT_ROLE also needs a client certificate the CA signed
+local all all scram-sha-256
+hostssl all {role} 127.0.0.1/32 scram-sha-256 clientcert=verify-full
+hostssl all {role} ::1/128 scram-sha-256 clientcert=verify-full
+hostssl all all 127.0.0.1/32 scram-sha-256
+hostssl all all ::1/128 scram-sha-256
+hostssl replication all 127.0.0.1/32 scram-sha-256
+hostnossl all all 0.0.0.0/0 reject
+hostnossl all all ::/0 reject
+"""
+
+
 # --------------------------------------------------------------------------------------------- one cluster
 @dataclasses.dataclass
 class Cluster:
@@ -142,6 +274,7 @@ class Cluster:
     port: int
     password: str
     bindir: str = dataclasses.field(default_factory=find_server_bindir)
+    tls: t.Optional[TlsFiles] = None  # serve TLS only, with these files (see make_tls)
 
     @property
     def data_dir(self) -> str:
@@ -158,8 +291,9 @@ class Cluster:
     def conn(
         self, database: str = "postgres", user: str = "postgres", password: t.Optional[str] = None
     ) -> t.Dict[str, t.Any]:
-        """Connection options in pgshift's shape (host, port, user, password, database)."""
-        return {
+        """Connection options in pgshift's shape (host, port, user, password, database); for a TLS cluster, verified
+        TLS (sslmode verify-full against the harness's CA, by the name the server's certificate holds)."""
+        options = {
             "host": "127.0.0.1",
             "port": self.port,
             "user": user,
@@ -167,9 +301,18 @@ class Cluster:
             "database": database,
             "sslmode": "disable",
         }
+        if self.tls:
+            options.update(host=TLS_HOST, sslmode="verify-full", sslrootcert=self.tls.ca)
+        return options
 
     def dsn(self, database: str = "postgres", user: str = "postgres") -> str:
-        return "host=127.0.0.1 port=%d user=%s dbname=%s sslmode=disable" % (self.port, user, database)
+        # the harness's own connections: encrypted on a TLS cluster (it refuses others), verified by the tests
+        return "host=127.0.0.1 port=%d user=%s dbname=%s sslmode=%s" % (
+            self.port,
+            user,
+            database,
+            "require" if self.tls else "disable",
+        )
 
     def connect(self, database: str = "postgres", autocommit: bool = True, user: str = "postgres") -> t.Any:
         import psycopg2  # noqa: PLC0415
@@ -249,6 +392,8 @@ class Cluster:
             "-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off"
             " -c max_connections=60 -c max_prepared_transactions=5" % (self.port, self.socket_dir)
         ) + LOGICAL_OPTIONS
+        if self.tls:
+            options += self._tls_setup()
         subprocess.run(
             _as_server_user(
                 [
@@ -267,6 +412,27 @@ class Cluster:
             ),
             check=True,
             stdout=subprocess.DEVNULL,
+        )
+
+    def _tls_setup(self) -> str:
+        """The server's copy of its certificate and key (owned by the server user, key 0600), pg_hba.conf for TLS
+        only, and the server options that turn TLS on."""
+        if self.tls is None:
+            return ""
+        folder = os.path.join(self.root, "tls")
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        for name in ("server.crt", "server.key", "ca.crt"):
+            shutil.copyfile(self.tls.path(name), os.path.join(folder, name))
+            os.chmod(os.path.join(folder, name), 0o600)
+        with open(os.path.join(self.data_dir, "pg_hba.conf"), "w") as handle:
+            handle.write(TLS_HBA.format(role=CERT_ROLE))
+        _chown_tree(folder)
+        user = server_user()
+        if user:
+            entry = pwd.getpwnam(user)
+            os.chown(os.path.join(self.data_dir, "pg_hba.conf"), entry.pw_uid, entry.pw_gid)
+        return " -c ssl=on -c ssl_cert_file=%s -c ssl_key_file=%s -c ssl_ca_file=%s" % tuple(
+            os.path.join(folder, n) for n in ("server.crt", "server.key", "ca.crt")
         )
 
     def stop(self) -> None:
@@ -346,6 +512,19 @@ def ensure_admin_role(cluster: Cluster) -> None:
         )
         for role in ADMIN_MEMBERSHIPS:
             cur.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(role), sql.Identifier(ADMIN_ROLE)))
+
+
+def ensure_cert_role(cluster: Cluster) -> None:
+    """CERT_ROLE: a superuser that logs in with the cluster's password and, on TLS clusters, a client certificate."""
+    from psycopg2 import sql  # noqa: PLC0415
+
+    with contextlib.closing(cluster.connect()) as conn, conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (CERT_ROLE,))
+        verb = "ALTER" if cur.fetchone() else "CREATE"
+        cur.execute(
+            sql.SQL(verb + " ROLE {} SUPERUSER LOGIN PASSWORD %s").format(sql.Identifier(CERT_ROLE)),
+            (cluster.password,),
+        )
 
 
 def drop_shop_databases(cluster: Cluster, name: str = DB_NAME) -> None:
@@ -439,8 +618,14 @@ class World:
     NAMES = ("dev", "staging", "prod")
 
     def __init__(
-        self, state: str = DEFAULT_STATE, base_port: t.Optional[int] = None, profile: t.Optional[str] = None
+        self,
+        state: str = DEFAULT_STATE,
+        base_port: t.Optional[int] = None,
+        profile: t.Optional[str] = None,
+        tls: bool = False,
     ) -> None:
+        """``profile``: superuser or managed (see ADMIN_ROLE); ``tls``: the clusters serve TLS only, with a throwaway CA
+        kept in <state>/tls (a world remembers both)."""
         self.state = os.path.abspath(state)
         self.meta_path = os.path.join(self.state, "world.json")
         self.meta = self._load_or_create(base_port)
@@ -453,8 +638,14 @@ class World:
             self.meta["profile"] = profile
             self.meta["admin_user"] = ADMIN_ROLE if profile == "managed" else "postgres"
             self._write_meta(self.meta)
+        if tls and not self.meta.get("tls"):
+            self.meta["tls"] = True
+            self._write_meta(self.meta)
+        self.tls = make_tls(os.path.join(self.state, "tls")) if self.meta.get("tls") else None
         self.clusters = {
-            name: Cluster(name, os.path.join(self.state, name), self.meta["ports"][name], self.meta["password"])
+            name: Cluster(
+                name, os.path.join(self.state, name), self.meta["ports"][name], self.meta["password"], tls=self.tls
+            )
             for name in self.NAMES
         }
 
@@ -494,6 +685,8 @@ class World:
             ensure_app_role(cluster, self.meta["app_password"])
             if self.profile == "managed":
                 ensure_admin_role(cluster)
+            if cluster.tls:
+                ensure_cert_role(cluster)
         os.makedirs(os.path.join(self.state, "web"), exist_ok=True)
         os.makedirs(os.path.join(self.state, "backups"), mode=0o700, exist_ok=True)
         os.makedirs(os.path.join(self.state, "api"), exist_ok=True)

@@ -14,6 +14,7 @@ from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.pgshift.ops.plugins.module_utils._variables import (
+    CONNECTION_ALIASES,
     connection_problems,
     role_spec_variables,
     unknown_variables,
@@ -30,14 +31,17 @@ class ActionModule(ActionBase):
         extra = args.get("extra_known") or []
         if not isinstance(extra, list) or not all(isinstance(x, str) for x in extra):
             raise AnsibleActionFail("extra_known must be a list of variable names")
-        unknown_args = set(args) - {"extra_known"}
+        aliases = args.get("connection_aliases", False)
+        if not isinstance(aliases, bool):
+            raise AnsibleActionFail("connection_aliases must be true or false")
+        unknown_args = set(args) - {"extra_known", "connection_aliases"}
         if unknown_args:
             raise AnsibleActionFail("unsupported parameters: %s" % ", ".join(sorted(unknown_args)))
         names = [k for k in (task_vars or {}) if isinstance(k, str) and k.startswith("pgshift_")]
         problems = unknown_variables(names, list(extra) + sorted(collection_role_variables()))
         for name in sorted(names):
             if name.endswith("_connection") and name not in extra:
-                problems.extend(connection_problems(name, self._shallow((task_vars or {})[name])))
+                problems.extend(connection_problems(name, self._shallow((task_vars or {})[name]), aliases))
         result.update(changed=False, checked=sorted(names), problems=problems)
         if problems:
             result["failed"] = True
@@ -48,8 +52,9 @@ class ActionModule(ActionBase):
         return result
 
     def _shallow(self, raw: t.Any) -> t.Any:
-        """The connection's keys, and its password only when it templates: a value that cannot be templated yet (a
-        lookup of a file that does not exist) is not this check's business, the keys are."""
+        """The connection's keys; a value only where the check needs it (the password, for the AWX placeholder; a
+        setting given under two keys, a name and its alias, to compare them), and only when it templates: a value
+        that cannot be templated yet (a lookup of a file that does not exist) is not this check's business."""
         if not isinstance(raw, t.Mapping):
             try:
                 raw = self._templar.template(raw)
@@ -58,11 +63,17 @@ class ActionModule(ActionBase):
             if not isinstance(raw, t.Mapping):
                 return raw
         shallow: t.Dict[str, t.Any] = dict.fromkeys(raw)
-        if "password" in raw:
-            try:
-                shallow["password"] = self._templar.template(raw["password"])
-            except Exception:  # noqa: BLE001 - as above
-                shallow["password"] = None
+        settings: t.Dict[str, t.List[t.Any]] = {}
+        for key in raw:
+            settings.setdefault(CONNECTION_ALIASES.get(str(key), str(key)), []).append(key)
+        for setting, keys in settings.items():
+            if setting != "password" and len(keys) < 2:
+                continue
+            for key in keys:
+                try:
+                    shallow[key] = self._templar.template(raw[key])
+                except Exception:  # noqa: BLE001 - as above
+                    shallow[key] = None
         return shallow
 
 

@@ -34,3 +34,11 @@ def fail_from(module: t.Any, exc: PgShiftError, **extra: t.Any) -> None:
     result = exc.to_result()
     result.update(extra)
     module.fail_json(msg=exc.msg, **result)
+
+
+def without_file_stats(module: t.Any) -> t.Any:
+    """Keep a result's ``path`` a plain value: AnsibleModule adds the stat of a top-level ``path`` (uid, gid, owner,
+    group, mode, state, size, secontext) to exit_json and fail_json, noise beside the figures pgshift returns
+    (``size_bytes``). Returns the module."""
+    module.add_path_info = lambda kwargs: kwargs
+    return module

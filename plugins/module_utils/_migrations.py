@@ -12,7 +12,8 @@ Two engines write the same ledger rows, so either can continue where the other s
   so every ledger row of a run carries the same ``run_on`` and ``id`` decides the order; ``single_transaction:
   false`` gives one transaction per migration (``--no-single-transaction``).
 - ``node-pg-migrate``: the project's own CLI, with the connection in its environment and the password in a 0600
-  PGPASSFILE (node-postgres reads it through its ``pgpass`` dependency); never argv, PGPASSWORD or DATABASE_URL.
+  PGPASSFILE (node-postgres reads it through its ``pgpass`` dependency); never argv, PGPASSWORD or a URL with a
+  password (a client certificate goes in a DATABASE_URL without one: node-postgres reads no PGSSLCERT).
 
 Both take node-pg-migrate's session advisory lock (the CLI then runs with ``--no-lock`` under pgshift's lock), and both
 record pgshift's own metadata (sha256, who, how long, which engine) in ``pgshift_migration_meta``.
@@ -28,6 +29,7 @@ import socket
 import subprocess
 import time
 import typing as t
+from urllib.parse import quote, urlencode
 
 from ansible_collections.pgshift.ops.plugins.module_utils import _ledger
 from ansible_collections.pgshift.ops.plugins.module_utils._connection import (
@@ -478,6 +480,23 @@ def node_environment(env: t.Dict[str, str], params: ConnParams) -> t.Dict[str, s
     child["PGCONNECT_TIMEOUT"] = str(params.connect_timeout)
     if params.sslrootcert:
         child["NODE_EXTRA_CA_CERTS"] = params.sslrootcert
+    if params.sslcert:
+        # node-postgres reads no PGSSLCERT/PGSSLKEY: a client certificate goes in a connection URL, which holds no
+        # password (node-postgres still reads it from the PGPASSFILE) and which its parser turns into TLS options
+        # that verify the server against sslrootcert (and, for verify-full, its name).
+        query = {"host": params.host or "", "port": str(params.port), "user": params.user, "sslmode": params.sslmode}
+        query.update(
+            {
+                k: v
+                for k, v in (
+                    ("sslrootcert", params.sslrootcert),
+                    ("sslcert", params.sslcert),
+                    ("sslkey", params.sslkey),
+                )
+                if v
+            }
+        )
+        child["DATABASE_URL"] = "postgresql:///%s?%s" % (quote(params.database, safe=""), urlencode(query))
     child["NODE_NO_WARNINGS"] = "1"  # pg 8 prints a deprecation notice when it reads the password file
     return child
 

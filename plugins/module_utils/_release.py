@@ -863,9 +863,7 @@ def _refuse_swap_back(
         journal.finish_run(cur, run["run_id"], "failed", message)
     return {
         "run_id": run["run_id"],
-        "actions": [
-            "restore access to %s (%s): the new database stays production" % (prod, describe_access(previous))
-        ],
+        "actions": ["restore access to %s (%s): the new database stays production" % (prod, describe_access(previous))],
         "changed": True,
         "status": "failed" if run["status"] == "running" else run["status"],
         "refused": True,

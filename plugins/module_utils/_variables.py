@@ -18,6 +18,8 @@ import difflib
 import re
 import typing as t
 
+from ansible_collections.pgshift.ops.plugins.module_utils._connection import CONNECTION_ALIASES as _CONNECTION_ALIASES
+
 KNOWN_VARIABLES = frozenset(
     {
         # the release's way back (rollback.yml, the recover role); the release's own are in its argument specs
@@ -121,21 +123,15 @@ SET_BY_PLAYBOOKS = frozenset(
 CONNECTION_VARIABLE = re.compile(r"^pgshift_[a-z0-9]+(_[a-z0-9]+)*_connection$")
 # Secrets the user names (AWX credential injectors, vault files): pgshift_secret_<anything>.
 SECRET_VARIABLE = re.compile(r"^pgshift_secret_[a-z0-9_]+$")
-CONNECTION_KEYS = frozenset({"host", "port", "user", "password", "database", "sslmode", "sslrootcert"})
-# community.postgresql's names for the same keys: accepted by the modules as aliases, but the playbooks read the
-# dictionaries by pgshift's names, so inside a dictionary they are refused with the name to use.
-CONNECTION_ALIASES = {
-    "login_host": "host",
-    "login_port": "port",
-    "login_user": "user",
-    "login_password": "password",
-    "login_db": "database",
-    "db": "database",
-    "dbname": "database",
-    "ssl_mode": "sslmode",
-    "ca_cert": "sslrootcert",
-}
-
+# The keys the playbooks read (the modules' own option names), and community.postgresql's names for them (the
+# aliases of the pgshift.ops.connection doc fragment): a dictionary may use either; the playbooks read it through the
+# pgshift.ops.connection filter, which turns the aliases into these names.
+CONNECTION_KEYS = frozenset(
+    {"host", "port", "user", "password", "database", "sslmode", "sslrootcert", "sslcert", "sslkey", "connect_params"}
+)
+CONNECTION_ALIASES = {alias: name for alias, name in _CONNECTION_ALIASES.items() if name in CONNECTION_KEYS}
+# Names people write that are neither: refused with the name to use.
+MISNAMED_KEYS = {"dbname": "database", "ssl_rootcert": "sslrootcert", "login_database": "database"}
 
 # What awx/pgshift.yml imports in place of the passwords (AWX requires the fields): never a real password.
 PLACEHOLDER_PASSWORD = "REPLACE-ME-IN-AWX"  # noqa: S105 - a placeholder, refused as a password
@@ -160,18 +156,36 @@ def unknown_variables(names: t.Iterable[str], extra_known: t.Iterable[str] = ())
     ]
 
 
-def connection_problems(name: str, value: t.Any) -> t.List[str]:
-    """Messages for a ``pgshift_*_connection`` value that is not a dictionary of known keys."""
+def connection_problems(name: str, value: t.Any, aliases: bool = True) -> t.List[str]:
+    """Messages for a ``pgshift_*_connection`` value that is not a dictionary of known keys (pgshift's names or
+    community.postgresql's aliases), or that gives one key twice (a name and its alias) with different values.
+    Values are compared, never shown. ``aliases=False``: the playbook reads the dictionary by pgshift's names
+    without the pgshift.ops.connection filter, so an alias is refused with the name to write."""
     if not isinstance(value, t.Mapping):
         return ["%s must be a dictionary with keys %s" % (name, ", ".join(sorted(CONNECTION_KEYS)))]
     problems = []
-    if value.get("password") == PLACEHOLDER_PASSWORD:
-        problems.append("%s: the password is still the placeholder of the AWX import; set it in AWX" % name)
+    accepted = set(CONNECTION_KEYS) | set(CONNECTION_ALIASES)
+    given: t.Dict[str, t.List[str]] = {}
     for key in sorted(str(k) for k in value):
-        if key in CONNECTION_KEYS:
-            continue
-        if key in CONNECTION_ALIASES:
-            problems.append("%s: write %s instead of %s" % (name, CONNECTION_ALIASES[key], key))
+        if key in CONNECTION_ALIASES and not aliases:
+            problems.append(
+                "%s: write %s instead of %s (this playbook reads pgshift's names)"
+                % (name, CONNECTION_ALIASES[key], key)
+            )
+        elif key in accepted:
+            given.setdefault(CONNECTION_ALIASES.get(key, key), []).append(key)
+        elif key in MISNAMED_KEYS:
+            problems.append("%s: write %s instead of %s" % (name, MISNAMED_KEYS[key], key))
         else:
-            problems.append("%s: unknown key %s%s" % (name, key, _suggest(key, CONNECTION_KEYS)))
+            problems.append("%s: unknown key %s%s" % (name, key, _suggest(key, accepted)))
+    for option, keys in sorted(given.items()):
+        if len(keys) > 1 and len({repr(value[k]) for k in keys}) > 1:
+            named = sorted(keys, key=lambda k: (k != option, k))
+            problems.append(
+                "%s: %s are the same setting (%s) with different values; keep one of them"
+                % (name, " and ".join(named), option)
+            )
+    password = [value[k] for k in given.get("password", [])]
+    if PLACEHOLDER_PASSWORD in password:
+        problems.insert(0, "%s: the password is still the placeholder of the AWX import; set it in AWX" % name)
     return problems

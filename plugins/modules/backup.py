@@ -24,14 +24,14 @@ description:
     label (one whose C(verification.json) matches its manifest) nor, with O(journal_database), a backup an unfinished
     run of that journal recorded.
 extends_documentation_fragment:
+  - pgshift.ops.attributes
+  - pgshift.ops.attributes.action_group
   - pgshift.ops.connection
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: Check mode returns the plan (target path, estimated size, free space, backups retention would remove).
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in diff mode).
     support: none
 options:
   dest_dir:
@@ -181,7 +181,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.pgshift.ops.plugins.module_utils._backup import BackupOptions, take_backup
 from ansible_collections.pgshift.ops.plugins.module_utils._connection import ConnParams, connection_argument_spec
-from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShiftError, fail_from
+from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShiftError, fail_from, without_file_stats
 
 
 def main() -> None:
@@ -203,6 +203,7 @@ def main() -> None:
         checksum_algorithm=dict(type="str", choices=["values-v1", "row-text-v1"]),
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    without_file_stats(module)  # its result names a path: no file-stat keys added to it
     p = module.params
     options = BackupOptions(**{k: p[k] for k in BackupOptions.__dataclass_fields__})
     try:

@@ -20,14 +20,14 @@ description:
   - Any mismatch fails the task and names the file or table. On success a C(verification.json) record (0600) is
     written beside the manifest.
 extends_documentation_fragment:
+  - pgshift.ops.attributes
+  - pgshift.ops.attributes.action_group
   - pgshift.ops.connection
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: Check mode runs the file checks (read only) and reports the throwaway database a restore would use.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in diff mode).
     support: none
 options:
   manifest_path:

@@ -26,6 +26,7 @@ version_added: 0.1.0
 author:
   - pgshift contributors (!UNKNOWN)
 extends_documentation_fragment:
+  - pgshift.ops.attributes
   - pgshift.ops.connection.endpoints
   - pgshift.ops.connection.ledger_from
 options:
@@ -52,10 +53,8 @@ options:
 attributes:
   check_mode:
     support: full
-    description: Returns the plan and the statements; nothing is written.
   diff_mode:
     support: none
-    description: Nothing is changed that a diff could show; the result holds the details.
 seealso:
   - module: pgshift.ops.data_plan
   - module: pgshift.ops.integrity_check

@@ -26,6 +26,7 @@ version_added: 0.1.0
 author:
   - pgshift contributors (!UNKNOWN)
 extends_documentation_fragment:
+  - pgshift.ops.attributes
   - pgshift.ops.connection.endpoints
   - pgshift.ops.connection.schema_source
 options:
@@ -80,10 +81,8 @@ options:
 attributes:
   check_mode:
     support: full
-    description: The module only reads; it runs the same way in check mode.
   diff_mode:
     support: none
-    description: Nothing is changed that a diff could show; the result holds the details.
 seealso:
   - module: pgshift.ops.data_copy
   - module: pgshift.ops.integrity_check

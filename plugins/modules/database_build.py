@@ -29,15 +29,15 @@ description:
   - Client binaries are picked to fit the servers' major versions; the password reaches them through a 0600
     PGPASSFILE.
 extends_documentation_fragment:
+  - pgshift.ops.attributes
+  - pgshift.ops.attributes.action_group
   - pgshift.ops.connection
   - pgshift.ops.connection.schema_source
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: Check mode returns the plan (names, statements) and changes nothing.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in diff mode).
     support: full
     details: The diff lists the databases of the production cluster before and after the step.
 options:

@@ -20,13 +20,13 @@ description:
   - The previous settings are returned so a playbook or the journal can restore them; with O(run_id) they are
     recorded in the run journal before anything changes.
 extends_documentation_fragment:
+  - pgshift.ops.attributes
+  - pgshift.ops.attributes.action_group
   - pgshift.ops.connection
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in diff mode).
     support: full
 options:
   target_database:

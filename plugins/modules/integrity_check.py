@@ -33,6 +33,7 @@ version_added: 0.1.0
 author:
   - pgshift contributors (!UNKNOWN)
 extends_documentation_fragment:
+  - pgshift.ops.attributes
   - pgshift.ops.connection.endpoints
   - pgshift.ops.connection.ledger_from
 options:
@@ -69,10 +70,8 @@ options:
 attributes:
   check_mode:
     support: full
-    description: Runs the same read-only comparison; only the creation of the amcheck extension is skipped.
   diff_mode:
     support: none
-    description: Nothing is changed that a diff could show; the result holds the details.
 seealso:
   - module: pgshift.ops.data_copy
 """

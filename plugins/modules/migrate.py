@@ -23,11 +23,12 @@ description:
   - Records pgshift's own metadata (sha256, applied by, duration, engine) in C(pgshift_migration_meta) beside the
     ledger; C(pgmigrations) itself is never altered.
 extends_documentation_fragment:
+  - pgshift.ops.attributes
+  - pgshift.ops.attributes.action_group
   - pgshift.ops.connection
 attributes:
   check_mode:
     support: full
-    description: Reads the ledger and returns the plan; takes no lock and creates or writes nothing, ledger included.
   diff_mode:
     support: full
     description: >-

@@ -18,14 +18,14 @@ description:
     another tool are listed in RV(unrecorded) until M(pgshift.ops.migrate) adopts them.
   - Read-only, in a read-only transaction that is rolled back.
 extends_documentation_fragment:
+  - pgshift.ops.attributes
+  - pgshift.ops.attributes.action_group
   - pgshift.ops.connection
 attributes:
   check_mode:
     support: full
-    description: Read-only; behaves the same in check mode.
   diff_mode:
     support: none
-    description: Nothing changes, so there is no diff.
 options:
   migrations_dir:
     description:

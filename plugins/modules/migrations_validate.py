@@ -25,17 +25,17 @@ description:
     compares catalog snapshots (definitions as the server prints them, not text) after each step, then drops it.
   - Fails when any finding has severity C(error); warnings are returned.
 extends_documentation_fragment:
+  - pgshift.ops.attributes
+  - pgshift.ops.attributes.action_group
   - pgshift.ops.connection
 attributes:
   check_mode:
     support: partial
-    description: In check mode only the static checks run (no throwaway database is created).
     details: >-
       Naming, order, parse, dangerous operations and the comparison with O(compare_database) run; up from empty and
       the up -> down -> up round trips need the throwaway database and are skipped (said in RV(notes)).
   diff_mode:
     support: none
-    description: Nothing changes.
 options:
   migrations_dir:
     description: The migrations folder.

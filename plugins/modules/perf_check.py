@@ -24,15 +24,15 @@ description:
     longer uses is an error. Errors (also a failing query, a wrong row count, an invalid index) fail the task unless
     O(fail_on_findings=false).
 extends_documentation_fragment:
+  - pgshift.ops.attributes
+  - pgshift.ops.attributes.action_group
   - pgshift.ops.connection
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details:
       - Queries run read-only and rolled back as always; C(ANALYZE) is skipped and no file is written.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 options:
   queries_file:

@@ -22,15 +22,15 @@ description:
   - Connection failures (unreachable server, wrong password, missing database) fail with a message that says what to
     check; the password never appears in it.
 extends_documentation_fragment:
+  - pgshift.ops.attributes
+  - pgshift.ops.attributes.action_group
   - pgshift.ops.connection
   - pgshift.ops.connection.schema_source
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: The module only reads; it runs the same in check mode.
   diff_mode:
-    description: Does not return a diff.
     support: none
 options:
   production_database:

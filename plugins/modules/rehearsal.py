@@ -27,14 +27,14 @@ description:
   - The top-level connection options always name the production cluster. It is only read - its database size - and only
     by O(action=gate), or by O(action=begin) and O(action=record) with O(probe_production=true).
 extends_documentation_fragment:
+  - pgshift.ops.attributes
+  - pgshift.ops.attributes.action_group
   - pgshift.ops.connection
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: Everything is read and computed as usual; no state, record or override log is written.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 options:
   action:
@@ -70,7 +70,7 @@ options:
       host:
         description: Host name, IP address or Unix socket folder of the server.
         type: str
-        aliases: [login_host]
+        aliases: [login_host, login_unix_socket]
       port:
         description: Port of the server.
         type: int
@@ -82,22 +82,36 @@ options:
         default: postgres
         aliases: [login_user]
       password:
-        description: Password of the role; never logged.
+        description: Password of the user; never logged, passed to client binaries through a 0600 PGPASSFILE.
         type: str
         aliases: [login_password]
       database:
         description: Database to connect to.
         type: str
         default: postgres
-        aliases: [db, login_db]
+        aliases: [login_db, db]
       sslmode:
         description: libpq SSL mode.
         type: str
         default: prefer
         choices: [disable, allow, prefer, require, verify-ca, verify-full]
+        aliases: [ssl_mode]
       sslrootcert:
         description: File of trusted root certificates.
         type: path
+        aliases: [ca_cert]
+      sslcert:
+        description: Client certificate file (requires sslkey).
+        type: path
+        aliases: [ssl_cert]
+      sslkey:
+        description: Private key file of the client certificate (mode 0600, or 0640 when owned by root).
+        type: path
+        aliases: [ssl_key]
+      connect_params:
+        description: Further libpq connection keywords (not those pgshift sets, pins or keeps secret).
+        type: dict
+        default: {}
       connect_timeout:
         description: Seconds to wait for a connection.
         type: int
@@ -278,7 +292,7 @@ from ansible_collections.pgshift.ops.plugins.module_utils._connection import (
     connection_argument_spec,
     endpoint_argument_spec,
 )
-from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShiftError, fail_from
+from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShiftError, fail_from, without_file_stats
 
 
 def _identity(params: ConnParams) -> t.Dict[str, t.Any]:
@@ -322,6 +336,7 @@ def main() -> None:
             ("action", "gate", ("rehearsals_dir",)),
         ],
     )
+    without_file_stats(module)  # its result names a path: no file-stat keys added to it
     p = module.params
     production = ConnParams.from_params(p)
     prod_db = p["production_database"]

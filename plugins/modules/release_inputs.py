@@ -16,14 +16,14 @@ description:
     saying what changed. With O(plan_file) and O(write_plan=true), writes the plan (0600); with O(plan_file) alone,
     reads the expected inputs from it.
 extends_documentation_fragment:
+  - pgshift.ops.attributes
+  - pgshift.ops.attributes.action_group
   - pgshift.ops.connection
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: Read-only, except the plan file, which O(write_plan) writes in check mode too (it is the plan's output).
   diff_mode:
-    description: Does not return a diff.
     support: none
 options:
   migrations_dir:

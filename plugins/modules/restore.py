@@ -17,14 +17,14 @@ description:
     On any failure the temporary database is dropped and O(target_database) is left as it was.
   - This is the last-resort rollback path of the production release.
 extends_documentation_fragment:
+  - pgshift.ops.attributes
+  - pgshift.ops.attributes.action_group
   - pgshift.ops.connection
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: Check mode checks the files and reports whether the target exists and would be replaced.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in diff mode).
     support: none
 options:
   manifest_path:

@@ -32,14 +32,14 @@ description:
   - When neither production nor its previous copy exists, it stops and says to restore from the verified backup
     (C(playbooks/restore_backup.yml)), which needs its own confirmation.
 extends_documentation_fragment:
+  - pgshift.ops.attributes
+  - pgshift.ops.attributes.action_group
   - pgshift.ops.connection
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: Check mode lists the actions it would take.
   diff_mode:
-    description: Does not return a diff.
     support: none
 options:
   production_database:

@@ -23,14 +23,14 @@ description:
     (or application access is blocked, when there is no app tier), V(done) when it goes off (or access is restored);
     recording V(done) returns RV(window_seconds).
 extends_documentation_fragment:
+  - pgshift.ops.attributes
+  - pgshift.ops.attributes.action_group
   - pgshift.ops.connection
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: In check mode nothing is written; O(action=start) returns a placeholder run id.
   diff_mode:
-    description: Does not return a diff.
     support: none
 options:
   action:

@@ -17,14 +17,14 @@ description:
     controller process named by O(watch_pid) is gone, when O(action=release) asks, or after O(max_seconds).
   - O(action=release) asks the holder to let go and waits until the lock is free; O(action=status) reports holders.
 extends_documentation_fragment:
+  - pgshift.ops.attributes
+  - pgshift.ops.attributes.action_group
   - pgshift.ops.connection
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: In check mode O(action=acquire) only reports whether the lock is free.
   diff_mode:
-    description: Does not return a diff.
     support: none
 options:
   action:

@@ -23,15 +23,14 @@ description:
   - A rename shows as a removal plus an addition unless O(renames) maps the old name to the new one.
   - The module never changes either schema. It changes files only when O(output_dir) is set (not in check mode).
 extends_documentation_fragment:
+  - pgshift.ops.attributes
   - pgshift.ops.connection.endpoints
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: >-
       Compares exactly as in a normal run (the throwaway database is still created and dropped) but writes no file.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: Returns the report as the diff.
 options:
@@ -72,7 +71,7 @@ options:
       host:
         description: Host name, IP address or Unix socket folder of the server.
         type: str
-        aliases: [login_host]
+        aliases: [login_host, login_unix_socket]
       port:
         description: Port of the server.
         type: int
@@ -84,22 +83,36 @@ options:
         default: postgres
         aliases: [login_user]
       password:
-        description: Password of O(scratch.user); never logged.
+        description: Password of the user; never logged, passed to client binaries through a 0600 PGPASSFILE.
         type: str
         aliases: [login_password]
       database:
         description: Database to connect to.
         type: str
         default: postgres
-        aliases: [db, login_db]
+        aliases: [login_db, db]
       sslmode:
         description: libpq SSL mode.
         type: str
         default: prefer
         choices: [disable, allow, prefer, require, verify-ca, verify-full]
+        aliases: [ssl_mode]
       sslrootcert:
         description: File of trusted root certificates.
         type: path
+        aliases: [ca_cert]
+      sslcert:
+        description: Client certificate file (requires sslkey).
+        type: path
+        aliases: [ssl_cert]
+      sslkey:
+        description: Private key file of the client certificate (mode 0600, or 0640 when owned by root).
+        type: path
+        aliases: [ssl_key]
+      connect_params:
+        description: Further libpq connection keywords (not those pgshift sets, pins or keeps secret).
+        type: dict
+        default: {}
       connect_timeout:
         description: Seconds to wait for a connection.
         type: int

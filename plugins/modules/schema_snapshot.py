@@ -23,14 +23,14 @@ description:
     in the file's C(meta) section, outside the hash.
   - The file is written atomically with mode 0600; a missing folder is created with mode 0700.
 extends_documentation_fragment:
+  - pgshift.ops.attributes
+  - pgshift.ops.attributes.action_group
   - pgshift.ops.connection
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: Reads the schema and tells whether the file would change, without writing it.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: >-
       Names the objects that differ between the file and the database (added, removed, changed), or counts the
@@ -161,7 +161,7 @@ from ansible_collections.pgshift.ops.plugins.module_utils._connection import (  
     connect,
     connection_argument_spec,
 )
-from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShiftError, fail_from  # noqa: E402
+from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShiftError, fail_from, without_file_stats  # noqa: E402
 from ansible_collections.pgshift.ops.plugins.module_utils._schema import (  # noqa: E402
     counts,
     file_differs,
@@ -189,6 +189,7 @@ def main() -> None:
         with_comments=dict(type="bool", default=True),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    without_file_stats(module)  # its result names a path: no file-stat keys added to it
     p = module.params
     path = p["path"]
     fmt = guess_format(path, p["format"])

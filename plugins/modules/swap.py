@@ -23,13 +23,13 @@ description:
     into the previous production. The capture of an earlier release is removed from the outgoing production, as that
     release is final once a new one swaps.
 extends_documentation_fragment:
+  - pgshift.ops.attributes
+  - pgshift.ops.attributes.action_group
   - pgshift.ops.connection
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in diff mode).
     support: full
 options:
   production_database:

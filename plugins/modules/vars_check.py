@@ -13,22 +13,33 @@ description:
   - Looks at every variable of the host whose name starts with C(pgshift_) and fails when no pgshift playbook reads
     it, with the closest known name ("did you mean ..."), so that a typo such as C(pgshift_backup_verify_levle) stops
     the run in Preflight instead of being ignored.
-  - Every C(pgshift_<environment>_connection) dictionary is checked too, and only the keys the playbooks read are
-    accepted (C(host), C(port), C(user), C(password), C(database), C(sslmode), C(sslrootcert)); a mistyped key such
-    as C(pasword) is refused instead of ending in an authentication error, and community.postgresql's names
-    (C(login_host), ...) are refused with the name to use. Values are never shown.
+  - Every C(pgshift_<environment>_connection) dictionary is checked too; its keys must be pgshift's connection
+    options (C(host), C(port), C(user), C(password), C(database), C(sslmode), C(sslrootcert), C(sslcert), C(sslkey),
+    C(connect_params)) or community.postgresql's names for them (C(login_host), C(login_unix_socket),
+    C(login_port), C(login_user), C(login_password), C(login_db), C(ssl_mode), C(ca_cert), C(ssl_cert),
+    C(ssl_key)); a mistyped key such as C(pasword) is refused with the closest name instead of ending in an
+    authentication error, and a dictionary that gives one setting under two keys (C(host) and C(login_host)) with
+    different values is refused. Values are never shown.
+  - A playbook that reads the dictionaries by pgshift's names without the C(pgshift.ops.connection) filter keeps
+    O(connection_aliases=false), so that an alias there is refused with the name to write instead of being ignored.
   - Runs on the controller (an action plugin); it changes nothing.
+extends_documentation_fragment:
+  - pgshift.ops.attributes
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
-    description: Does not return a diff.
     support: none
   action:
     description: Runs as an action plugin on the controller.
     support: full
 options:
+  connection_aliases:
+    description:
+      - Whether the connection dictionaries may use community.postgresql's names; set it in a playbook that reads
+        them through the C(pgshift.ops.connection) filter (or passes them whole to a module).
+    type: bool
+    default: false
   extra_known:
     description: Further variable names to accept (variables of your own playbooks that use the C(pgshift_) prefix).
     type: list

@@ -45,6 +45,9 @@ def test_backup_verify_restore_round_trip(pg: t.Any, shopdb: str, run_module: t.
     assert {k: v["rows"] for k, v in manifest["tables"].items()} == bs.SAMPLE_TABLES
     assert manifest["checksum_algorithm"] == "values-v1"  # PostgreSQL 11+: the values are hashed, not the row text
     assert backup.result["size_bytes"] == sum(f["size"] for f in manifest["files"].values())
+    # no file-stat noise beside size_bytes (AnsibleModule adds the stat of a result's path unless told not to)
+    stat_keys = {"uid", "gid", "owner", "group", "mode", "state", "size", "secontext"}
+    assert stat_keys & set(backup.result) == set(), sorted(backup.result)
     with open(backup.result["manifest_path"]) as handle:
         assert json.load(handle)["manifest_sha256"] == manifest["manifest_sha256"]
 
@@ -66,6 +69,8 @@ def test_backup_verify_restore_round_trip(pg: t.Any, shopdb: str, run_module: t.
     assert not restore.failed, restore.output
     assert restore.result["verified"] is True and restore.result["replaced"] is False
     assert restore.result["checksum_algorithm"] == "values-v1"
+    assert stat_keys & set(restore.result) == set(), sorted(restore.result)
+    assert stat_keys & set(verify.result) == set(), sorted(verify.result)
     assert bs.counts(pg, target, [("public", "orders"), (bs.HOSTILE_SCHEMA, bs.HOSTILE_TABLE)]) == {
         "public.orders": 504,
         "%s.%s" % (bs.HOSTILE_SCHEMA, bs.HOSTILE_TABLE): 300,

@@ -65,11 +65,11 @@ def test_connection_keys_are_checked() -> None:
     assert v.connection_problems("pgshift_prod_connection", {"host": "h", "pasword": "x"}) == [
         "pgshift_prod_connection: unknown key pasword (did you mean password?)"
     ]
-    assert v.connection_problems("pgshift_prod_connection", {"login_user": "u"}) == [
-        "pgshift_prod_connection: write user instead of login_user"
+    assert v.connection_problems("pgshift_prod_connection", {"dbname": "u"}) == [
+        "pgshift_prod_connection: write database instead of dbname"
     ]
     (problem,) = v.connection_problems("pgshift_prod_connection", "host=x")
-    assert problem.startswith("pgshift_prod_connection must be a dictionary with keys database, host, password")
+    assert problem.startswith("pgshift_prod_connection must be a dictionary with keys connect_params, database, host")
     assert v.connection_problems("pgshift_prod_connection", dict.fromkeys(v.CONNECTION_KEYS, "x")) == []
 
 
@@ -94,3 +94,56 @@ def test_the_release_role_spec_is_the_one_list_of_its_variables() -> None:
     tasks = {os.path.basename(p)[:-4] for p in glob.glob(os.path.join(ROOT, "roles", "release", "tasks", "*.yml"))}
     assert set(entries) == tasks, "one entry point per phase (tasks file)"
     assert all(set(e["options"]) == spec for e in entries.values())
+
+
+def test_community_postgresql_names_are_accepted_and_their_typos_get_a_suggestion() -> None:
+    aliases = {
+        "login_host": "h",
+        "login_port": 5432,
+        "login_user": "u",
+        "login_password": "p",
+        "login_db": "shop",
+        "ssl_mode": "verify-full",
+        "ca_cert": "/ca.crt",
+        "ssl_cert": "/c.crt",
+        "ssl_key": "/c.key",
+        "connect_params": {"target_session_attrs": "read-write"},
+    }
+    assert v.connection_problems("pgshift_prod_connection", aliases) == []
+    assert v.connection_problems("pgshift_prod_connection", {"login_unix_socket": "/run/postgresql"}) == []
+    assert v.connection_problems("pgshift_prod_connection", {"login_pasword": "x"}) == [
+        "pgshift_prod_connection: unknown key login_pasword (did you mean login_password?)"
+    ]
+    assert v.connection_problems("pgshift_prod_connection", {"ssl_mod": "x"}) == [
+        "pgshift_prod_connection: unknown key ssl_mod (did you mean ssl_mode?)"
+    ]
+
+
+def test_a_name_and_its_alias_with_different_values_are_refused_without_showing_them() -> None:
+    same = {"host": "db1", "login_host": "db1", "database": "shop", "login_db": "shop"}
+    assert v.connection_problems("pgshift_prod_connection", same) == []
+    (problem,) = v.connection_problems("pgshift_prod_connection", {"database": "shop", "login_db": "shop_old"})
+    assert problem == (
+        "pgshift_prod_connection: database and login_db are the same setting (database) with different values;"
+        " keep one of them"
+    )
+    assert "shop_old" not in problem
+    (problem,) = v.connection_problems("pgshift_prod_connection", {"password": "a-secret", "login_password": "b"})
+    assert "password and login_password" in problem and "a-secret" not in problem
+    (problem,) = v.connection_problems("pgshift_prod_connection", {"login_host": "a", "login_unix_socket": "/run"})
+    assert "login_host and login_unix_socket are the same setting (host)" in problem
+
+
+def test_the_aliases_are_the_connection_layers() -> None:
+    from ansible_collections.pgshift.ops.plugins.module_utils import _connection
+
+    assert v.CONNECTION_ALIASES == {
+        alias: name for alias, name in _connection.CONNECTION_ALIASES.items() if name in v.CONNECTION_KEYS
+    }
+    assert set(v.CONNECTION_ALIASES.values()) <= v.CONNECTION_KEYS
+
+
+def test_a_playbook_that_reads_pgshifts_names_refuses_the_aliases() -> None:
+    assert v.connection_problems("pgshift_prod_connection", {"login_host": "h", "port": 1}, aliases=False) == [
+        "pgshift_prod_connection: write host instead of login_host (this playbook reads pgshift's names)"
+    ]

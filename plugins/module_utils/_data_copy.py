@@ -475,34 +475,48 @@ def run_tasks(tasks: t.Sequence[Task], jobs: int, stop: threading.Event) -> t.Li
 def run_builds(
     table: str,
     entries: t.Sequence[_post_data.TocEntry],
-    pg_restore: str,
+    script: _post_data.Script,
     target: ConnParams,
-    archive: str,
-    folder: str,
-    lines: t.Sequence[str],
     stop: threading.Event,
 ) -> t.Dict[str, t.Any]:
-    """Restore ``entries`` (one table's indexes and constraints, or one foreign key) from the archive, in one
-    transaction, with pg_restore; killed when ``stop`` is set."""
+    """Run the archive's DDL of ``entries`` (one table's indexes and constraints, or one foreign key) on the target
+    in one transaction, after pg_restore's own session settings; cancelled when ``stop`` is set."""
     started = time.monotonic()
+    what = ", ".join(_post_data.describe(e) for e in entries)
     if stop.is_set():
-        raise PgShiftError("building the indexes of table %s was not started: another table failed" % table)
-    client = _post_data.start_entries(pg_restore, target, archive, folder, lines, {e.dump_id for e in entries})
-    while True:
-        try:
-            client.proc.wait(timeout=0.2)
-            break
-        except subprocess.TimeoutExpired:
+        raise PgShiftError("building %s was not started because another table failed" % what, table=table)
+    conn = connect(target, application_name="pgshift data_copy build")
+    finished = threading.Event()
+
+    def watch() -> None:
+        while not finished.wait(0.2):
             if stop.is_set():
-                client.kill()
-                raise PgShiftError(
-                    "building %s was stopped because another table failed"
-                    % ", ".join(_post_data.describe(e) for e in entries),
-                    table=table,
-                ) from None
-    outcome = client.wait()
-    if outcome.rc != 0:
-        raise PgShiftError(_post_data.fail_message(table, entries, outcome.stderr), table=table)
+                with contextlib.suppress(Exception):
+                    conn.cancel()
+                return
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(script.preamble)
+            for entry in entries:
+                cur.execute(script.statements[entry.dump_id])
+        conn.commit()
+    except psycopg2.Error as exc:
+        with contextlib.suppress(psycopg2.Error):
+            conn.rollback()
+        if stop.is_set():
+            raise PgShiftError("building %s was stopped because another table failed" % what, table=table) from None
+        message = getattr(getattr(exc, "diag", None), "message_primary", None) or str(exc).strip()
+        raise PgShiftError(
+            "building %s of table %s during the copy failed: %s" % (what, table, scrub(message, target.password)),
+            table=table,
+        ) from None
+    finally:
+        finished.set()
+        watcher.join()
+        conn.close()
     return {
         "table": table,
         "built": [_post_data.describe(e) for e in entries],
@@ -667,6 +681,7 @@ def copy_data(
     the archive as soon as its rows are in, and each foreign key once both its tables are, in the same budget."""
     say = log or (lambda _msg: None)
     jobs = max(1, int(jobs))
+    called = time.monotonic()
     with contextlib.ExitStack() as stack:
         src_conn = stack.enter_context(contextlib.closing(connect(source, application_name="pgshift data_copy")))
         tgt_conn = stack.enter_context(
@@ -722,18 +737,17 @@ def copy_data(
         psql_src = find_client("psql", server_major(src_conn))[0]
         stop = threading.Event()
         errors: t.List[PgShiftError] = []
-        folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="pgshift-copy-"))
         builds: t.List[_post_data.Build] = []
-        lines: t.List[str] = []
-        pg_restore = ""
-        if archive:
-            pg_restore = find_client("pg_restore", min_client_major)[0]
+        script: t.Optional[_post_data.Script] = None
+        if archive and schema_source is not None:
             lines, entries = _post_data.read_toc(archive, min_client_major)
-            if schema_source is not None:
-                dev = stack.enter_context(
-                    contextlib.closing(connect(schema_source, autocommit=True, application_name="pgshift data_copy"))
-                )
-                builds = _post_data.assign(dev, entries, {job.plan.key for job in work})
+            dev = stack.enter_context(
+                contextlib.closing(connect(schema_source, autocommit=True, application_name="pgshift data_copy"))
+            )
+            builds = _post_data.assign(dev, entries, {job.plan.key for job in work})
+            script = _post_data.render(archive, min_client_major, lines, builds)
+            if script is None:
+                builds = []
         split_ok = jobs > 1 and server_major(src_conn) >= SPLIT_MIN_SERVER
         tasks: t.List[Task] = []
         copies: t.Dict[str, Task] = {}
@@ -772,9 +786,7 @@ def copy_data(
         for key, entries_ in per_table.items():
             index_tasks[key] = Task(
                 "build " + key,
-                functools.partial(
-                    run_builds, key, entries_, pg_restore, target, t.cast(str, archive), folder, lines, stop
-                ),
+                functools.partial(run_builds, key, entries_, t.cast(_post_data.Script, script), target, stop),
                 copies[key].priority,
                 {key},
                 after=[copies[key]],
@@ -787,14 +799,13 @@ def copy_data(
             tasks.append(
                 Task(
                     "fk " + _post_data.describe(b.entry),
-                    functools.partial(
-                        run_builds, b.table, [b.entry], pg_restore, target, t.cast(str, archive), folder, lines, stop
-                    ),
+                    functools.partial(run_builds, b.table, [b.entry], t.cast(_post_data.Script, script), target, stop),
                     copies[b.table].priority,
                     {b.table, ref},
                     after=[copies[b.table], copies[ref], index_tasks.get(b.table), index_tasks.get(ref)],
                 )
             )
+        result["prepare_seconds"] = round(started - called, 3)
         failed = run_tasks(tasks, jobs, stop)
         for task in failed:
             exc = task.error

@@ -12,11 +12,13 @@ copy: :func:`assign` ties each to its table (and an FK to its referenced table) 
 by the object OIDs the TOC carries, and keeps an entry only when the catalog's names give back exactly the TOC's
 schema and tag (a dev schema changed since the dump, a partition, a name with a space: left to the post-data step).
 
-Every part is restored by ``pg_restore`` itself from the same archive, with a list file (``-L``) that leaves only the
-chosen entries uncommented, so an index built during the copy is the statement the post-data step would have run.
-:func:`restore_remaining` (the post-data step) comments out the entries the new database already holds - found in
-its own catalogs, by schema and name - and restores the rest; when nothing was built early it is exactly the
-``pg_restore --section=post-data`` it always was.
+The overlapped entries are rendered once by ``pg_restore`` itself (``-L`` with only them uncommented, ``-f``, no
+connection) and the script is cut at pg_restore's entry headers (:func:`render`; headers that do not give back
+exactly the chosen entries mean nothing is built early); ``data_copy`` runs each table's part after pg_restore's own
+session preamble, in one transaction, so an index built during the copy is the statement the post-data step would
+have run. :func:`restore_remaining` (the post-data step) comments out the entries the new database already holds -
+found in its own catalogs, by schema and name - and restores the rest with ``pg_restore -L``; when nothing was built
+early it is exactly the ``pg_restore --section=post-data`` it always was.
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ import tempfile
 import typing as t
 
 from ansible_collections.pgshift.ops.plugins.module_utils._clients import (
-    BackgroundClient,
     check_client,
     find_client,
     run_client,
@@ -191,11 +192,72 @@ def restore_argv(pg_restore: str, target: ConnParams, archive: str, listing: t.O
     return argv + [dbname_option(target), archive]
 
 
-def start_entries(
-    pg_restore: str, target: ConnParams, archive: str, folder: str, lines: t.Sequence[str], keep: t.Collection[int]
-) -> BackgroundClient:
-    """Start restoring the entries ``keep`` (one transaction) in the background."""
-    return BackgroundClient(restore_argv(pg_restore, target, archive, list_file(folder, lines, keep)), target)
+_HEADER_RE = re.compile(r"^-- Name: (.*); Type: (.*); Schema: (.*); Owner: .*$")
+_SESSION_SET_RE = re.compile(r"^SET default_(tablespace|table_access_method) = .*;$")
+
+
+class Script(t.NamedTuple):
+    """The DDL of the overlapped entries as ``pg_restore -f`` writes it: the session preamble (its SET commands),
+    and per dump id the entry's statements, preceded by the tablespace / access method it is created in."""
+
+    preamble: str
+    statements: t.Dict[int, str]
+
+
+def render(archive: str, min_major: int, lines: t.Sequence[str], builds: t.Sequence[Build]) -> t.Optional[Script]:
+    """Render the entries of ``builds`` once (one pg_restore, no connection) and cut the script at pg_restore's
+    entry headers. None when the headers do not give back exactly those entries, in order (then nothing is built
+    early: the post-data step does it all)."""
+    if not builds:
+        return None
+    pg_restore = find_client("pg_restore", min_major)[0]
+    wanted = {b.entry.dump_id for b in builds}
+    with tempfile.TemporaryDirectory(prefix="pgshift-toc-") as folder:
+        listing = list_file(folder, lines, wanted)
+        proc = subprocess.run(  # noqa: S603 - argv list, no shell, no connection
+            [pg_restore, "--section=post-data", "--use-list=" + listing, "--file=-", archive],
+            capture_output=True,
+            text=True,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+    if proc.returncode != 0:
+        raise PgShiftError("rendering the dev schema archive %s failed: %s" % (archive, proc.stderr.strip()[-500:]))
+    order = [b.entry for b in builds]
+    order.sort(key=lambda e: lines.index(e.line))
+    text = proc.stdout.splitlines()
+    preamble: t.List[str] = []
+    chunks: t.List[t.Tuple[t.Tuple[str, str, str], t.List[str]]] = []
+    session: t.Dict[str, str] = {}
+    current: t.Optional[t.List[str]] = None
+    i = 0
+    while i < len(text):
+        line = text[i]
+        m = _HEADER_RE.match(text[i + 1]) if line == "--" and i + 2 < len(text) and text[i + 2] == "--" else None
+        if m:
+            current = list(session.values())
+            chunks.append(((m.group(2), m.group(3), m.group(1)), current))
+            i += 3
+            continue
+        sm = _SESSION_SET_RE.match(line)
+        if sm:
+            session[sm.group(1)] = line
+        elif line.startswith("\\restrict ") or line.startswith("\\unrestrict "):
+            pass
+        elif current is None:
+            if line.startswith("SET ") or line.startswith("SELECT pg_catalog.set_config("):
+                preamble.append(line)
+        else:
+            current.append(line)
+        i += 1
+    if len(chunks) != len(order):
+        return None
+    statements: t.Dict[int, str] = {}
+    for entry, ((kind, schema, tag), body) in zip(order, chunks):
+        if describe(entry) != "%s %s %s" % (kind, schema, tag):
+            return None
+        statements[entry.dump_id] = "\n".join(body).strip() + "\n"
+    return Script("\n".join(preamble) + "\n", statements)
 
 
 _TARGET_DONE_SQL = """
@@ -271,12 +333,3 @@ def describe(entry: TocEntry) -> str:
     words = entry.rest.split(" ")
     n = 2 if entry.kind == "INDEX" else 3
     return "%s %s" % (entry.kind, " ".join(words[:n]))
-
-
-def fail_message(table: str, entries: t.Sequence[TocEntry], stderr: str) -> str:
-    tail = "\n".join(stderr.strip().splitlines()[-6:])
-    return "building %s of table %s during the copy failed: %s" % (
-        ", ".join(describe(e) for e in entries),
-        table,
-        tail,
-    )

@@ -49,10 +49,10 @@ options:
     description:
       - The dev schema archive that M(pgshift.ops.database_build) O(step=create) returned (RV(archive)), with
         O(schema_source), the dev database it was dumped from. Each table's indexes and primary key, unique,
-        exclusion and NOT VALID check constraints are then restored from it (C(pg_restore -L), one transaction per
-        table) as soon as the table's rows are in, and each foreign key once both its tables are, by the same
-        O(jobs) workers as the copy, the largest tables first. The post-data step of
-        M(pgshift.ops.database_build) then restores only what is left.
+        exclusion and NOT VALID check constraints are then created from it (the archive's DDL as C(pg_restore) writes
+        it, after its session settings; one transaction per table) as soon as the table's rows are in, and each
+        foreign key once both its tables are, by the same O(jobs) workers as the copy, the largest tables first.
+        The post-data step of M(pgshift.ops.database_build) then restores only what is left.
       - Entries the dev catalogs do not confirm (a dev schema changed since the dump), of partitioned tables or
         partitions, of tables not copied, or with a blank in a name are left to the post-data step.
     type: path
@@ -179,6 +179,11 @@ timeline:
   returned: success, not in check mode
   type: list
   elements: dict
+prepare_seconds:
+  description: Wall time before the first copy started (the plan, the snapshot, the archive's entries).
+  returned: success, not in check mode
+  type: float
+  sample: 0.21
 seconds:
   description: Wall time of the table copies.
   returned: success, not in check mode

@@ -20,6 +20,7 @@ Sequences are then set from the source and checked to be past ``max(column)`` of
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import functools
 import os
@@ -660,6 +661,13 @@ def set_sequences(
 
 
 # ------------------------------------------------------------------------------------------------ the copy
+def _archive_entries(
+    archive: str, min_major: int
+) -> t.Tuple[t.List[_post_data.TocEntry], t.Optional[_post_data.Script]]:
+    lines, entries = _post_data.read_toc(archive, min_major)
+    return entries, _post_data.render(archive, min_major, lines, entries)
+
+
 def copy_data(
     source: ConnParams,
     target: ConnParams,
@@ -683,6 +691,14 @@ def copy_data(
     jobs = max(1, int(jobs))
     called = time.monotonic()
     with contextlib.ExitStack() as stack:
+        toc: t.Optional[
+            "concurrent.futures.Future[t.Tuple[t.List[_post_data.TocEntry], t.Optional[_post_data.Script]]]"
+        ]
+        toc = None
+        if archive and schema_source is not None and not check_mode:
+            # the archive's entries, listed and rendered by pg_restore while the plan is read
+            reader = stack.enter_context(concurrent.futures.ThreadPoolExecutor(max_workers=1))
+            toc = reader.submit(_archive_entries, archive, min_client_major)
         src_conn = stack.enter_context(contextlib.closing(connect(source, application_name="pgshift data_copy")))
         tgt_conn = stack.enter_context(
             contextlib.closing(connect(target, autocommit=True, application_name="pgshift data_copy"))
@@ -739,15 +755,12 @@ def copy_data(
         errors: t.List[PgShiftError] = []
         builds: t.List[_post_data.Build] = []
         script: t.Optional[_post_data.Script] = None
-        if archive and schema_source is not None:
-            lines, entries = _post_data.read_toc(archive, min_client_major)
+        if toc is not None and schema_source is not None:
+            entries, script = toc.result()
             dev = stack.enter_context(
                 contextlib.closing(connect(schema_source, autocommit=True, application_name="pgshift data_copy"))
             )
-            builds = _post_data.assign(dev, entries, {job.plan.key for job in work})
-            script = _post_data.render(archive, min_client_major, lines, builds)
-            if script is None:
-                builds = []
+            builds = _post_data.assign(dev, entries, {job.plan.key for job in work}) if script is not None else []
         split_ok = jobs > 1 and server_major(src_conn) >= SPLIT_MIN_SERVER
         tasks: t.List[Task] = []
         copies: t.Dict[str, Task] = {}

@@ -69,7 +69,7 @@ class Build(t.NamedTuple):
 
 
 def read_toc(archive: str, min_major: int) -> t.Tuple[t.List[str], t.List[TocEntry]]:
-    """``pg_restore -l`` of the archive: every line, and the entries of the overlap kinds."""
+    """``pg_restore -l`` of the archive: every line, and the entries of the overlap kinds (TOC order)."""
     pg_restore = find_client("pg_restore", min_major)[0]
     proc = subprocess.run(  # noqa: S603 - argv list, no shell, no connection
         [pg_restore, "-l", archive], capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL
@@ -204,14 +204,14 @@ class Script(t.NamedTuple):
     statements: t.Dict[int, str]
 
 
-def render(archive: str, min_major: int, lines: t.Sequence[str], builds: t.Sequence[Build]) -> t.Optional[Script]:
-    """Render the entries of ``builds`` once (one pg_restore, no connection) and cut the script at pg_restore's
+def render(archive: str, min_major: int, lines: t.Sequence[str], entries: t.Sequence[TocEntry]) -> t.Optional[Script]:
+    """Render ``entries`` once (one pg_restore, no connection) and cut the script at pg_restore's
     entry headers. None when the headers do not give back exactly those entries, in order (then nothing is built
     early: the post-data step does it all)."""
-    if not builds:
+    if not entries:
         return None
     pg_restore = find_client("pg_restore", min_major)[0]
-    wanted = {b.entry.dump_id for b in builds}
+    wanted = {e.dump_id for e in entries}
     with tempfile.TemporaryDirectory(prefix="pgshift-toc-") as folder:
         listing = list_file(folder, lines, wanted)
         proc = subprocess.run(  # noqa: S603 - argv list, no shell, no connection
@@ -223,7 +223,7 @@ def render(archive: str, min_major: int, lines: t.Sequence[str], builds: t.Seque
         )
     if proc.returncode != 0:
         raise PgShiftError("rendering the dev schema archive %s failed: %s" % (archive, proc.stderr.strip()[-500:]))
-    order = [b.entry for b in builds]
+    order = list(entries)
     order.sort(key=lambda e: lines.index(e.line))
     text = proc.stdout.splitlines()
     preamble: t.List[str] = []

@@ -664,8 +664,13 @@ def set_sequences(
 def _archive_entries(
     archive: str, min_major: int
 ) -> t.Tuple[t.List[_post_data.TocEntry], t.Optional[_post_data.Script]]:
-    lines, entries = _post_data.read_toc(archive, min_major)
-    return entries, _post_data.render(archive, min_major, lines, entries)
+    """The archive's entries of the overlap kinds and their DDL: ``pg_restore -l`` and ``pg_restore -f`` at once."""
+    pg_restore = find_client("pg_restore", min_major)[0]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        text = pool.submit(_post_data.render_text, archive, pg_restore)
+        entries = _post_data.read_toc(archive, pg_restore)[1]
+        script = _post_data.split_script(text.result(), entries)
+    return entries, script
 
 
 def copy_data(
@@ -760,7 +765,9 @@ def copy_data(
             dev = stack.enter_context(
                 contextlib.closing(connect(schema_source, autocommit=True, application_name="pgshift data_copy"))
             )
-            builds = _post_data.assign(dev, entries, {job.plan.key for job in work}) if script is not None else []
+            if script is not None:
+                rendered = [e for e in entries if e.dump_id in script.statements]
+                builds = _post_data.assign(dev, rendered, {job.plan.key for job in work})
         split_ok = jobs > 1 and server_major(src_conn) >= SPLIT_MIN_SERVER
         tasks: t.List[Task] = []
         copies: t.Dict[str, Task] = {}

@@ -48,7 +48,7 @@ OVERLAP_KINDS = {
     "CHECK CONSTRAINT": PG_CONSTRAINT,
     "FK CONSTRAINT": PG_CONSTRAINT,
 }
-_LINE_RE = re.compile(r"^(\d+); (\d+) (\d+) (FK CONSTRAINT|CHECK CONSTRAINT|CONSTRAINT|INDEX) (.*)$")
+_LINE_RE = re.compile(r"^(\d+); (\d+) (\d+) (FK CONSTRAINT|CHECK CONSTRAINT|CONSTRAINT|INDEX(?! ATTACH )) (.*)$")
 
 
 class TocEntry(t.NamedTuple):
@@ -68,11 +68,15 @@ class Build(t.NamedTuple):
     references: t.Optional[str]
 
 
-def read_toc(archive: str, min_major: int) -> t.Tuple[t.List[str], t.List[TocEntry]]:
+def read_toc(archive: str, pg_restore: str) -> t.Tuple[t.List[str], t.List[TocEntry]]:
     """``pg_restore -l`` of the archive: every line, and the entries of the overlap kinds (TOC order)."""
-    pg_restore = find_client("pg_restore", min_major)[0]
     proc = subprocess.run(  # noqa: S603 - argv list, no shell, no connection
-        [pg_restore, "-l", archive], capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL
+        [pg_restore, "-l", archive],
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        check=False,
+        stdin=subprocess.DEVNULL,
     )
     if proc.returncode != 0:
         raise PgShiftError("listing the dev schema archive %s failed: %s" % (archive, proc.stderr.strip()[-500:]))
@@ -80,7 +84,7 @@ def read_toc(archive: str, min_major: int) -> t.Tuple[t.List[str], t.List[TocEnt
     entries = []
     for line in lines:
         m = _LINE_RE.match(line)
-        if m and OVERLAP_KINDS[m.group(4)] == int(m.group(2)):
+        if m:
             entries.append(TocEntry(int(m.group(1)), int(m.group(2)), int(m.group(3)), m.group(4), m.group(5), line))
     return lines, entries
 
@@ -204,28 +208,27 @@ class Script(t.NamedTuple):
     statements: t.Dict[int, str]
 
 
-def render(archive: str, min_major: int, lines: t.Sequence[str], entries: t.Sequence[TocEntry]) -> t.Optional[Script]:
-    """Render ``entries`` once (one pg_restore, no connection) and cut the script at pg_restore's
-    entry headers. None when the headers do not give back exactly those entries, in order (then nothing is built
-    early: the post-data step does it all)."""
-    if not entries:
-        return None
-    pg_restore = find_client("pg_restore", min_major)[0]
-    wanted = {e.dump_id for e in entries}
-    with tempfile.TemporaryDirectory(prefix="pgshift-toc-") as folder:
-        listing = list_file(folder, lines, wanted)
-        proc = subprocess.run(  # noqa: S603 - argv list, no shell, no connection
-            [pg_restore, "--section=post-data", "--use-list=" + listing, "--file=-", archive],
-            capture_output=True,
-            text=True,
-            check=False,
-            stdin=subprocess.DEVNULL,
-        )
+def render_text(archive: str, pg_restore: str) -> str:
+    """The post-data section as the script ``pg_restore -f`` writes (no connection)."""
+    proc = subprocess.run(  # noqa: S603 - argv list, no shell, no connection
+        [pg_restore, "--section=post-data", "--file=-", archive],
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
     if proc.returncode != 0:
         raise PgShiftError("rendering the dev schema archive %s failed: %s" % (archive, proc.stderr.strip()[-500:]))
-    order = list(entries)
-    order.sort(key=lambda e: lines.index(e.line))
-    text = proc.stdout.splitlines()
+    return proc.stdout
+
+
+def split_script(script: str, entries: t.Sequence[TocEntry]) -> t.Optional[Script]:
+    """Cut pg_restore's post-data script at its entry headers and pair the headers of the overlap kinds with
+    ``entries`` (the same kinds, TOC order: the order pg_restore writes them in). None when their number differs;
+    an entry whose header does not name it exactly (kind, schema, tag; a name with a blank) gets no statement and
+    is left to the post-data step."""
+    text = script.splitlines()
     preamble: t.List[str] = []
     chunks: t.List[t.Tuple[t.Tuple[str, str, str], t.List[str]]] = []
     session: t.Dict[str, str] = {}
@@ -245,18 +248,20 @@ def render(archive: str, min_major: int, lines: t.Sequence[str], entries: t.Sequ
         elif line.startswith("\\restrict ") or line.startswith("\\unrestrict "):
             pass
         elif current is None:
+            if line.startswith("SET client_encoding = ") and line != "SET client_encoding = 'UTF8';":
+                return None  # read as UTF-8 here; an archive in another encoding is left to the post-data step
             if line.startswith("SET ") or line.startswith("SELECT pg_catalog.set_config("):
                 preamble.append(line)
         else:
             current.append(line)
         i += 1
-    if len(chunks) != len(order):
+    chunks = [c for c in chunks if c[0][0] in OVERLAP_KINDS]
+    if len(chunks) != len(entries) or "\ufffd" in script:
         return None
     statements: t.Dict[int, str] = {}
-    for entry, ((kind, schema, tag), body) in zip(order, chunks):
-        if describe(entry) != "%s %s %s" % (kind, schema, tag):
-            return None
-        statements[entry.dump_id] = "\n".join(body).strip() + "\n"
+    for entry, ((kind, schema, tag), body) in zip(entries, chunks):
+        if describe(entry) == "%s %s %s" % (kind, schema, tag) and _plain(schema, *tag.split(" ")):
+            statements[entry.dump_id] = "\n".join(body).strip() + "\n"
     return Script("\n".join(preamble) + "\n", statements)
 
 
@@ -307,7 +312,7 @@ def restore_remaining(target: ConnParams, archive: str, min_major: int) -> t.Dic
     """The post-data step: restore every post-data entry the target does not hold yet (all of them when the copy
     built nothing), in one transaction."""
     pg_restore, client_major = find_client("pg_restore", min_major)
-    lines, entries = read_toc(archive, min_major)
+    lines, entries = read_toc(archive, pg_restore)
     done = already_built(target, entries)
     listing = None
     with contextlib.ExitStack() as stack:

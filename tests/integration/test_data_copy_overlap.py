@@ -24,6 +24,9 @@ UPDATE ledger_big SET note = note || ' updated-1' WHERE id % 7 = 0;
 UPDATE ledger_big SET note = note || ' updated-2' WHERE id % 7 = 0;
 UPDATE ledger_big SET note = note || ' updated-3' WHERE id % 7 = 0;
 DELETE FROM ledger_big WHERE id % 11 = 0;
+CREATE SCHEMA "we ird";
+CREATE TABLE "we ird"."t x" (id integer NOT NULL);
+INSERT INTO "we ird"."t x" SELECT generate_series(1, 50);
 """
 
 BIG_DEV = """
@@ -31,6 +34,9 @@ CREATE TABLE ledger_big (id bigint PRIMARY KEY, customer_id bigint NOT NULL REFE
   amount integer NOT NULL, note text);
 CREATE INDEX ledger_big_customer_idx ON ledger_big (customer_id, amount);
 ALTER TABLE ledger_big ADD CONSTRAINT ledger_big_amount_check CHECK (amount >= 0) NOT VALID;
+CREATE SCHEMA "we ird";
+CREATE TABLE "we ird"."t x" (id integer PRIMARY KEY);
+CREATE INDEX "i y" ON "we ird"."t x" (id);
 """
 
 
@@ -68,7 +74,7 @@ def _definitions(carry: ds.Carry, database: str) -> t.Dict[str, t.List[t.Tuple[t
         # dev's NOT VALID check is carried validated (docs/data.md, "NOT VALID constraints")
         "SELECT conrelid::regclass::text, conname, replace(pg_get_constraintdef(oid), ' NOT VALID', '') "
         "FROM pg_constraint "
-        "WHERE connamespace = 'public'::regnamespace AND conrelid <> 0 ORDER BY 1, 2",
+        "WHERE connamespace IN ('public'::regnamespace, '\"we ird\"'::regnamespace) AND conrelid <> 0 ORDER BY 1, 2",
     )
     out["triggers"] = ds.execute(
         carry.cluster,
@@ -138,6 +144,8 @@ def test_split_copy_with_builds_equals_dev(
     assert "CHECK CONSTRAINT public ledger_big ledger_big_amount_check" in built["ledger_big"]
     assert "FK CONSTRAINT public ledger_big ledger_big_customer_id_fkey" in built["ledger_big"]
     assert "CONSTRAINT public customers customers_pkey" in built["customers"]
+    # a name with a blank cannot be told apart in pg_restore's listing: left to post-data, which builds it
+    assert "we ird.t x" not in built and res["tables"]["we ird.t x"]["rows"] == 50
     present = ds.execute(
         carry.cluster,
         carry.target,
@@ -163,6 +171,8 @@ def test_split_copy_with_builds_equals_dev(
     )
     assert not post.failed, post.output
     assert "INDEX public ledger_big_customer_idx" in post.result["built_during_copy"]
+    assert not [b for b in post.result["built_during_copy"] if "we" in b.split(" ")], post.result
+    assert ds.execute(carry.cluster, carry.target, 'SELECT to_regclass(\'"we ird"."i y"\') IS NOT NULL')[0][0]
     assert (
         'ALTER TABLE "public"."ledger_big" VALIDATE CONSTRAINT "ledger_big_amount_check"'
         in post.result["validated_constraints"]

@@ -661,16 +661,20 @@ def set_sequences(
 
 
 # ------------------------------------------------------------------------------------------------ the copy
-def _archive_entries(
-    archive: str, min_major: int
-) -> t.Tuple[t.List[_post_data.TocEntry], t.Optional[_post_data.Script]]:
-    """The archive's entries of the overlap kinds and their DDL: ``pg_restore -l`` and ``pg_restore -f`` at once."""
+_ArchiveEntries = t.Tuple[t.List[_post_data.TocEntry], t.Optional[_post_data.Script], _post_data.DevCatalog]
+
+
+def _archive_entries(archive: str, min_major: int, dev: ConnParams) -> _ArchiveEntries:
+    """The archive's entries of the overlap kinds, their DDL and the dev catalogs' rows for them: ``pg_restore -l``
+    and ``pg_restore -f`` at once, then the dev database."""
     pg_restore = find_client("pg_restore", min_major)[0]
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         text = pool.submit(_post_data.render_text, archive, pg_restore)
         entries = _post_data.read_toc(archive, pg_restore)[1]
+        with contextlib.closing(connect(dev, autocommit=True, application_name="pgshift data_copy")) as conn:
+            catalog = _post_data.read_dev(conn, entries)
         script = _post_data.split_script(text.result(), entries)
-    return entries, script
+    return entries, script, catalog
 
 
 def copy_data(
@@ -696,14 +700,11 @@ def copy_data(
     jobs = max(1, int(jobs))
     called = time.monotonic()
     with contextlib.ExitStack() as stack:
-        toc: t.Optional[
-            "concurrent.futures.Future[t.Tuple[t.List[_post_data.TocEntry], t.Optional[_post_data.Script]]]"
-        ]
-        toc = None
+        toc: t.Optional["concurrent.futures.Future[_ArchiveEntries]"] = None
         if archive and schema_source is not None and not check_mode:
             # the archive's entries, listed and rendered by pg_restore while the plan is read
             reader = stack.enter_context(concurrent.futures.ThreadPoolExecutor(max_workers=1))
-            toc = reader.submit(_archive_entries, archive, min_client_major)
+            toc = reader.submit(_archive_entries, archive, min_client_major, schema_source)
         src_conn = stack.enter_context(contextlib.closing(connect(source, application_name="pgshift data_copy")))
         tgt_conn = stack.enter_context(
             contextlib.closing(connect(target, autocommit=True, application_name="pgshift data_copy"))
@@ -760,14 +761,11 @@ def copy_data(
         errors: t.List[PgShiftError] = []
         builds: t.List[_post_data.Build] = []
         script: t.Optional[_post_data.Script] = None
-        if toc is not None and schema_source is not None:
-            entries, script = toc.result()
-            dev = stack.enter_context(
-                contextlib.closing(connect(schema_source, autocommit=True, application_name="pgshift data_copy"))
-            )
+        if toc is not None:
+            entries, script, catalog = toc.result()
             if script is not None:
                 rendered = [e for e in entries if e.dump_id in script.statements]
-                builds = _post_data.assign(dev, rendered, {job.plan.key for job in work})
+                builds = _post_data.assign(catalog, rendered, {job.plan.key for job in work})
         split_ok = jobs > 1 and server_major(src_conn) >= SPLIT_MIN_SERVER
         tasks: t.List[Task] = []
         copies: t.Dict[str, Task] = {}

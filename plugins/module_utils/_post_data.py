@@ -120,9 +120,14 @@ def _plain(*names: t.Optional[str]) -> bool:
     return all(n is not None and n != "" and not any(ch.isspace() for ch in n) for n in names)
 
 
-def assign(dev_conn: t.Any, entries: t.Sequence[TocEntry], tables: t.Collection[str]) -> t.List[Build]:
-    """The entries that can be built during the copy: on a plain table of ``tables`` (and, for an FK, referencing
-    one), confirmed by the dev catalogs (OID -> the same schema and tag the TOC prints)."""
+class DevCatalog(t.NamedTuple):
+    """The dev catalogs' rows for the TOC's OIDs: indexes and constraints, with their tables."""
+
+    indexes: t.Dict[int, t.Tuple[t.Any, ...]]
+    constraints: t.Dict[int, t.Tuple[t.Any, ...]]
+
+
+def read_dev(dev_conn: t.Any, entries: t.Sequence[TocEntry]) -> DevCatalog:
     index_oids = [e.oid for e in entries if e.catalog == PG_CLASS]
     con_oids = [e.oid for e in entries if e.catalog == PG_CONSTRAINT]
     with dev_conn.cursor() as cur:
@@ -130,6 +135,13 @@ def assign(dev_conn: t.Any, entries: t.Sequence[TocEntry], tables: t.Collection[
         indexes = {r[0]: r[1:] for r in cur.fetchall()}
         cur.execute(_DEV_CONSTRAINTS_SQL, (con_oids,))
         constraints = {r[0]: r[1:] for r in cur.fetchall()}
+    return DevCatalog(indexes, constraints)
+
+
+def assign(dev: DevCatalog, entries: t.Sequence[TocEntry], tables: t.Collection[str]) -> t.List[Build]:
+    """The entries that can be built during the copy: on a plain table of ``tables`` (and, for an FK, referencing
+    one), confirmed by the dev catalogs (OID -> the same schema and tag the TOC prints)."""
+    indexes, constraints = dev.indexes, dev.constraints
     out: t.List[Build] = []
     early_indexes: t.Set[int] = set()  # dev OIDs of the indexes built early (an FK needs its referenced one)
     fks: t.List[t.Tuple[Build, int]] = []
@@ -280,11 +292,12 @@ WHERE (c.contype IN ('p', 'u', 'x', 'f') OR (c.contype = 'c' AND NOT c.convalida
 """
 
 
-def already_built(target: ConnParams, entries: t.Sequence[TocEntry]) -> t.List[TocEntry]:
-    """The entries the target already holds (built during the copy), by schema and name in its catalogs.
+def built_keys(target: ConnParams) -> t.Set[str]:
+    """``<kind> <schema> <name> `` (an index) or ``<kind> <schema> <table> <constraint> `` of every index and every
+    key, foreign key and unvalidated check constraint the target holds (names without blanks only).
 
-    Only names without blanks can have been built early (see :func:`assign`), so the TOC line is split at blanks;
-    an unvalidated CHECK is one the post-data section adds (the pre-data section's checks are validated).
+    Only names without blanks can have been built early (see :func:`split_script`); an unvalidated CHECK is one the
+    post-data section adds (the pre-data section's checks are validated).
     """
     conn = connect(target, autocommit=True)
     try:
@@ -299,6 +312,11 @@ def already_built(target: ConnParams, entries: t.Sequence[TocEntry]) -> t.List[T
                 )
     finally:
         conn.close()
+    return present
+
+
+def already_built(present: t.Collection[str], entries: t.Sequence[TocEntry]) -> t.List[TocEntry]:
+    """The entries ``present`` (:func:`built_keys`) holds, by schema and name."""
     done = []
     for e in entries:
         words = e.rest.split(" ")
@@ -312,8 +330,12 @@ def restore_remaining(target: ConnParams, archive: str, min_major: int) -> t.Dic
     """The post-data step: restore every post-data entry the target does not hold yet (all of them when the copy
     built nothing), in one transaction."""
     pg_restore, client_major = find_client("pg_restore", min_major)
-    lines, entries = read_toc(archive, pg_restore)
-    done = already_built(target, entries)
+    present = built_keys(target)
+    done: t.List[TocEntry] = []
+    lines: t.List[str] = []
+    if present:  # else nothing was built early: the whole section, as it always was
+        lines, entries = read_toc(archive, pg_restore)
+        done = already_built(present, entries)
     listing = None
     with contextlib.ExitStack() as stack:
         if done:

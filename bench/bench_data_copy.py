@@ -10,7 +10,8 @@ Not a test: it prints times and ratios. One throwaway cluster (free port, temp f
 Per scale (``--scales 1,10,50``), in rounds (``--repeat``, best total of each kept, because the machine may be
 shared), each a fresh target database:
 - pgshift's whole rebuild, the way the release runs it: pre-data restore, ``data_copy``, the post-data step of
-  ``database_build`` (one transaction, what the copy did not build) and ``integrity_check`` (the proof), in three
+  ``database_build`` (one transaction, what the copy did not build, then VALIDATE of NOT VALID constraints and
+  ANALYZE) and ``integrity_check`` (the proof), in three
   variants: ``today`` (copy, then the whole post-data section), ``overlap`` (the dev archive given to data_copy:
   indexes, constraints and foreign keys built during the copy) and ``overlap+split`` (and every table split across
   the workers by ctid ranges). Each pgshift step runs in a fresh Python process that reports its peak memory.
@@ -53,7 +54,7 @@ def _conn_params(cluster: t.Any, database: str) -> t.Any:
 
 def run_step(spec: t.Dict[str, t.Any]) -> t.Dict[str, t.Any]:
     """Run one pgshift step in this (fresh) process; report its result and this process's peak memory."""
-    from ansible_collections.pgshift.ops.plugins.module_utils import _post_data  # noqa: PLC0415
+    from ansible_collections.pgshift.ops.plugins.module_utils import _post_data, _release  # noqa: PLC0415
     from ansible_collections.pgshift.ops.plugins.module_utils._connection import ConnParams  # noqa: PLC0415
     from ansible_collections.pgshift.ops.plugins.module_utils._data_check import integrity_check  # noqa: PLC0415
     from ansible_collections.pgshift.ops.plugins.module_utils._data_copy import copy_data  # noqa: PLC0415
@@ -77,7 +78,11 @@ def run_step(spec: t.Dict[str, t.Any]) -> t.Dict[str, t.Any]:
         summary["prepare"] = result["prepare_seconds"]
         summary["tasks"] = result["seconds"]
     elif spec["step"] == "post":
+        # what database_build step=post-data does to the tables: the rest of the section, the NOT VALID
+        # constraints validated, ANALYZE (pgcopydb clone analyzes too)
         done = _post_data.restore_remaining(tgt, spec["archive"], 0)
+        _release.validate_constraints(tgt)
+        _release.analyze(tgt)
         summary = {"skipped": len(done["built_during_copy"])}
     else:
         result = integrity_check(src, tgt, None, jobs=spec["jobs"])

@@ -265,7 +265,7 @@ def run_large_objects(
 # ------------------------------------------------------------------------------------------------ split tables
 # A table at least this large (source, pg_total_relation_size) is copied by several workers, one range of its
 # blocks each (see docs/data.md, "Split tables").
-SPLIT_BYTES = 512 << 20
+SPLIT_BYTES = 64 << 20
 SPLIT_MIN_SERVER = 14  # TID range scans: each part reads only its blocks
 
 

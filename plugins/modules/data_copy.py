@@ -66,7 +66,7 @@ options:
         each a range of its blocks (C(ctid) ranges, TID range scans: source servers 14 and later), all in the same
         snapshot; the parts commit together. C(0) splits every table.
     type: int
-    default: 536870912
+    default: 67108864
   snapshot:
     description:
       - Snapshot id exported on the source (C(pg_export_snapshot())) by a transaction the caller keeps open; every

@@ -47,7 +47,7 @@ options:
     default: [pgmigrations, pgshift_migration_meta]
   archive:
     description:
-      - The dev schema archive that M(pgshift.ops.database_build) O(step=create) returned (RV(archive)), with
+      - The dev schema archive that M(pgshift.ops.database_build) C(step=create) returned as C(archive), with
         O(schema_source), the dev database it was dumped from. Each table's indexes and primary key, unique,
         exclusion and NOT VALID check constraints are then created from it (the archive's DDL as C(pg_restore) writes
         it, after its session settings; one transaction per table) as soon as the table's rows are in, and each
@@ -57,13 +57,13 @@ options:
         partitions, of tables not copied, or with a blank in a name are left to the post-data step.
     type: path
   min_client_major:
-    description: Lowest major version of pg_restore to use with O(archive) (RV(client_major) of the create step).
+    description: Lowest major version of pg_restore to use with O(archive) (C(client_major) of the create step).
     type: int
     default: 0
   split_bytes:
     description:
       - A table at least this large on the source (C(pg_total_relation_size)) is copied by O(jobs) workers at once,
-        each a range of its blocks (C(ctid) ranges, TID range scans: source servers 14 and later), all in the same
+        each a range of its blocks (C(ctid) ranges read by TID range scans, on source servers 14 and later), all in the same
         snapshot; the parts commit together. C(0) splits every table.
     type: int
     default: 67108864

@@ -13,8 +13,9 @@ shared), each a fresh target database:
   ``database_build`` (one transaction, what the copy did not build, then VALIDATE of NOT VALID constraints and
   ANALYZE) and ``integrity_check`` (the proof), in three
   variants: ``today`` (copy, then the whole post-data section), ``overlap`` (the dev archive given to data_copy:
-  indexes, constraints and foreign keys built during the copy) and ``overlap+split`` (and every table split across
-  the workers by ctid ranges). Each pgshift step runs in a fresh Python process that reports its peak memory.
+  indexes, constraints and foreign keys built during the copy) and ``overlap+split`` (and, as shipped, every table of
+  at least 64 MiB split across the workers by ctid ranges). Each pgshift step runs in a fresh Python process
+  that reports its peak memory.
   While the copy runs, the target backends' wait events are sampled (``Lock/extend``: the relation extension lock
   that parallel writers of one table contend for).
 - ``pgcopydb clone`` (schema + data + indexes, same --table-jobs and --index-jobs), in the same rounds.
@@ -71,7 +72,7 @@ def run_step(spec: t.Dict[str, t.Any]) -> t.Dict[str, t.Any]:
             jobs=spec["jobs"],
             archive=spec.get("archive"),
             schema_source=src if spec.get("archive") else None,
-            split_bytes=spec.get("split_bytes", 1 << 62),
+            **({"split_bytes": spec.get("split_bytes", 1 << 62)} if spec.get("split_bytes", 0) is not None else {}),
         )
         summary = {"rows": result["total_rows"], "bytes": result["total_bytes"], "timeline": result["timeline"]}
         summary["built"] = sum(len(v) for v in result["built_during_copy"].values())
@@ -199,7 +200,7 @@ class Bench:
     VARIANTS: t.Tuple[t.Tuple[str, t.Dict[str, t.Any]], ...] = (
         ("today", {}),  # copy, then the whole post-data section
         ("overlap", {"archive": True}),  # indexes/constraints/FKs built during the copy, no split
-        ("overlap+split", {"archive": True, "split_bytes": 0}),  # and every table split across the workers
+        ("overlap+split", {"archive": True, "split_bytes": None}),  # and tables >= 64 MiB split (the default)
     )
 
     def rebuild(self, source: str, dump: str, variant: t.Dict[str, t.Any]) -> t.Dict[str, t.Any]:
@@ -213,7 +214,7 @@ class Bench:
             if variant.get("archive"):
                 extra["archive"] = dump
             if "split_bytes" in variant:
-                extra["split_bytes"] = variant["split_bytes"]
+                extra["split_bytes"] = variant["split_bytes"]  # None: data_copy's default
             with WaitSampler(self.cluster, target) as waits:
                 copy = step("copy", self.cluster, source, target, self.jobs, **extra)
             out.update(

@@ -410,8 +410,8 @@ class Task:
 
 def run_tasks(tasks: t.Sequence[Task], jobs: int, stop: threading.Event) -> t.List[Task]:
     """Run ``tasks`` with at most ``jobs`` workers busy: the highest priority first among those whose dependencies
-    are done and whose tables are free (a task wider than the free workers waits for them, and holds back those
-    behind it, so a split table is not starved). The first failure stops the rest (``stop``: running copies stop
+    are done and whose tables are free (a task wider than the free workers waits for them while the smaller ones
+    behind it use the free workers). The first failure stops the rest (``stop``: running copies stop
     reading, running builds are killed); returns the failed tasks, the first failure first."""
     import queue  # noqa: PLC0415
 
@@ -442,7 +442,9 @@ def run_tasks(tasks: t.Sequence[Task], jobs: int, stop: threading.Event) -> t.Li
                     continue
                 width = min(task.width, jobs)
                 if width > free:
-                    break
+                    # a split table waits for enough workers; smaller tasks behind it may use the free ones
+                    # meanwhile (they are all smaller, and finitely many: it gets its workers)
+                    continue
                 task.width = width
                 task.state = "running"
                 task.started = time.monotonic()

@@ -63,8 +63,8 @@ options:
   split_bytes:
     description:
       - A table at least this large on the source (C(pg_total_relation_size)) is copied by O(jobs) workers at once,
-        each a range of its blocks (C(ctid) ranges read by TID range scans, on source servers 14 and later), all in the same
-        snapshot; the parts commit together. C(0) splits every table.
+        each a range of its blocks (C(ctid) ranges read by TID range scans, on source servers 14 and later), all in
+        the same snapshot; the parts commit together. C(0) splits every table.
     type: int
     default: 67108864
   snapshot:

@@ -4,18 +4,24 @@
 Not a test: it prints times and ratios. One throwaway cluster (free port, temp folder), one source database
 (``pgbench -i -s SCALE``, and Pagila when ../shared/data/pagila exists), and for each tool a fresh target database.
 
-    .venv/bin/python bench/bench_data_copy.py --scale 50 --jobs 2      # about 750 MB, the reference in the issue
-    .venv/bin/python bench/bench_data_copy.py --scale 5                # quick
+    .venv/bin/python bench/bench_data_copy.py --scales 1,10,50 --jobs 2   # 50: about 750 MB
+    .venv/bin/python bench/bench_data_copy.py --scale 5                   # quick
 
-Rows measured (each pgshift measure and its yardstick run alternately, --repeat times, best kept, because the
-machine may be shared):
-- ``COPY <table> TO '/dev/null'`` over every source table, one after the other: the cost of turning every row into
-  text once (the yardstick of integrity_check, goal <= 1.2x).
-- pgshift: pre-data restore, data_copy, post-data restore, integrity_check (each step in a fresh Python process
-  that reports its own peak memory, ru_maxrss).
-- ``pgcopydb copy table-data`` into the same pre-data schema (data only, same --table-jobs): the data_copy peer.
-- ``pgcopydb clone`` (schema + data + indexes) and ``pg_dump -Fd -j N -Z1`` + ``pg_restore -j N``: whole-database peers
-  for pgshift's pre-data + data_copy + post-data.
+Per scale (``--scales 1,10,50``), in rounds (``--repeat``, best total of each kept, because the machine may be
+shared), each a fresh target database:
+- pgshift's whole rebuild, the way the release runs it: pre-data restore, ``data_copy``, the post-data step of
+  ``database_build`` (one transaction, what the copy did not build, then VALIDATE of NOT VALID constraints and
+  ANALYZE) and ``integrity_check`` (the proof), in three
+  variants: ``today`` (copy, then the whole post-data section), ``overlap`` (the dev archive given to data_copy:
+  indexes, constraints and foreign keys built during the copy) and ``overlap+split`` (and, as shipped, every table of
+  at least 64 MiB split across the workers by ctid ranges). Each pgshift step runs in a fresh Python process
+  that reports its peak memory.
+  While the copy runs, the target backends' wait events are sampled (``Lock/extend``: the relation extension lock
+  that parallel writers of one table contend for).
+- ``pgcopydb clone`` (schema + data + indexes, same --table-jobs and --index-jobs), in the same rounds.
+- once: ``pg_dump -Fd -j N -Z1`` + ``pg_restore -j N``, and ``COPY <table> TO '/dev/null'`` over every table.
+It prints, per scale, each step, the ratio rebuild / pgcopydb clone and where the time goes (the longest tasks of
+the copy's timeline).
 Passwords reach child processes only through a 0600 PGPASSFILE (pgshift's client_environment).
 """
 
@@ -30,6 +36,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import typing as t
 import uuid
@@ -48,6 +55,7 @@ def _conn_params(cluster: t.Any, database: str) -> t.Any:
 
 def run_step(spec: t.Dict[str, t.Any]) -> t.Dict[str, t.Any]:
     """Run one pgshift step in this (fresh) process; report its result and this process's peak memory."""
+    from ansible_collections.pgshift.ops.plugins.module_utils import _post_data, _release  # noqa: PLC0415
     from ansible_collections.pgshift.ops.plugins.module_utils._connection import ConnParams  # noqa: PLC0415
     from ansible_collections.pgshift.ops.plugins.module_utils._data_check import integrity_check  # noqa: PLC0415
     from ansible_collections.pgshift.ops.plugins.module_utils._data_copy import copy_data  # noqa: PLC0415
@@ -55,9 +63,28 @@ def run_step(spec: t.Dict[str, t.Any]) -> t.Dict[str, t.Any]:
     src = ConnParams.from_params(spec["source"])
     tgt = ConnParams.from_params(spec["target"])
     started = time.monotonic()
+    summary: t.Dict[str, t.Any] = {}
     if spec["step"] == "copy":
-        result = copy_data(src, tgt, None, jobs=spec["jobs"])
-        summary = {"rows": result["total_rows"], "bytes": result["total_bytes"]}
+        result = copy_data(
+            src,
+            tgt,
+            None,
+            jobs=spec["jobs"],
+            archive=spec.get("archive"),
+            schema_source=src if spec.get("archive") else None,
+            **({"split_bytes": spec.get("split_bytes", 1 << 62)} if spec.get("split_bytes", 0) is not None else {}),
+        )
+        summary = {"rows": result["total_rows"], "bytes": result["total_bytes"], "timeline": result["timeline"]}
+        summary["built"] = sum(len(v) for v in result["built_during_copy"].values())
+        summary["prepare"] = result["prepare_seconds"]
+        summary["tasks"] = result["seconds"]
+    elif spec["step"] == "post":
+        # what database_build step=post-data does to the tables: the rest of the section, the NOT VALID
+        # constraints validated, ANALYZE (pgcopydb clone analyzes too)
+        done = _post_data.restore_remaining(tgt, spec["archive"], 0)
+        _release.validate_constraints(tgt)
+        _release.analyze(tgt)
+        summary = {"skipped": len(done["built_during_copy"])}
     else:
         result = integrity_check(src, tgt, None, jobs=spec["jobs"])
         summary = {"ok": result["ok"], "mismatches": len(result["mismatches"])}
@@ -66,8 +93,9 @@ def run_step(spec: t.Dict[str, t.Any]) -> t.Dict[str, t.Any]:
     return summary
 
 
-def step(name: str, cluster: t.Any, source: str, target: str, jobs: int) -> t.Dict[str, t.Any]:
+def step(name: str, cluster: t.Any, source: str, target: str, jobs: int, **extra: t.Any) -> t.Dict[str, t.Any]:
     spec = {"step": name, "source": cluster.conn(source), "target": cluster.conn(target), "jobs": jobs}
+    spec.update(extra)
     proc = subprocess.run(
         [sys.executable, os.path.abspath(__file__), "--run-step"],
         input=json.dumps(spec),
@@ -78,6 +106,44 @@ def step(name: str, cluster: t.Any, source: str, target: str, jobs: int) -> t.Di
     if proc.returncode != 0:
         raise SystemExit("pgshift %s failed:\n%s" % (name, proc.stderr[-3000:]))
     return t.cast(t.Dict[str, t.Any], json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+class WaitSampler:
+    """Samples the wait events of pgshift's target backends every 20 ms while a copy runs (how often they wait for
+    the relation extension lock: ``Lock/extend``)."""
+
+    def __init__(self, cluster: t.Any, database: str) -> None:
+        self.cluster = cluster
+        self.database = database
+        self.counts: t.Dict[str, int] = {}
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "WaitSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: t.Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        with contextlib.closing(self.cluster.connect("postgres")) as conn:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                while not self._stop.wait(0.02):
+                    cur.execute(
+                        "SELECT coalesce(wait_event_type || '/' || wait_event, 'CPU') FROM pg_stat_activity "
+                        "WHERE datname = %s AND application_name = 'pgshift data_copy target' AND state = 'active'",
+                        (self.database,),
+                    )
+                    for (event,) in cur.fetchall():
+                        self.counts[event] = self.counts.get(event, 0) + 1
+                        self.samples += 1
+
+    def share(self, event: str) -> float:
+        return self.counts.get(event, 0) / self.samples if self.samples else 0.0
 
 
 class Bench:
@@ -131,68 +197,65 @@ class Bench:
                 cur.execute("COPY %s TO '/dev/null'" % name)
         return time.monotonic() - started
 
-    def pgshift(self, source: str) -> t.Dict[str, t.Any]:
-        dump = os.path.join(self.work, "schema-%s.dump" % source)
-        self.run([self.bin("pg_dump"), "-Fc", "--schema-only", "-f", dump, "-d", source], source)
+    VARIANTS: t.Tuple[t.Tuple[str, t.Dict[str, t.Any]], ...] = (
+        ("today", {}),  # copy, then the whole post-data section
+        ("overlap", {"archive": True}),  # indexes/constraints/FKs built during the copy, no split
+        ("overlap+split", {"archive": True, "split_bytes": None}),  # and tables >= 64 MiB split (the default)
+    )
+
+    def rebuild(self, source: str, dump: str, variant: t.Dict[str, t.Any]) -> t.Dict[str, t.Any]:
+        """One whole pgshift rebuild into a fresh database: pre-data, data_copy, post-data (the module's step: one
+        transaction, what is left), integrity_check; each pgshift step in a fresh process."""
         target = self.new_db("pgshift")
-        out: t.Dict[str, t.Any] = {"target": target}
-        out["pre_data"] = self.run([self.bin("pg_restore"), "--section=pre-data", "-d", target, dump], target)
-        # data_copy and its peer run alternately, `repeat` times each, so that both see the same machine load; the
-        # best time of each is kept (data_copy truncates and reloads on every run).
-        copies, peers = [], []
-        for _round in range(self.repeat):
-            copy = step("copy", self.cluster, source, target, self.jobs)
-            copies.append(copy["seconds"])
-            peer = self.pgcopydb_table_data(source, dump)
-            if peer is not None:
-                peers.append(peer)
-        out["copy"] = min(copies)
-        out["table_data"] = min(peers) if peers else None
-        out["copy_rss_mb"] = copy["maxrss_mb"]
-        out["rows"] = copy["rows"]
-        out["bytes"] = copy["bytes"]
-        out["post_data"] = self.run(
-            [self.bin("pg_restore"), "--section=post-data", "-j", str(self.jobs), "-d", target, dump], target
-        )
-        checks, devnulls = [], []
-        for _round in range(self.repeat):
-            devnulls.append(self.copy_to_devnull(source))
+        try:
+            out: t.Dict[str, t.Any] = {}
+            out["pre"] = self.run([self.bin("pg_restore"), "--section=pre-data", "-d", target, dump], target)
+            extra: t.Dict[str, t.Any] = {}
+            if variant.get("archive"):
+                extra["archive"] = dump
+            if "split_bytes" in variant:
+                extra["split_bytes"] = variant["split_bytes"]  # None: data_copy's default
+            with WaitSampler(self.cluster, target) as waits:
+                copy = step("copy", self.cluster, source, target, self.jobs, **extra)
+            out.update(
+                copy=copy["seconds"],
+                timeline=copy["timeline"],
+                rows=copy["rows"],
+                bytes=copy["bytes"],
+                built=copy["built"],
+                prepare=copy["prepare"],
+                tasks=copy["tasks"],
+                copy_rss_mb=copy["maxrss_mb"],
+                extend_share=waits.share("Lock/extend"),
+                waits=dict(sorted(waits.counts.items(), key=lambda kv: -kv[1])[:4]),
+            )
+            post = step("post", self.cluster, source, target, self.jobs, archive=dump)
+            out["post"] = post["seconds"]
             check = step("check", self.cluster, source, target, self.jobs)
             if not check["ok"]:
                 raise SystemExit("integrity_check found differences after the copy: %s" % check)
-            checks.append(check["seconds"])
-        out["check"] = min(checks)
-        out["devnull"] = min(devnulls)
-        out["check_rss_mb"] = check["maxrss_mb"]
-        out["dump"] = dump
-        return out
-
-    def pgcopydb_table_data(self, source: str, dump: str) -> t.Optional[float]:
-        if not shutil.which("pgcopydb"):
-            return None
-        target = self.new_db("pgcopydb_data")
-        self.run([self.bin("pg_restore"), "--section=pre-data", "-d", target, dump], target)
-        folder = tempfile.mkdtemp(prefix="pgcopydb-", dir=self.work)
-        try:
-            return self.run(
-                [
-                    "pgcopydb",
-                    "copy",
-                    "table-data",
-                    "--source",
-                    self.uri(source),
-                    "--target",
-                    self.uri(target),
-                    "--table-jobs",
-                    str(self.jobs),
-                    "--dir",
-                    folder,
-                    "--no-role-passwords",
-                ],
-                source,
-            )
+            out["check"] = check["seconds"]
+            out["check_rss_mb"] = check["maxrss_mb"]
+            out["total"] = out["pre"] + out["copy"] + out["post"] + out["check"]
+            return out
         finally:
             self.drop(target)
+
+    def pgshift(self, source: str) -> t.Dict[str, t.Any]:
+        """Every variant and pgcopydb clone, alternately, ``repeat`` rounds; the best total of each is kept."""
+        dump = os.path.join(self.work, "schema-%s.dump" % source)
+        self.run([self.bin("pg_dump"), "-Fc", "--schema-only", "-f", dump, "-d", source], source)
+        best: t.Dict[str, t.Dict[str, t.Any]] = {}
+        clones: t.List[float] = []
+        for _round in range(self.repeat):
+            for name, variant in self.VARIANTS:
+                got = self.rebuild(source, dump, variant)
+                if name not in best or got["total"] < best[name]["total"]:
+                    best[name] = got
+            clone = self.pgcopydb_clone(source)
+            if clone is not None:
+                clones.append(clone)
+        return {"variants": best, "clone": min(clones) if clones else None, "dump": dump}
 
     def pgcopydb_clone(self, source: str) -> t.Optional[float]:
         if not shutil.which("pgcopydb"):
@@ -247,47 +310,55 @@ def ratio(a: t.Optional[float], b: t.Optional[float]) -> str:
     return "n/a" if not a or not b else "%.2f" % (a / b)
 
 
+def where(timeline: t.Sequence[t.Dict[str, t.Any]], top: int = 6) -> str:
+    spans = sorted(timeline, key=lambda r: -(r["end"] - r["start"]))[:top]
+    return ", ".join(
+        "%s %.2f-%.2f s%s" % (r["task"], r["start"], r["end"], " (x%d)" % r["workers"] if r["workers"] > 1 else "")
+        for r in spans
+    )
+
+
 def report(bench: Bench, label: str, source: str) -> t.Dict[str, t.Any]:
     print("\n== %s (%s, jobs=%d)" % (label, bench.size(source), bench.jobs), flush=True)
     bench.sql(source, "VACUUM ANALYZE")
     mine = bench.pgshift(source)
-    devnull = mine["devnull"]
-    print("COPY TO /dev/null, every source table   %7.2f s" % devnull, flush=True)
-    print("pgshift pre-data restore                 %7.2f s" % mine["pre_data"])
-    print(
-        "pgshift data_copy                        %7.2f s  (%d rows, %.0f MB streamed, peak RSS %.1f MB)"
-        % (mine["copy"], mine["rows"], mine["bytes"] / 1e6, mine["copy_rss_mb"])
-    )
-    print("pgshift post-data restore (-j %d)         %7.2f s" % (bench.jobs, mine["post_data"]))
-    print(
-        "pgshift integrity_check                  %7.2f s  (peak RSS %.1f MB)" % (mine["check"], mine["check_rss_mb"]),
-        flush=True,
-    )
-    table_data = mine["table_data"]
-    bench.drop(mine["target"])
-    clone = bench.pgcopydb_clone(source)
+    clone = mine["clone"]
     dump_restore = bench.dump_restore(source)
-    whole = mine["pre_data"] + mine["copy"] + mine["post_data"]
-    if table_data is not None:
-        print("pgcopydb copy table-data                 %7.2f s" % table_data)
+    devnull = bench.copy_to_devnull(source)
+    print("%-15s %6s %6s %6s %6s %7s %7s  %s" % ("pgshift", "pre", "copy", "post", "proof", "total", "/clone", "notes"))
+    for name, _variant in bench.VARIANTS:
+        v = mine["variants"][name]
+        print(
+            "%-15s %6.2f %6.2f %6.2f %6.2f %7.2f %7s  built during copy %d, extend waits %.0f%%, peak RSS %.0f/%.0f MB"
+            % (
+                name,
+                v["pre"],
+                v["copy"],
+                v["post"],
+                v["check"],
+                v["total"],
+                ratio(v["total"], clone),
+                v["built"],
+                100 * v["extend_share"],
+                v["copy_rss_mb"],
+                v["check_rss_mb"],
+            ),
+            flush=True,
+        )
     if clone is not None:
-        print("pgcopydb clone                           %7.2f s" % clone)
+        print("pgcopydb clone --table-jobs %d --index-jobs %d   %7.2f s" % (bench.jobs, bench.jobs, clone))
     else:
         print("pgcopydb: not installed (make bench-deps), skipped")
-    print("pg_dump -Fd -j %d -Z1 + pg_restore -j %d    %7.2f s" % (bench.jobs, bench.jobs, dump_restore))
-    print("ratios:")
-    print("  data_copy / pgcopydb copy table-data   %s   (goal <= 1.0)" % ratio(mine["copy"], table_data))
-    print("  pgshift pre+copy+post / pgcopydb clone %s" % ratio(whole, clone))
-    print("  pgshift pre+copy+post / dump+restore   %s" % ratio(whole, dump_restore))
-    print("  integrity_check / COPY TO /dev/null    %s   (goal <= 1.2)" % ratio(mine["check"], devnull), flush=True)
-    return {
-        "label": label,
-        "devnull": devnull,
-        "pgshift": {k: v for k, v in mine.items() if k not in ("dump", "target")},
-        "pgcopydb_table_data": table_data,
-        "pgcopydb_clone": clone,
-        "dump_restore": dump_restore,
-    }
+    print("pg_dump -Fd -j %d -Z1 + pg_restore -j %d      %7.2f s" % (bench.jobs, bench.jobs, dump_restore))
+    print("COPY TO /dev/null, every source table        %7.2f s" % devnull)
+    for name, _variant in bench.VARIANTS:
+        v = mine["variants"][name]
+        print(
+            "where the time goes (%s): copy step %.2f s = plan %.2f + tasks %.2f + sequences etc.; longest tasks: %s"
+            % (name, v["copy"], v["prepare"], v["tasks"], where(v["timeline"]))
+        )
+        print("  target backends' wait samples (%s): %s" % (name, v["waits"]))
+    return {"label": label, "variants": mine["variants"], "clone": clone, "dump_restore": dump_restore}
 
 
 def main() -> None:
@@ -295,11 +366,12 @@ def main() -> None:
         print(json.dumps(run_step(json.loads(sys.stdin.read()))))
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scale", type=int, default=50, help="pgbench scale (50: about 750 MB)")
+    parser.add_argument("--scale", type=int, action="append", help="pgbench scale (50: about 750 MB); repeatable")
+    parser.add_argument("--scales", default="", help="comma-separated pgbench scales, e.g. 1,10,50")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--no-pagila", action="store_true")
     parser.add_argument(
-        "--repeat", type=int, default=2, help="runs of each measure (best kept), interleaved with its peer"
+        "--repeat", type=int, default=2, help="rounds of every variant and pgcopydb clone (best of each kept)"
     )
     args = parser.parse_args()
     import pgworld  # noqa: PLC0415
@@ -311,11 +383,13 @@ def main() -> None:
     bench = Bench(cluster, args.jobs, base, args.repeat)
     results = []
     try:
-        source = bench.new_db("pgbench")
-        spent = bench.run([bench.bin("pgbench"), "-i", "-q", "-s", str(args.scale), source], source)
-        print("pgbench -i -s %d: %.1f s" % (args.scale, spent))
-        results.append(report(bench, "pgbench -i -s %d" % args.scale, source))
-        bench.drop(source)
+        scales = (args.scale or []) + [int(x) for x in args.scales.split(",") if x.strip()]
+        for scale in scales or [50]:
+            source = bench.new_db("pgbench")
+            spent = bench.run([bench.bin("pgbench"), "-i", "-q", "-s", str(scale), source], source)
+            print("pgbench -i -s %d: %.1f s" % (scale, spent), flush=True)
+            results.append(report(bench, "pgbench -i -s %d" % scale, source))
+            bench.drop(source)
         if not args.no_pagila and os.path.exists(os.path.join(PAGILA, "pagila-schema.sql")):
             pagila = bench.new_db("pagila")
             for part in ("pagila-schema.sql", "pagila-data.sql"):
@@ -334,14 +408,17 @@ def main() -> None:
                     pagila,
                 )
             results.append(report(bench, "Pagila", pagila))
-        print(
-            "\ncontroller peak memory (ru_maxrss of the Python process running each pgshift step): "
-            + ", ".join(
-                "%s copy %.1f MB / check %.1f MB"
-                % (r["label"], r["pgshift"]["copy_rss_mb"], r["pgshift"]["check_rss_mb"])
-                for r in results
+        print("\nrebuild (pre-data + copy + post-data + proof) / pgcopydb clone, best of %d:" % bench.repeat)
+        for r in results:
+            print(
+                "  %-20s " % r["label"]
+                + ", ".join(
+                    "%s %.2f s (%s)"
+                    % (name, r["variants"][name]["total"], ratio(r["variants"][name]["total"], r["clone"]))
+                    for name, _v in bench.VARIANTS
+                )
+                + (", pgcopydb clone %.2f s" % r["clone"] if r["clone"] else "")
             )
-        )
     finally:
         cluster.destroy()
         shutil.rmtree(base, ignore_errors=True)

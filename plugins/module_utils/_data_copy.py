@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 import os
 import re
 import subprocess
@@ -30,7 +31,7 @@ import threading
 import time
 import typing as t
 
-from ansible_collections.pgshift.ops.plugins.module_utils import _data, _ext_config, _large_objects
+from ansible_collections.pgshift.ops.plugins.module_utils import _data, _ext_config, _large_objects, _post_data
 from ansible_collections.pgshift.ops.plugins.module_utils._clients import find_client
 from ansible_collections.pgshift.ops.plugins.module_utils._connection import (
     ConnParams,
@@ -159,12 +160,14 @@ def run_pipeline(
     target: ConnParams,
     psql_source: str,
     stop: threading.Event,
+    gate: t.Optional[t.Callable[[bool], bool]] = None,
 ) -> t.Dict[str, t.Any]:
     """Stream one table; returns {source, rows, bytes, seconds, format}. Raises PgShiftError naming the table.
 
     Source: a psql process running COPY TO STDOUT in the shared snapshot. Target: this thread's own connection, which
     reads the psql's stdout in 1 MiB blocks (``copy_expert``) inside one transaction (TRUNCATE + COPY ... FREEZE), and
-    commits only after the source psql exited cleanly.
+    commits only after the source psql exited cleanly. ``gate`` (the parts of a split table) is told whether this
+    part may commit and answers whether every part may: the parts commit together or not at all.
     """
     tp = job.plan
     if stop.is_set():
@@ -189,8 +192,9 @@ def run_pipeline(
         failure: t.Optional[str] = None
         try:
             with tgt.cursor() as cur:
-                cur.execute(job.target_sql[0])
-                cur.copy_expert(job.target_sql[1], reader, size=CHUNK)
+                for statement in job.target_sql[:-1]:
+                    cur.execute(statement)
+                cur.copy_expert(job.target_sql[-1], reader, size=CHUNK)
                 rows = cur.rowcount
         except (psycopg2.Error, PgShiftError) as exc:
             failure = (
@@ -205,7 +209,14 @@ def run_pipeline(
         src_rc = src_proc.wait()
         src_proc.stdout.close()
         seconds = round(time.monotonic() - started, 3)
-        if failure is None and src_rc == 0:
+        commit = failure is None and src_rc == 0
+        if gate is not None and not gate(commit) and commit:
+            with contextlib.suppress(psycopg2.Error):
+                tgt.rollback()
+            raise PgShiftError(
+                "copy of table %s was rolled back because another part of it failed" % tp.key, table=tp.key
+            )
+        if commit:
             try:
                 tgt.commit()
             except psycopg2.Error as exc:
@@ -249,6 +260,271 @@ def run_large_objects(
         finally:
             with contextlib.suppress(psycopg2.Error):
                 src.rollback()
+
+
+# ------------------------------------------------------------------------------------------------ split tables
+# A table at least this large (source, pg_total_relation_size) is copied by several workers, one range of its
+# blocks each (see docs/data.md, "Split tables").
+SPLIT_BYTES = 64 << 20
+SPLIT_MIN_SERVER = 14  # TID range scans: each part reads only its blocks
+
+
+def block_ranges(blocks: int, parts: int) -> t.List[t.Tuple[t.Optional[int], t.Optional[int]]]:
+    """``parts`` ranges of block numbers covering every block, the first open below and the last open above (rows
+    the snapshot sees cannot lie past the size measured after it, but the last range does not rely on that)."""
+    parts = max(1, min(parts, blocks))
+    bounds = [blocks * i // parts for i in range(1, parts)]
+    lows: t.List[t.Optional[int]] = [None] + list(bounds)
+    highs: t.List[t.Optional[int]] = list(bounds) + [None]
+    return list(zip(lows, highs))
+
+
+def source_blocks(conn: t.Any, table: _data.Table) -> int:
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT pg_relation_size(%s::regclass) / current_setting('block_size')::bigint",
+            (table.ident.as_string(cur),),
+        )
+        return int(cur.fetchone()[0])
+
+
+def part_jobs(
+    job: CopyJob, ranges: t.Sequence[t.Tuple[t.Optional[int], t.Optional[int]]], src_conn: t.Any, tgt_conn: t.Any
+) -> t.List[CopyJob]:
+    """One job per block range: ``COPY (SELECT .. WHERE ctid >= '(lo,0)' AND ctid < '(hi,0)')`` in the same
+    snapshot on the source; a plain COPY on the target (the table is emptied once before, not in each part, so
+    no FREEZE), committed together with the other parts."""
+    tp = job.plan
+    fmt = sql.SQL(tp.format)
+    out = []
+    for low, high in ranges:
+        conds = []
+        if low is not None:
+            conds.append(sql.SQL("ctid >= {}::tid").format(sql.Literal("(%d,0)" % low)))
+        if high is not None:
+            conds.append(sql.SQL("ctid < {}::tid").format(sql.Literal("(%d,0)" % high)))
+        select = tp.select_sql()
+        if conds:
+            select = sql.SQL("{} WHERE {}").format(select, sql.SQL(" AND ").join(conds))
+        source_sql = list(job.source_sql)
+        source_sql[-2] = sql.SQL("COPY ({}) TO STDOUT (FORMAT {})").format(select, fmt).as_string(src_conn)
+        target_sql = [
+            sql.SQL("COPY {} ({}) FROM STDIN (FORMAT {})")
+            .format(tp.target.ident, tp.target_columns(), fmt)
+            .as_string(tgt_conn)
+        ]
+        out.append(CopyJob(tp, job.source, job.snapshot, source_sql, target_sql))
+    return out
+
+
+def run_split(
+    job: CopyJob,
+    parts: t.Sequence[CopyJob],
+    ranges: t.Sequence[t.Tuple[t.Optional[int], t.Optional[int]]],
+    target: ConnParams,
+    psql_source: str,
+    stop: threading.Event,
+) -> t.Dict[str, t.Any]:
+    """Copy one table by ``len(parts)`` workers at once; the parts commit together (a barrier: each waits until
+    every part has streamed its rows), so a failing part leaves the table empty as a single pipeline would."""
+    tp = job.plan
+    started = time.monotonic()
+    with contextlib.closing(connect(target, autocommit=True, application_name="pgshift data_copy target")) as conn:
+        with conn.cursor() as cur:
+            cur.execute(job.target_sql[0])  # TRUNCATE ONLY, committed before the parts start
+    barrier = threading.Barrier(len(parts))
+
+    def gate(ok: bool) -> bool:
+        if not ok:
+            barrier.abort()
+            return False
+        try:
+            barrier.wait()
+        except threading.BrokenBarrierError:
+            return False
+        return True
+
+    results: t.List[t.Optional[t.Dict[str, t.Any]]] = [None] * len(parts)
+    errors: t.List[t.Tuple[int, BaseException]] = []
+
+    def one(i: int) -> None:
+        try:
+            results[i] = run_pipeline(parts[i], target, psql_source, stop, gate)
+        except BaseException as exc:  # noqa: BLE001 - collected, the first one is raised
+            barrier.abort()
+            errors.append((i, exc))
+
+    threads = [threading.Thread(target=one, args=(i,), name="pgshift-part-%d" % i) for i in range(len(parts))]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    if errors:
+        # a part may have committed before another's commit failed: empty the table again, as promised
+        with contextlib.suppress(Exception), contextlib.closing(connect(target, autocommit=True)) as conn:
+            with conn.cursor() as cur:
+                cur.execute(job.target_sql[0])
+        first = sorted(errors, key=lambda e: isinstance(e[1], PgShiftError) and "another part" in str(e[1]))[0][1]
+        if isinstance(first, PgShiftError):
+            raise first
+        raise PgShiftError("copy of table %s failed: %s" % (tp.key, first), table=tp.key)
+    done = [r for r in results if r is not None]
+    return {
+        "source": tp.source.key if tp.source else None,
+        "rows": sum(r["rows"] for r in done),
+        "bytes": sum(r["bytes"] for r in done),
+        "seconds": round(time.monotonic() - started, 3),
+        "format": tp.format,
+        "parts": len(parts),
+        "ranges": [list(r) for r in ranges],
+    }
+
+
+# ------------------------------------------------------------------------------------------------ the scheduler
+class Task:
+    """One unit of work for the worker budget: a table's copy (``width`` workers when split), a table's indexes and
+    constraints, a foreign key, the large objects. ``locks``: the tables it writes or locks; two tasks that share
+    one never run at once (two foreign keys between the same tables would deadlock)."""
+
+    def __init__(
+        self,
+        name: str,
+        run: t.Callable[[], t.Dict[str, t.Any]],
+        priority: float,
+        locks: t.Iterable[str] = (),
+        width: int = 1,
+        after: t.Iterable[t.Optional["Task"]] = (),
+    ) -> None:
+        self.name = name
+        self.run = run
+        self.priority = priority
+        self.locks = frozenset(locks)
+        self.width = width
+        self.after = [a for a in after if a is not None]
+        self.state = "waiting"
+        self.result: t.Optional[t.Dict[str, t.Any]] = None
+        self.error: t.Optional[BaseException] = None
+        self.started = 0.0
+        self.ended = 0.0
+
+
+def run_tasks(tasks: t.Sequence[Task], jobs: int, stop: threading.Event) -> t.List[Task]:
+    """Run ``tasks`` with at most ``jobs`` workers busy: the highest priority first among those whose dependencies
+    are done and whose tables are free (a task wider than the free workers waits for them while the smaller ones
+    behind it use the free workers). The first failure stops the rest (``stop``: running copies stop
+    reading, running builds are killed); returns the failed tasks, the first failure first."""
+    import queue  # noqa: PLC0415
+
+    done_q: "queue.Queue[Task]" = queue.Queue()
+    order = {id(task): i for i, task in enumerate(tasks)}
+    pending = list(tasks)
+    running: t.List[Task] = []
+    failed: t.List[Task] = []
+
+    def work(task: Task) -> None:
+        try:
+            task.result = task.run()
+        except BaseException as exc:  # noqa: BLE001 - reported by the caller, with the task's name
+            task.error = exc
+        task.ended = time.monotonic()
+        done_q.put(task)
+
+    while pending or running:
+        if not stop.is_set():
+            free = jobs - sum(r.width for r in running)
+            busy = set().union(*(r.locks for r in running)) if running else set()
+            ready = sorted(
+                (p for p in pending if all(a.state == "done" for a in p.after)),
+                key=lambda p: (-p.priority, order[id(p)]),
+            )
+            for task in ready:
+                if task.locks & busy:
+                    continue
+                width = min(task.width, jobs)
+                if width > free:
+                    # a split table waits for enough workers; smaller tasks behind it may use the free ones
+                    # meanwhile (they are all smaller, and finitely many: it gets its workers)
+                    continue
+                task.width = width
+                task.state = "running"
+                task.started = time.monotonic()
+                pending.remove(task)
+                running.append(task)
+                free -= width
+                busy |= task.locks
+                threading.Thread(target=work, args=(task,), name="pgshift-" + task.name, daemon=True).start()
+        else:
+            for task in pending:
+                task.state = "skipped"
+            pending = []
+        if not running:
+            if pending:  # pragma: no cover - a dependency that can never be met is a programming error
+                raise PgShiftError("internal error: tasks left that cannot start: %s" % [p.name for p in pending])
+            break
+        task = done_q.get()
+        running.remove(task)
+        if task.error is not None:
+            task.state = "failed"
+            if not stop.is_set():
+                failed.insert(0, task)
+                stop.set()
+            else:
+                failed.append(task)
+        else:
+            task.state = "done"
+    return failed
+
+
+def run_builds(
+    table: str,
+    entries: t.Sequence[_post_data.TocEntry],
+    script: _post_data.Script,
+    target: ConnParams,
+    stop: threading.Event,
+) -> t.Dict[str, t.Any]:
+    """Run the archive's DDL of ``entries`` (one table's indexes and constraints, or one foreign key) on the target
+    in one transaction, after pg_restore's own session settings; cancelled when ``stop`` is set."""
+    started = time.monotonic()
+    what = ", ".join(_post_data.describe(e) for e in entries)
+    if stop.is_set():
+        raise PgShiftError("building %s was not started because another table failed" % what, table=table)
+    conn = connect(target, application_name="pgshift data_copy build")
+    finished = threading.Event()
+
+    def watch() -> None:
+        while not finished.wait(0.2):
+            if stop.is_set():
+                with contextlib.suppress(Exception):
+                    conn.cancel()
+                return
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(script.preamble)
+            for entry in entries:
+                cur.execute(script.statements[entry.dump_id])
+        conn.commit()
+    except psycopg2.Error as exc:
+        with contextlib.suppress(psycopg2.Error):
+            conn.rollback()
+        if stop.is_set():
+            raise PgShiftError("building %s was stopped because another table failed" % what, table=table) from None
+        message = getattr(getattr(exc, "diag", None), "message_primary", None) or str(exc).strip()
+        raise PgShiftError(
+            "building %s of table %s during the copy failed: %s" % (what, table, scrub(message, target.password)),
+            table=table,
+        ) from None
+    finally:
+        finished.set()
+        watcher.join()
+        conn.close()
+    return {
+        "table": table,
+        "built": [_post_data.describe(e) for e in entries],
+        "seconds": round(time.monotonic() - started, 3),
+    }
 
 
 # ------------------------------------------------------------------------------------------------ sequences
@@ -387,6 +663,22 @@ def set_sequences(
 
 
 # ------------------------------------------------------------------------------------------------ the copy
+_ArchiveEntries = t.Tuple[t.List[_post_data.TocEntry], t.Optional[_post_data.Script], _post_data.DevCatalog]
+
+
+def _archive_entries(archive: str, min_major: int, dev: ConnParams) -> _ArchiveEntries:
+    """The archive's entries of the overlap kinds, their DDL and the dev catalogs' rows for them: ``pg_restore -l``
+    and ``pg_restore -f`` at once, then the dev database."""
+    pg_restore = find_client("pg_restore", min_major)[0]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        text = pool.submit(_post_data.render_text, archive, pg_restore)
+        entries = _post_data.read_toc(archive, pg_restore)[1]
+        with contextlib.closing(connect(dev, autocommit=True, application_name="pgshift data_copy")) as conn:
+            catalog = _post_data.read_dev(conn, entries)
+        script = _post_data.split_script(text.result(), entries)
+    return entries, script, catalog
+
+
 def copy_data(
     source: ConnParams,
     target: ConnParams,
@@ -397,11 +689,24 @@ def copy_data(
     snapshot: t.Optional[str] = None,
     check_mode: bool = False,
     log: t.Optional[LogFn] = None,
+    archive: t.Optional[str] = None,
+    min_client_major: int = 0,
+    schema_source: t.Optional[ConnParams] = None,
+    split_bytes: int = SPLIT_BYTES,
 ) -> t.Dict[str, t.Any]:
-    """Copy every carried table (largest first, ``jobs`` at a time) and the large objects, then the sequences."""
+    """Copy every carried table (largest first, ``jobs`` workers, a table above ``split_bytes`` by several) and the
+    large objects, then the sequences. With ``archive`` (the dev schema archive of ``database_build``) and
+    ``schema_source`` (the dev database it was dumped from), each table's indexes and key constraints are built from
+    the archive as soon as its rows are in, and each foreign key once both its tables are, in the same budget."""
     say = log or (lambda _msg: None)
     jobs = max(1, int(jobs))
+    called = time.monotonic()
     with contextlib.ExitStack() as stack:
+        toc: t.Optional["concurrent.futures.Future[_ArchiveEntries]"] = None
+        if archive and schema_source is not None and not check_mode:
+            # the archive's entries, listed and rendered by pg_restore while the plan is read
+            reader = stack.enter_context(concurrent.futures.ThreadPoolExecutor(max_workers=1))
+            toc = reader.submit(_archive_entries, archive, min_client_major, schema_source)
         src_conn = stack.enter_context(contextlib.closing(connect(source, application_name="pgshift data_copy")))
         tgt_conn = stack.enter_context(
             contextlib.closing(connect(target, autocommit=True, application_name="pgshift data_copy"))
@@ -456,41 +761,110 @@ def copy_data(
         psql_src = find_client("psql", server_major(src_conn))[0]
         stop = threading.Event()
         errors: t.List[PgShiftError] = []
+        builds: t.List[_post_data.Build] = []
+        script: t.Optional[_post_data.Script] = None
+        if toc is not None:
+            entries, script, catalog = toc.result()
+            if script is not None:
+                rendered = [e for e in entries if e.dump_id in script.statements]
+                builds = _post_data.assign(catalog, rendered, {job.plan.key for job in work})
+        split_ok = jobs > 1 and server_major(src_conn) >= SPLIT_MIN_SERVER
+        tasks: t.List[Task] = []
+        copies: t.Dict[str, Task] = {}
         started = time.monotonic()
-        with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-            lo_future = None
-            if result["large_objects"]["count"]:
-                lo_future = pool.submit(run_large_objects, source, target, used_snapshot, stop, say)
-            futures = {pool.submit(run_pipeline, job, target, psql_src, stop): job for job in work}
-            for fut in concurrent.futures.as_completed(list(futures) + ([lo_future] if lo_future else [])):
-                if fut is lo_future:
-                    try:
-                        result["large_objects"] = fut.result()
-                    except PgShiftError as exc:
-                        if not stop.is_set():
-                            errors.append(exc)
-                        stop.set()
-                    except Exception as exc:  # noqa: BLE001 - reported as the large objects' failure
-                        errors.append(PgShiftError("copy of large objects failed: %s" % exc))
-                        stop.set()
-                    continue
-                job = futures[fut]
-                try:
-                    info = fut.result()
-                except PgShiftError as exc:
-                    if not stop.is_set():
-                        errors.append(exc)
-                    stop.set()
-                    continue
-                except Exception as exc:  # noqa: BLE001 - reported with the table name
-                    errors.append(PgShiftError("copy of table %s failed: %s" % (job.plan.key, exc), table=job.plan.key))
-                    stop.set()
-                    continue
-                result["tables"][job.plan.key] = info
-                say(
-                    "data_copy: %s: %d rows, %d bytes, %.2f s (%s)"
-                    % (job.plan.key, info["rows"], info["bytes"], info["seconds"], info["format"])
+        top = float(max([job.plan.source.bytes for job in work if job.plan.source] + [0]) + 1)
+        if result["large_objects"]["count"]:
+            tasks.append(
+                Task("large objects", lambda: run_large_objects(source, target, used_snapshot, stop, say), top + 1)
+            )
+        for job in work:
+            size = float(job.plan.source.bytes if job.plan.source else 0)
+            src_table = job.plan.source
+            parts: t.List[CopyJob] = []
+            ranges: t.List[t.Tuple[t.Optional[int], t.Optional[int]]] = []
+            if (
+                split_ok
+                and src_table is not None
+                and not src_table.partitioned
+                and not job.plan.target.partitioned
+                and job.snapshot is not None
+                and size >= split_bytes
+            ):
+                ranges = block_ranges(source_blocks(src_conn, src_table), jobs)
+                parts = part_jobs(job, ranges, src_conn, tgt_conn)
+            if len(parts) > 1:
+                run = functools.partial(run_split, job, parts, ranges, target, psql_src, stop)
+            else:
+                run = functools.partial(run_pipeline, job, target, psql_src, stop)
+            copies[job.plan.key] = Task("copy " + job.plan.key, run, size, {job.plan.key}, max(1, len(parts)))
+            tasks.append(copies[job.plan.key])
+        per_table: t.Dict[str, t.List[_post_data.TocEntry]] = {}
+        for b in builds:
+            if b.references is None:
+                per_table.setdefault(b.table, []).append(b.entry)
+        index_tasks: t.Dict[str, Task] = {}
+        for key, entries_ in per_table.items():
+            index_tasks[key] = Task(
+                "build " + key,
+                functools.partial(run_builds, key, entries_, t.cast(_post_data.Script, script), target, stop),
+                copies[key].priority,
+                {key},
+                after=[copies[key]],
+            )
+            tasks.append(index_tasks[key])
+        for b in builds:
+            if b.references is None:
+                continue
+            ref = b.references
+            tasks.append(
+                Task(
+                    "fk " + _post_data.describe(b.entry),
+                    functools.partial(run_builds, b.table, [b.entry], t.cast(_post_data.Script, script), target, stop),
+                    copies[b.table].priority,
+                    {b.table, ref},
+                    after=[copies[b.table], copies[ref], index_tasks.get(b.table), index_tasks.get(ref)],
                 )
+            )
+        result["prepare_seconds"] = round(started - called, 3)
+        failed = run_tasks(tasks, jobs, stop)
+        for task in failed:
+            exc = task.error
+            if isinstance(exc, PgShiftError):
+                errors.append(exc)
+            else:
+                errors.append(PgShiftError("%s failed: %s" % (task.name, exc)))
+        for key, task in copies.items():
+            if task.state == "done" and task.result is not None:
+                info = task.result
+                result["tables"][key] = info
+                say(
+                    "data_copy: %s: %d rows, %d bytes, %.2f s (%s%s)"
+                    % (
+                        key,
+                        info["rows"],
+                        info["bytes"],
+                        info["seconds"],
+                        info["format"],
+                        ", %d parts" % info["parts"] if info.get("parts") else "",
+                    )
+                )
+        for task in tasks:
+            if task.name == "large objects" and task.state == "done" and task.result is not None:
+                result["large_objects"] = task.result
+        result["built_during_copy"] = {}
+        for task in tasks:
+            if task.state == "done" and task.result is not None and "built" in task.result:
+                result["built_during_copy"].setdefault(task.result["table"], []).extend(task.result["built"])
+        result["timeline"] = [
+            {
+                "task": task.name,
+                "workers": task.width,
+                "start": round(task.started - started, 3),
+                "end": round(task.ended - started, 3),
+            }
+            for task in sorted(tasks, key=lambda x: x.started)
+            if task.state in ("done", "failed")
+        ]
         if errors:
             first = errors[0]
             first.details.setdefault("tables_done", sorted(result["tables"]))

@@ -29,6 +29,7 @@ extends_documentation_fragment:
   - pgshift.ops.attributes
   - pgshift.ops.connection.endpoints
   - pgshift.ops.connection.ledger_from
+  - pgshift.ops.connection.schema_source
 options:
   mapping_file:
     description:
@@ -45,6 +46,28 @@ options:
     type: list
     elements: str
     default: [pgmigrations, pgshift_migration_meta]
+  archive:
+    description:
+      - The dev schema archive that M(pgshift.ops.database_build) C(step=create) returned as C(archive), with
+        O(schema_source), the dev database it was dumped from. Each table's indexes and primary key, unique,
+        exclusion and NOT VALID check constraints are then created from it (the archive's DDL as C(pg_restore) writes
+        it, after its session settings; one transaction per table) as soon as the table's rows are in, and each
+        foreign key once both its tables are, by the same O(jobs) workers as the copy, the largest tables first.
+        The post-data step of M(pgshift.ops.database_build) then restores only what is left.
+      - Entries the dev catalogs do not confirm (a dev schema changed since the dump), of partitioned tables or
+        partitions, of tables not copied, or with a blank in a name are left to the post-data step.
+    type: path
+  min_client_major:
+    description: Lowest major version of pg_restore to use with O(archive) (C(client_major) of the create step).
+    type: int
+    default: 0
+  split_bytes:
+    description:
+      - A table at least this large on the source (C(pg_total_relation_size)) is copied by O(jobs) workers at once,
+        each a range of its blocks (C(ctid) ranges read by TID range scans, on source servers 14 and later), all in
+        the same snapshot; the parts commit together. C(0) splits every table.
+    type: int
+    default: 67108864
   snapshot:
     description:
       - Snapshot id exported on the source (C(pg_export_snapshot())) by a transaction the caller keeps open; every
@@ -144,6 +167,22 @@ jobs:
   returned: always
   type: int
   sample: 2
+built_during_copy:
+  description: Per table, the indexes and constraints built from O(archive) during the copy (kind, schema, name).
+  returned: success, not in check mode
+  type: dict
+  sample: {orders: ["CONSTRAINT public orders orders_pkey", "INDEX public orders_customer_placed_idx"]}
+timeline:
+  description: Every task of the copy (table copies, builds, foreign keys, large objects) with its workers and its
+    start and end in seconds from the start of the copy.
+  returned: success, not in check mode
+  type: list
+  elements: dict
+prepare_seconds:
+  description: Wall time before the first copy started (the plan, the snapshot, the archive's entries).
+  returned: success, not in check mode
+  type: float
+  sample: 0.21
 seconds:
   description: Wall time of the table copies.
   returned: success, not in check mode
@@ -153,9 +192,8 @@ seconds:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgshift.ops.plugins.module_utils import _data
+from ansible_collections.pgshift.ops.plugins.module_utils import _data, _data_copy
 from ansible_collections.pgshift.ops.plugins.module_utils._connection import ConnParams, endpoint_argument_spec
-from ansible_collections.pgshift.ops.plugins.module_utils._data_copy import copy_data
 from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShiftError, fail_from
 
 
@@ -169,12 +207,17 @@ def main():
             ledger_tables=dict(type="list", elements="str", default=list(_data.DEFAULT_LEDGER_TABLES)),
             snapshot=dict(type="str"),
             ledger_from=endpoint_argument_spec(required=False),
+            schema_source=endpoint_argument_spec(required=False),
+            archive=dict(type="path"),
+            min_client_major=dict(type="int", default=0),
+            split_bytes=dict(type="int", default=_data_copy.SPLIT_BYTES),
         ),
         supports_check_mode=True,
+        required_by={"archive": ("schema_source",)},
     )
     params = module.params
     try:
-        result = copy_data(
+        result = _data_copy.copy_data(
             ConnParams.from_params(params["source"]),
             ConnParams.from_params(params["target"]),
             params["mapping_file"],
@@ -184,6 +227,10 @@ def main():
             snapshot=params["snapshot"],
             check_mode=module.check_mode,
             log=module.log,
+            archive=params["archive"],
+            min_client_major=params["min_client_major"],
+            schema_source=ConnParams.from_params(params["schema_source"]) if params["schema_source"] else None,
+            split_bytes=params["split_bytes"],
         )
     except PgShiftError as exc:
         fail_from(module, exc)

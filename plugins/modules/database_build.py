@@ -25,6 +25,9 @@ description:
     its comment and owner - and the object privileges (tables, views, sequences, columns, default privileges) that
     production has and the dev schema lacks, on objects the dev schema has. The connection limit stays 0 until the
     swap sets it.
+  - When M(pgshift.ops.data_copy) was given the archive, it built the tables' indexes and key constraints during
+    the copy; O(step=post-data) finds them in the new database's catalogs and restores only the entries it does
+    not hold yet (returned as RV(built_during_copy)).
   - O(step=drop) drops C(<production>__next). Production itself can never be dropped by this module.
   - Client binaries are picked to fit the servers' major versions; the password reaches them through a 0600
     PGPASSFILE.
@@ -134,6 +137,11 @@ refreshed_materialized_views:
   returned: when step is post-data
   type: list
   elements: str
+built_during_copy:
+  description: The post-data entries (kind, schema, name) the new database already held, built by data_copy.
+  returned: when step is post-data and not in check mode
+  type: list
+  elements: str
 database_state:
   description: Production's database-level state given to the new database (owner, locale, ACL, settings, comment).
   returned: when step is post-data and not in check mode
@@ -149,6 +157,7 @@ import typing as t
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.pgshift.ops.plugins.module_utils import _db_state as db_state
+from ansible_collections.pgshift.ops.plugins.module_utils import _post_data as post_data
 from ansible_collections.pgshift.ops.plugins.module_utils import _release as release
 from ansible_collections.pgshift.ops.plugins.module_utils._connection import (
     ConnParams,
@@ -214,7 +223,8 @@ def main() -> None:
             )
             if not module.check_mode:
                 target = cluster.with_database(name)
-                release.restore_section(target, p["archive"], "post-data", p["min_client_major"])
+                restored = post_data.restore_remaining(target, p["archive"], p["min_client_major"])
+                result["built_during_copy"] = restored["built_during_copy"]
                 validated = release.validate_constraints(target)
                 result["statements"] += validated
                 result["validated_constraints"] = validated

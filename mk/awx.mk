@@ -12,17 +12,13 @@ EE_TARBALL := $(EE_DIR)/collections/pgshift-ops.tar.gz
 EE_CONTEXT := $(EE_DIR)/context
 EE_TAG ?= pgshift-ee:latest
 EE_RUNTIME ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || echo docker)
-# awxkit (the `awx` CLI) and what it imports, pinned: the tests read its export format, `make awx-import` runs it.
-AWXKIT_PINS := awxkit==24.6.1 requests==2.34.2 urllib3==2.8.0 idna==3.20 certifi==2026.10.19.post1 \
-  charset-normalizer==3.5.3
 # Left out of the tarball: what npm installs inside the tree (galaxy.yml's build_ignore matches top-level paths only).
 EE_EXCLUDE := (^|/)node_modules/
 
-$(BIN)/awx: | $(STAMP)
-	$(BIN)/pip install --quiet --disable-pip-version-check $(AWXKIT_PINS)
-
+# awxkit (the `awx` CLI) is pinned in requirements-dev.txt: the tests read its export format and page classes,
+# `make awx-import` runs it.
 .PHONY: awxkit
-awxkit: $(BIN)/awx ## the awx CLI (awxkit 24.6.1, pinned) in .venv
+awxkit: venv ## the awx CLI (awxkit, pinned in requirements-dev.txt) in .venv
 
 TEST_DEPS += awxkit
 

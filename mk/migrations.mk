@@ -16,7 +16,7 @@ SCHEMA_SNAPSHOT ?=
 MIGRATIONS_LOCAL_UP := $(if $(VALIDATE_FROM_ENV),,$(if $(filter inventories/local inventories/local/,$(INVENTORY)),local-up))
 
 $(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
-	@command -v npm >/dev/null || { echo "npm (Node.js 18 or newer) is required for node-pg-migrate: install nodejs and npm"; exit 1; }
+	@command -v npm >/dev/null || { echo "npm (Node.js 20.19+ or 22.12+, README.md) is required for node-pg-migrate: install nodejs and npm"; exit 1; }
 	cd $(NODE_DIR) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 

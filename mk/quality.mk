@@ -30,8 +30,8 @@ $(SANITY_GET_PIP): tools/ansible_test_get_pip.py
 .PHONY: sanity
 sanity: venv $(BIN)/shellcheck $(SANITY_GET_PIP) ## ansible-test sanity (offline, no ignore file) on a copy in .build/sanity
 	@# One run at a time: the copy and the test virtualenvs are shared by everyone working in this tree.
-	mkdir -p $(dir $(SANITY_LOCK))
-	flock $(SANITY_LOCK) $(MAKE) --no-print-directory sanity-locked
+	@# One line: `make -n` runs a line that calls $(MAKE), so the lock's folder must be made on that same line.
+	mkdir -p $(dir $(SANITY_LOCK)) && flock $(SANITY_LOCK) $(MAKE) --no-print-directory sanity-locked
 
 .PHONY: sanity-locked
 sanity-locked:

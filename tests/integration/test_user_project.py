@@ -150,22 +150,29 @@ class Project:
 
 
 def vault_password(project: Project) -> str:
-    """The release role's password, read from the example's vault with ansible-vault itself."""
-    out = subprocess.run(
-        [
-            os.path.join(VENV_BIN, "ansible-vault"),
-            "view",
-            "--vault-password-file",
-            VAULT_PASSWORD_FILE,
-            os.path.join("inventory", "group_vars", "all", "vault.yml"),
-        ],
-        cwd=project.dir,
-        env=project.env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return str(yaml.safe_load(out)["vault_library_release_password"])
+    """The release role's password, decrypted from the example's vault.yml (encrypt_string values) with ansible's
+    own vault code and the example's vault password file."""
+    from ansible.parsing.vault import VaultLib, VaultSecret
+
+    class VaultLoader(yaml.SafeLoader):
+        pass
+
+    def ciphertext(loader: yaml.SafeLoader, node: yaml.Node) -> str:
+        return str(loader.construct_scalar(t.cast(yaml.ScalarNode, node)))
+
+    VaultLoader.add_constructor("!vault", ciphertext)
+    with open(project.path(VAULT_PASSWORD_FILE), "rb") as secret:
+        vault = VaultLib([("default", VaultSecret(secret.read().strip()))])
+    with open(project.path("inventory", "group_vars", "all", "vault.yml"), encoding="utf-8") as handle:
+        encrypted = yaml.load(handle, Loader=VaultLoader)  # noqa: S506 - a SafeLoader with one tag added
+    values = {name: vault.decrypt(text).decode() for name, text in encrypted.items()}
+    assert set(values) == {
+        "pgshift_secret_prod_password",
+        "pgshift_secret_dev_password",
+        "pgshift_secret_staging_password",
+    }
+    assert len(set(values.values())) == 1, "the example's one release role"
+    return values["pgshift_secret_prod_password"]
 
 
 def books(cluster: pgworld.Cluster, author_column: str) -> t.List[t.Tuple[t.Any, ...]]:
@@ -215,21 +222,24 @@ def killer_script(folder: str) -> str:
 def test_example_project_releases_rolls_back_and_checks_drift_from_the_installed_tarball(
     installed: t.Dict[str, str], library_world: pgworld.World
 ) -> None:
-    prod, dev = library_world.clusters["prod"], library_world.clusters["dev"]
+    prod, dev, staging = (library_world.clusters[n] for n in ("prod", "dev", "staging"))
     project = Project(installed["base"], installed["collections"], library_world)
     collection_before = tree(installed["ops"])
     outputs: t.List[str] = []
 
-    # the release role of the example's inventory, with the password its vault holds, and an empty database each side
+    # the release role of the example's inventory, with the password its vault holds, and an empty database on each
+    # cluster (the example names a staging database too: the drift check compares it with production)
     password = vault_password(project)
-    for cluster in (prod, dev):
+    for cluster in (prod, dev, staging):
         with contextlib.closing(cluster.connect()) as conn, conn.cursor() as cur:
             cur.execute("CREATE ROLE library_release LOGIN SUPERUSER PASSWORD %s", (password,))
             cur.execute("CREATE DATABASE library OWNER library_release")
 
-    # dev gets both migrations, production the first; production holds the rows
+    # dev gets both migrations, production the first; production holds the rows. Staging gets both, what production
+    # will have after the release
     for args in (
         ["-e", "pgshift_migrate_env=dev"],
+        ["-e", "pgshift_migrate_env=staging"],
         ["-e", "pgshift_migrate_env=prod", "-e", "pgshift_migrate_target=" + FIRST_MIGRATION],
     ):
         done = project.run("pgshift.ops.migrate", *args)

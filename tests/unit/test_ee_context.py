@@ -59,6 +59,7 @@ def context(tmp_path_factory: pytest.TempPathFactory) -> t.Dict[str, str]:
     for name in ("package.json", "package-lock.json"):
         shutil.copy(os.path.join(ROOT, "tools", "node", name), os.path.join(work, "tools", "node", name))
     shutil.copy(os.path.join(ROOT, "execution-environment.yml"), work)
+    shutil.copy(os.path.join(ROOT, "requirements.txt"), work)
     out = os.path.join(base, "context")
     run(
         [
@@ -85,7 +86,9 @@ def requirement_pins(path: str) -> t.Dict[str, str]:
     pins = {}
     for raw in read(path).splitlines():
         line = raw.split("#", 1)[0].strip()
-        if line:
+        if line.startswith("-r "):
+            pins.update(requirement_pins(os.path.join(os.path.dirname(path), line[3:].strip())))
+        elif line:
             name, _sep, version = line.partition("==")
             pins[name.lower()] = version
     return pins
@@ -98,7 +101,12 @@ def test_definition_is_schema_version_3() -> None:
     deps = definition["dependencies"]
     pins = requirement_pins(os.path.join(ROOT, "requirements.txt"))
     assert deps["ansible_core"]["package_pip"] == "ansible-core==" + pins["ansible-core"]
-    assert deps["ansible_runner"]["package_pip"] == "ansible-runner==" + pins["ansible-runner"]
+    # ansible-runner runs jobs in the image and tests here; users' controllers do not need it
+    assert "ansible-runner" not in pins
+    dev = requirement_pins(os.path.join(ROOT, "requirements-dev.txt"))
+    assert deps["ansible_runner"]["package_pip"] == "ansible-runner==" + dev["ansible-runner"]
+    # the image gets the runtime requirements, never the development ones
+    assert deps["python"] == "requirements.txt"
     with open(os.path.join(ROOT, "meta", "execution-environment.yml")) as handle:
         meta = yaml.safe_load(handle)
     assert meta["dependencies"] == {"python": "meta/ee-requirements.txt", "system": "meta/ee-bindep.txt"}
@@ -117,7 +125,13 @@ def test_containerfile(context: t.Dict[str, str]) -> None:
     final = text.split("FROM base AS final")[1]
     assert "/output/scripts/install-from-bindep" in final
     # the builder stage reads the requirements of every installed collection (see the introspection test)
-    assert "introspect.py introspect --write-bindep=/tmp/src/bindep.txt --write-pip=/tmp/src/requirements.txt" in text
+    assert (
+        "introspect.py introspect --user-pip=requirements.txt --write-bindep=/tmp/src/bindep.txt"
+        " --write-pip=/tmp/src/requirements.txt" in text
+    )
+    assert read(os.path.join(context["context"], "_build", "requirements.txt")) == read(
+        os.path.join(ROOT, "requirements.txt")
+    ), "the image installs the runtime requirements file as it is"
     assert "COPY _build/node /opt/pgshift/node" in final
     assert "ENV ANSIBLE_CALLBACKS_ENABLED=pgshift.ops.progress" in final
     assert "npm ci --omit=dev" in final and "/usr/local/bin/node-pg-migrate" in final
@@ -209,6 +223,33 @@ def test_introspection_finds_what_the_collection_needs(context: t.Dict[str, str]
     assert rpm == ["postgresql%d" % v for v in SUPPORTED_MAJORS] + ["nodejs", "npm"], rpm
     dpkg = [rule[0] for rule in system.active_rules(["platform:dpkg"])]
     assert dpkg == ["postgresql-client-%d" % v for v in SUPPORTED_MAJORS] + ["nodejs", "npm"], dpkg
+
+    # and as the image build runs it, with the runtime requirements file (--user-pip): every package pinned to one
+    # version, the collection's pin and requirements.txt's the same (two versions of one package fail pip in the image)
+    merged = os.path.join(context["base"], "pip-merged.txt")
+    run(
+        [
+            sys.executable,
+            os.path.join(build, "scripts", "introspect.py"),
+            "introspect",
+            "--user-pip",
+            os.path.join(build, "requirements.txt"),
+            "--write-pip",
+            merged,
+            collections,
+        ],
+        context["base"],
+    )
+    lines = [line.split("#", 1)[0].strip() for line in read(merged).splitlines()]
+    versions: t.Dict[str, t.Set[str]] = {}
+    for line in lines:
+        if line:
+            name, _sep, version = line.partition("==")
+            versions.setdefault(name.lower(), set()).add(version)
+    assert all(len(v) == 1 for v in versions.values()), read(merged)
+    for package, version in requirement_pins(os.path.join(build, "requirements.txt")).items():
+        if package not in ("ansible-core", "pyyaml"):  # ansible-builder installs these itself (base stage)
+            assert package + "==" + version in [line.lower() for line in lines], (package, read(merged))
 
 
 def test_python_requirements_cover_the_imports() -> None:

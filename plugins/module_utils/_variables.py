@@ -140,6 +140,7 @@ SET_BY_PLAYBOOKS = frozenset(
         "pgshift_perf_baseline",
         "pgshift_post_data",
         "pgshift_preflight",
+        "pgshift_rebuild",
         "pgshift_rehearsal",
         "pgshift_rehearsal_backup",
         "pgshift_rehearsal_fresh",

@@ -104,11 +104,7 @@ def main() -> None:
     try:
         if p["state"] == "blocked":
             result = release.block_access(cluster, p["target_database"], module.check_mode, float(p["timeout"]))
-            result["diff"] = {
-                "before": "%s: connection limit %s, %d open session(s)\n"
-                % (p["target_database"], result["previous"]["connlimit"], len(result["sessions"])),
-                "after": "%s: connection limit 0 (applications refused), sessions terminated\n" % p["target_database"],
-            }
+            result["diff"] = release.block_access_diff(p["target_database"], result)
         else:
             changed = release.restore_access(cluster, p["target_database"], p["connlimit"], module.check_mode)
             result = {"changed": changed, "database": p["target_database"], "connlimit": p["connlimit"]}

@@ -16,6 +16,7 @@ from fault_support import (
     BackupGate,
     CopyGate,
     IntegrityGate,
+    JournalGate,
     backends_of_the_run,
     fault_log,
     fresh,
@@ -46,7 +47,7 @@ def test_sigkill_of_the_controller_then_rollback(fresh: pgworld.World, tmp_path:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     finally:
-        if isinstance(trigger, CopyGate):
+        if isinstance(trigger, (CopyGate, JournalGate)):
             trigger.release()
     # the controller's orphaned workers finish or die with it; give them time, as an operator would
     with contextlib.suppress(ProcessLookupError):

@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -93,7 +94,10 @@ def one_run(world: pgworld.World, scale: float, app_tier: bool, tmp: str) -> t.D
         if previous is not None and entry[2] >= first_block - 1e-6 and entry[2] <= swapped + 1e-6:
             gaps.append(("%s %s -> %s %s" % (previous[0], previous[1], entry[0], entry[1]), entry[2] - previous[2]))
         previous = entry
+    # the per-step timings the Rebuild play prints (a release with one task per step prints none)
+    where = re.findall(r'"msg": "(done in [^"]*)"', proc.stdout)
     return {
+        "where": where[0] if where else None,
         "window_seconds": float(summary["maintenance_seconds"]),
         "blocked_to_swap": round(swapped - first_block, 3),
         "gaps": gaps,
@@ -121,6 +125,8 @@ def main() -> None:
             )
             for label, seconds in result["gaps"]:
                 print("    %-58s %7.3f s" % (label, seconds))
+            if result["where"]:
+                print("    rebuild_swap: " + result["where"])
     finally:
         world.destroy()
         shutil.rmtree(base, ignore_errors=True)

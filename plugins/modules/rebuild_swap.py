@@ -54,7 +54,7 @@ options:
     type: str
     required: true
   run_id:
-    description: The journal's run (M(pgshift.ops.run_journal) O(action=start)).
+    description: The journal's run (M(pgshift.ops.run_journal) C(action=start)).
     type: str
     required: true
   journal_database:
@@ -116,7 +116,7 @@ options:
     default: true
 notes:
   - The connection options point at the production cluster, as a superuser (as for M(pgshift.ops.swap)); the journal
-    database must exist (M(pgshift.ops.run_journal) O(action=start) creates it).
+    database must exist (M(pgshift.ops.run_journal) C(action=start) creates it).
 seealso:
   - module: pgshift.ops.db_access
   - module: pgshift.ops.release_inputs
@@ -158,7 +158,7 @@ seconds:
   returned: always
   type: float
 access:
-  description: What M(pgshift.ops.db_access) O(state=blocked) returns (C(previous), C(sessions), C(terminated)).
+  description: What M(pgshift.ops.db_access) C(state=blocked) returns (C(previous), C(sessions), C(terminated)).
   returned: always
   type: dict
 inputs:
@@ -166,7 +166,7 @@ inputs:
   returned: always
   type: dict
 build:
-  description: What M(pgshift.ops.database_build) O(step=create) returns (C(database), C(archive), C(statements)).
+  description: What M(pgshift.ops.database_build) C(step=create) returns (C(database), C(archive), C(statements)).
   returned: always
   type: dict
 copy:
@@ -174,7 +174,7 @@ copy:
   returned: always
   type: dict
 post_data:
-  description: What M(pgshift.ops.database_build) O(step=post-data) returns.
+  description: What M(pgshift.ops.database_build) C(step=post-data) returns.
   returned: always
   type: dict
 integrity:
@@ -235,8 +235,10 @@ def main() -> None:
         watch_pid=dict(type="int"),
         require_lock=dict(type="bool", default=True),
     )
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True, required_one_of=[("schema_source",)])
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     p = module.params
+    if not p["schema_source"]:
+        module.fail_json(msg="schema_source is required: the dev database whose schema production gets")
     result: t.Dict[str, t.Any] = {}
     try:
         result = rebuild.rebuild_and_swap(

@@ -3,10 +3,12 @@ they stand for, and the rehearsal forecast still tells the steps that grow with 
 
 from __future__ import annotations
 
+import typing as t
+
 from ansible_collections.pgshift.ops.plugins.module_utils import _rehearsal as rehearsal
 from ansible_collections.pgshift.ops.plugins.module_utils import _report as rpt
 
-RESULT = {
+RESULT: t.Dict[str, t.Any] = {
     "changed": True,
     "steps": [
         {"name": "block_access started", "state": "done", "seconds": 0.01},

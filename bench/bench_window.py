@@ -18,7 +18,6 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -94,10 +93,17 @@ def one_run(world: pgworld.World, scale: float, app_tier: bool, tmp: str) -> t.D
         if previous is not None and entry[2] >= first_block - 1e-6 and entry[2] <= swapped + 1e-6:
             gaps.append(("%s %s -> %s %s" % (previous[0], previous[1], entry[0], entry[1]), entry[2] - previous[2]))
         previous = entry
-    # the per-step timings the Rebuild play prints (a release with one task per step prints none)
-    where = re.findall(r'"msg": "(done in [^"]*)"', proc.stdout)
+    # the per-step timings of rebuild_swap, from the run report (a release with one task per step has none)
+    reports = os.path.join(os.path.dirname(world.state), "reports")
+    latest = max(
+        (os.path.join(reports, d, "report.json") for d in os.listdir(reports) if d != "last-run.json"),
+        key=os.path.getmtime,
+    )
+    with open(latest) as handle:
+        results = json.load(handle).get("results", [])
+    inner = [r["data"]["steps"] for r in results if r["action"].endswith("rebuild_swap") and "steps" in r["data"]]
     return {
-        "where": where[0] if where else None,
+        "where": ", ".join("%s %.3f" % (s["name"], s["seconds"]) for s in inner[0]) if inner else None,
         "window_seconds": float(summary["maintenance_seconds"]),
         "blocked_to_swap": round(swapped - first_block, 3),
         "gaps": gaps,

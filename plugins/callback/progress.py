@@ -485,7 +485,7 @@ class CallbackModule(CallbackBase):
                 numbers = [rpt.rows_of(item) for item in data["results"]]
                 rows = sum(n for n in numbers if n is not None) if any(n is not None for n in numbers) else None
             if (
-                rpt.short_action(step["action"]) == "run_journal"
+                rpt.short_action(step["action"]) in ("run_journal", "rebuild_swap")
                 and status in ("ok", "changed")
                 and isinstance(data.get("window_seconds"), (int, float))
                 and not isinstance(data.get("window_seconds"), bool)
@@ -504,17 +504,18 @@ class CallbackModule(CallbackBase):
                 step["rows"] = rows if len(step["hosts"]) == 1 else (step["rows"] or 0) + rows
             items = data["results"] if isinstance(data.get("results"), list) else [data]
             for item in items:
-                kept = rpt.extract_results(step["action"], item)
-                if kept:
-                    self._results.append(
-                        {
-                            "step": step["name"],
-                            "step_index": step["index"],
-                            "action": step["action"],
-                            "host": host,
-                            "data": kept,
-                        }
-                    )
+                for action, part in rpt.result_parts(step["action"], item):
+                    kept = rpt.extract_results(action, part)
+                    if kept:
+                        self._results.append(
+                            {
+                                "step": step["name"],
+                                "step_index": step["index"],
+                                "action": action,
+                                "host": host,
+                                "data": kept,
+                            }
+                        )
             if step["rescue"]:
                 self._mark_rescued(host, step)
         if status in ("failed", "unreachable"):

@@ -55,3 +55,18 @@ def changes(before: t.Dict[str, t.Any], after: t.Dict[str, t.Any]) -> t.List[str
     if before.get("mapping") != after.get("mapping"):
         out.append("the mapping file changed")
     return out
+
+
+def verify(
+    dev: ConnParams, migrations_dir: t.Optional[str], mapping_file: t.Optional[str], expected: t.Dict[str, t.Any]
+) -> t.Dict[str, t.Any]:
+    """The current inputs (as ``compute`` returns them), or PgShiftError saying what changed since ``expected``."""
+    current = compute(dev, migrations_dir, mapping_file)
+    changed_inputs = changes(expected, current["inputs"])
+    if changed_inputs:
+        raise PgShiftError(
+            "the release inputs changed since the plan was made (%s): make a new plan (a --check run) and review it"
+            % "; ".join(changed_inputs),
+            changes=changed_inputs,
+        )
+    return current

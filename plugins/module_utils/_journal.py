@@ -172,6 +172,18 @@ def record_step(cur: t.Any, run_id: str, step: str, state: str, detail: t.Option
     )
 
 
+def step(
+    cur: t.Any, run_id: str, name: str, state: str, detail: t.Optional[t.Dict[str, t.Any]] = None
+) -> t.Optional[float]:
+    """Record one step of a running run (refused once the run is no longer running, see ``assert_running``), in the
+    caller's transaction. Returns the window's seconds when this closes the window (``window`` ``done``), else None."""
+    assert_running(cur, run_id, "step %s (%s)" % (name, state))
+    record_step(cur, run_id, name, state, detail)
+    if name == WINDOW_STEP and state == "done":
+        return window_seconds(cur, run_id)
+    return None
+
+
 def window_seconds(cur: t.Any, run_id: str) -> t.Optional[float]:
     """The maintenance window of a run, measured once, by the journal's clock: from the first ``window`` step
     ``started`` (maintenance on, or access blocked when there is no app tier) to the last ``window`` ``done``

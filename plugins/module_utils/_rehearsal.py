@@ -55,6 +55,10 @@ SCALING_ACTIONS = ("data_copy", "integrity_check", "database_build")
 # database_build has two steps: creating bare tables does not grow with the data, the post-data step (index builds,
 # FK validation) does. The report does not carry task arguments, so the step is told by its task name.
 _FIXED_BUILD_WORDS = ("create the next database", "tables bare")
+# pgshift.ops.rebuild_swap runs the whole window in one task: its result says how long each inner step took, and the
+# steps that grow with the data are those of the separate tasks above (copy, post-data, integrity check).
+COMBINED_ACTIONS = ("rebuild_swap",)
+SCALING_INNER_STEPS = ("copy", "post-data", "integrity check")
 
 
 def now_utc() -> datetime.datetime:
@@ -273,6 +277,7 @@ def report_breakdown(report: t.Mapping[str, t.Any], window_play: str = "rebuild"
         duration = float(step.get("duration_s") or 0.0)
         in_window = window_play in str(step.get("play") or "").lower()
         grows = short in SCALING_ACTIONS and not any(w in name.lower() for w in _FIXED_BUILD_WORDS)
+        inner = _inner_scaling(report, step) if short in COMBINED_ACTIONS else None
         tasks.append(
             {
                 "play": step.get("play"),
@@ -286,7 +291,13 @@ def report_breakdown(report: t.Mapping[str, t.Any], window_play: str = "rebuild"
             }
         )
         if in_window:
-            if grows:
+            if inner is not None:
+                grown = min(inner, duration)
+                scaling += grown
+                fixed += duration - grown
+                tasks[-1]["grows_with_data"] = True
+                tasks[-1]["scaling_seconds"] = round(grown, 3)
+            elif grows:
                 scaling += duration
             else:
                 fixed += duration
@@ -327,6 +338,24 @@ def report_breakdown(report: t.Mapping[str, t.Any], window_play: str = "rebuild"
         "failures": failures,
         "checks_passed": checks,
     }
+
+
+def _inner_scaling(report: t.Mapping[str, t.Any], step: t.Mapping[str, t.Any]) -> t.Optional[float]:
+    """Seconds of the inner steps that grow with the data, from the combined task's result; None without one."""
+    for result in report.get("results", []):
+        short = str(result.get("action") or "").rsplit(".", 1)[-1]
+        if short not in COMBINED_ACTIONS or result.get("step") != step.get("name"):
+            continue
+        if "step_index" in result and "index" in step and result["step_index"] != step["index"]:
+            continue
+        inner = (result.get("data") or {}).get("steps")
+        if isinstance(inner, list):
+            return sum(
+                float(s.get("seconds") or 0.0)
+                for s in inner
+                if isinstance(s, dict) and s.get("name") in SCALING_INNER_STEPS
+            )
+    return None
 
 
 def app_tier_from_report(report: t.Optional[t.Mapping[str, t.Any]]) -> t.Optional[float]:

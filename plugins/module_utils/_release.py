@@ -32,6 +32,7 @@ from ansible_collections.pgshift.ops.plugins.module_utils import _db_state as db
 from ansible_collections.pgshift.ops.plugins.module_utils import _journal as journal
 from ansible_collections.pgshift.ops.plugins.module_utils import _names as names
 from ansible_collections.pgshift.ops.plugins.module_utils import _online as online
+from ansible_collections.pgshift.ops.plugins.module_utils import _post_data as post_data
 from ansible_collections.pgshift.ops.plugins.module_utils import _run_lock as run_lock
 from ansible_collections.pgshift.ops.plugins.module_utils._clients import check_client, find_client, run_client
 from ansible_collections.pgshift.ops.plugins.module_utils._connection import (
@@ -549,6 +550,75 @@ def analyze(target: ConnParams) -> None:
         conn.close()
 
 
+def build_create(
+    cluster: ConnParams,
+    prod: str,
+    schema_source: ConnParams,
+    workdir: t.Optional[str],
+    tablespace: t.Optional[str] = None,
+    run_id: t.Optional[str] = None,
+    check_mode: bool = False,
+) -> t.Dict[str, t.Any]:
+    """The build's first step: ``<prod>__next`` created like production (connection limit 0), the dev schema dumped
+    into a private work folder and its pre-data section loaded (tables bare). When loading fails the new database is
+    dropped again and the archive removed. The archive is kept for ``build_post_data``, which removes it."""
+    name = next_name(prod)
+    created = create_next(cluster, prod, check_mode, tablespace)
+    result: t.Dict[str, t.Any] = dict(changed=True, database=name, statements=[created["statement"]])
+    result["diff"] = {
+        "before": "%s: production\n" % prod,
+        "after": "%s: production\n%s: new, dev schema (tables, types, views, functions; no data yet)\n" % (prod, name),
+    }
+    if check_mode:
+        return result
+    archive: t.Optional[str] = None
+    try:
+        dump = dump_schema(schema_source, private_workdir(workdir, run_id))
+        archive = dump["path"]
+        loaded = restore_section(cluster.with_database(name), dump["path"], "pre-data", dump["client_major"])
+    except Exception:
+        if archive and os.path.exists(archive):
+            os.unlink(archive)
+        drop_database(cluster, name, prod)
+        raise
+    result.update(archive=dump["path"], client_major=loaded["client_major"], pg_dump=dump["pg_dump"])
+    result["statements"].append("pg_restore --section=pre-data --single-transaction (dev schema)")
+    return result
+
+
+def build_post_data(
+    cluster: ConnParams, prod: str, archive: str, min_client_major: int = 0, check_mode: bool = False
+) -> t.Dict[str, t.Any]:
+    """The build's last step, once the data is in: keys, indexes, foreign keys (validated), triggers, NOT VALID
+    constraints validated, materialized views filled, ANALYZE, then production's database-level state and the
+    grants dev's schema lacks. Removes the schema archive when done."""
+    name = next_name(prod)
+    result: t.Dict[str, t.Any] = dict(
+        changed=True, database=name, statements=["pg_restore --section=post-data --single-transaction"]
+    )
+    if check_mode:
+        result["refreshed_materialized_views"] = []
+        result["validated_constraints"] = []
+        result["statements"].append("production's database-level state and privileges (see data_plan)")
+        return result
+    target = cluster.with_database(name)
+    # only what the copy did not build already (indexes and keys as each table was in: _post_data.py)
+    restored = post_data.restore_remaining(target, archive, min_client_major)
+    result["built_during_copy"] = restored["built_during_copy"]
+    validated = validate_constraints(target)
+    result["statements"] += validated
+    result["validated_constraints"] = validated
+    result["refreshed_materialized_views"] = refresh_materialized_views(target)
+    analyze(target)
+    result["statements"].append("ANALYZE")
+    carried = db_state.carry_between(cluster.with_database(prod), target)
+    result["statements"] += carried["statements"]
+    result.update(database_state=carried["database_state"], privileges=carried["privileges"])
+    if os.path.exists(archive):
+        os.unlink(archive)
+    return result
+
+
 def drop_database(cluster: ConnParams, name: str, prod: str, check_mode: bool = False) -> bool:
     """Drop the half-built ``__next`` (it never served). Refuses anything else: production above all, and every
     database applications could write to (``__failed_*`` and ``__kept_*`` served after a swap)."""
@@ -674,6 +744,43 @@ def retention(cluster: ConnParams, prod: str, keep: int, check_mode: bool = Fals
     finally:
         conn.close()
     return removed
+
+
+def swap_release(
+    cluster: ConnParams,
+    prod: str,
+    run_id: str,
+    connlimit: int,
+    journal_db: str = journal.DEFAULT_JOURNAL_DB,
+    check_mode: bool = False,
+    timeout: float = 30.0,
+    mapping_file: t.Optional[str] = None,
+    capture: bool = True,
+    retention_keep: int = 2,
+) -> t.Dict[str, t.Any]:
+    """``swap``, then retention of the previous copies beyond ``retention_keep``; with the diff of the two names."""
+    result = swap(cluster, prod, run_id, connlimit, journal_db, check_mode, timeout, mapping_file, capture)
+    result["diff"] = {
+        "before": "%(production)s: production\n%(next)s: rebuilt, proven\n" % result,
+        "after": "%(production)s: production (the rebuilt database)\n%(previous)s: previous production, kept\n"
+        % result,
+    }
+    result["removed"] = retention(cluster, prod, retention_keep, check_mode)
+    return result
+
+
+def block_access_diff(database: str, blocked: t.Mapping[str, t.Any]) -> t.Dict[str, str]:
+    """What blocking access changes, for a diff."""
+    closed = (
+        "connection limit 0"
+        if blocked["previous"].get("method", CONNLIMIT) == CONNLIMIT
+        else "CONNECT revoked from everyone but the pipeline's role"
+    )
+    return {
+        "before": "%s: %s, %d open session(s)\n"
+        % (database, describe_access(blocked["previous"]), len(blocked["sessions"])),
+        "after": "%s: %s (applications refused), sessions terminated\n" % (database, closed),
+    }
 
 
 # ------------------------------------------------------------------------------------------------ rollback

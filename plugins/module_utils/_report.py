@@ -33,6 +33,17 @@ MODULE_KEYS = {
     "rollback": ("run_id", "actions", "refused", "kept", "message"),
     "backup_verify": ("verified", "level"),
     "run_journal": ("window_seconds",),
+    "rebuild_swap": ("steps", "window_seconds"),
+}
+# A module that runs several others' steps in one call returns each one's result under a key: the report keeps
+# those as results of the module they stand for, so that copies, proofs and swaps read the same either way.
+INNER_RESULTS = {
+    "rebuild_swap": (
+        ("access", "db_access"),
+        ("copy", "data_copy"),
+        ("integrity", "integrity_check"),
+        ("swap", "swap"),
+    ),
 }
 # Kept from any pgshift.ops.* result (swap, rollback, ...).
 ANY_PGSHIFT_KEYS = ("swapped", "undone", "journal")
@@ -114,6 +125,17 @@ def table_rows(tables: t.Any) -> t.List[t.Tuple[str, t.Dict[str, t.Any]]]:
             else:
                 out.append((str(details), {}))
     return out
+
+
+def result_parts(action: str, result: t.Any) -> t.List[t.Tuple[str, t.Any]]:
+    """(action, result) of a task result and of the inner results it carries (see INNER_RESULTS)."""
+    parts = [(action, result)]  # type: t.List[t.Tuple[str, t.Any]]
+    if not isinstance(result, dict) or result.get("censored") or result.get("_ansible_no_log"):
+        return parts
+    for key, inner in INNER_RESULTS.get(short_action(action), ()):
+        if isinstance(result.get(key), dict):
+            parts.append((ACTION_PREFIX + inner, result[key]))
+    return parts
 
 
 def extract_results(action: str, result: t.Mapping[str, t.Any]) -> t.Dict[str, t.Any]:

@@ -156,8 +156,6 @@ import typing as t
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgshift.ops.plugins.module_utils import _db_state as db_state
-from ansible_collections.pgshift.ops.plugins.module_utils import _post_data as post_data
 from ansible_collections.pgshift.ops.plugins.module_utils import _release as release
 from ansible_collections.pgshift.ops.plugins.module_utils._connection import (
     ConnParams,
@@ -195,50 +193,12 @@ def main() -> None:
             doing = "building %s (%s)" % (name, p["step"])
             release.assert_run_goes_on(cluster, p["journal_database"], p["run_id"], doing)
         if p["step"] == "create":
-            created = release.create_next(cluster, prod, module.check_mode, p["tablespace"])
-            result = dict(changed=True, database=name, statements=[created["statement"]])
-            result["diff"] = {
-                "before": "%s: production\n" % prod,
-                "after": "%s: production\n%s: new, dev schema (tables, types, views, functions; no data yet)\n"
-                % (prod, name),
-            }
-            if not module.check_mode:
-                try:
-                    workdir = release.private_workdir(p["workdir"], p["run_id"])
-                    dump = release.dump_schema(ConnParams.from_params(p["schema_source"]), workdir)
-                    module.add_cleanup_file(dump["path"])
-                    loaded = release.restore_section(
-                        cluster.with_database(name), dump["path"], "pre-data", dump["client_major"]
-                    )
-                except PgShiftError:
-                    release.drop_database(cluster, name, prod)
-                    raise
-                result.update(archive=dump["path"], client_major=loaded["client_major"], pg_dump=dump["pg_dump"])
-                result["statements"].append("pg_restore --section=pre-data --single-transaction (dev schema)")
-                # keep the archive for post-data: it is removed by the post-data step
-                module.cleanup_files = [f for f in module.cleanup_files if f != dump["path"]]
-        elif p["step"] == "post-data":
-            result = dict(
-                changed=True, database=name, statements=["pg_restore --section=post-data --single-transaction"]
+            source = ConnParams.from_params(p["schema_source"])
+            result = release.build_create(
+                cluster, prod, source, p["workdir"], p["tablespace"], p["run_id"], module.check_mode
             )
-            if not module.check_mode:
-                target = cluster.with_database(name)
-                restored = post_data.restore_remaining(target, p["archive"], p["min_client_major"])
-                result["built_during_copy"] = restored["built_during_copy"]
-                validated = release.validate_constraints(target)
-                result["statements"] += validated
-                result["validated_constraints"] = validated
-                result["refreshed_materialized_views"] = release.refresh_materialized_views(target)
-                release.analyze(target)
-                result["statements"].append("ANALYZE")
-                carried = db_state.carry_between(cluster.with_database(prod), target)
-                result["statements"] += carried["statements"]
-                result.update(database_state=carried["database_state"], privileges=carried["privileges"])
-                module.add_cleanup_file(p["archive"])
-            else:
-                result["refreshed_materialized_views"] = []
-                result["validated_constraints"] = []
-                result["statements"].append("production's database-level state and privileges (see data_plan)")
+        elif p["step"] == "post-data":
+            result = release.build_post_data(cluster, prod, p["archive"], p["min_client_major"], module.check_mode)
         else:
             dropped = release.drop_database(cluster, name, prod, module.check_mode)
             result = dict(

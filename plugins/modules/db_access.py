@@ -129,16 +129,7 @@ def main() -> None:
                 run_id=p["run_id"],
                 journal_db=p["journal_database"],
             )
-            closed = (
-                "connection limit 0"
-                if result["method"] == release.CONNLIMIT
-                else "CONNECT revoked from everyone but the pipeline's role"
-            )
-            result["diff"] = {
-                "before": "%s: %s, %d open session(s)\n"
-                % (p["target_database"], release.describe_access(result["previous"]), len(result["sessions"])),
-                "after": "%s: %s (applications refused), sessions terminated\n" % (p["target_database"], closed),
-            }
+            result["diff"] = release.block_access_diff(p["target_database"], result)
         else:
             changed = release.restore_access(
                 cluster, p["target_database"], p["connlimit"], module.check_mode, previous=p["previous"]

@@ -93,21 +93,17 @@ def main() -> None:
     )
     p = module.params
     try:
-        current = inputs.compute(ConnParams.from_params(p), p["migrations_dir"], p["mapping_file"])
         expected = p["expect"]
         if p["plan_file"] and not p["write_plan"]:
             if not os.path.isfile(p["plan_file"]):
                 raise PgShiftError("plan file %r does not exist: make the plan first (--check run)" % p["plan_file"])
             with open(p["plan_file"], encoding="utf-8") as handle:
                 expected = json.load(handle)["inputs"]
+        dev = ConnParams.from_params(p)
         if expected is not None:
-            changed_inputs = inputs.changes(expected, current["inputs"])
-            if changed_inputs:
-                raise PgShiftError(
-                    "the release inputs changed since the plan was made (%s): make a new plan (a --check run) and "
-                    "review it" % "; ".join(changed_inputs),
-                    changes=changed_inputs,
-                )
+            current = inputs.verify(dev, p["migrations_dir"], p["mapping_file"], expected)
+        else:
+            current = inputs.compute(dev, p["migrations_dir"], p["mapping_file"])
         if p["write_plan"]:
             folder = os.path.dirname(os.path.abspath(p["plan_file"]))
             os.makedirs(folder, mode=0o700, exist_ok=True)

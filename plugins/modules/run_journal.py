@@ -189,11 +189,10 @@ def main() -> None:
                     journal.record_step(cur, run_id, "start", "done", {"inputs": p["inputs"]})
                     result = dict(changed=True, run_id=run_id)
                 elif p["action"] == "step":
-                    journal.assert_running(cur, p["run_id"], "step %s (%s)" % (p["step"], p["state"]))
-                    journal.record_step(cur, p["run_id"], p["step"], p["state"], p["detail"])
+                    window = journal.step(cur, p["run_id"], p["step"], p["state"], p["detail"])
                     result = dict(changed=True, run_id=p["run_id"])
                     if p["step"] == journal.WINDOW_STEP and p["state"] == "done":
-                        result["window_seconds"] = journal.window_seconds(cur, p["run_id"])
+                        result["window_seconds"] = window
                 elif p["action"] == "finish":
                     journal.assert_running(cur, p["run_id"], "closing the run as %s" % p["status"], lock=True)
                     journal.finish_run(cur, p["run_id"], p["status"], p["note"])

@@ -127,7 +127,7 @@ def main() -> None:
     p = module.params
     cluster = ConnParams.from_params(p)
     try:
-        result = release.swap(
+        result = release.swap_release(
             cluster,
             p["production_database"],
             p["run_id"],
@@ -137,13 +137,8 @@ def main() -> None:
             float(p["timeout"]),
             p["mapping_file"],
             p["capture"],
+            p["retention_keep"],
         )
-        result["diff"] = {
-            "before": "%(production)s: production\n%(next)s: rebuilt, proven\n" % result,
-            "after": "%(production)s: production (the rebuilt database)\n%(previous)s: previous production, kept\n"
-            % result,
-        }
-        result["removed"] = release.retention(cluster, p["production_database"], p["retention_keep"], module.check_mode)
     except PgShiftError as exc:
         fail_from(module, exc)
     module.exit_json(changed=True, **result)

@@ -262,6 +262,67 @@ class IntegrityGate(_LockGate):
         return self.waiting("application_name", "pgshift integrity_check")
 
 
+class JournalGate(_LockGate):
+    """A deterministic point at one journal entry, whatever the machine's speed and however close the run's steps
+    follow each other (the window's steps run in one module call, milliseconds apart).
+
+    As soon as the journal exists (the run started, long before the window), the test's session takes an advisory lock
+    and puts a trigger on pgshift.steps that makes the entry ``step`` ``state`` wait for it: the run holds right as it
+    records that entry (not committed yet), everything before it done. The predicate is true once it waits.
+    ``release()`` lets it go on (the entry is committed) and removes the trigger."""
+
+    KEY = 7241019
+
+    def __init__(self, world: pgworld.World, step: str, state: str) -> None:
+        super().__init__(world)
+        self.step, self.state = step, state
+
+    def __call__(self) -> bool:
+        if self.conn is None:
+            try:
+                conn = self.world.clusters["prod"].connect("pgshift")
+            except Exception:  # noqa: BLE001 - the journal database does not exist yet
+                return False
+            with conn.cursor() as cur:
+                cur.execute("SELECT to_regclass('pgshift.steps') IS NOT NULL")
+                if not cur.fetchone()[0]:
+                    conn.close()
+                    return False
+                cur.execute("SELECT pg_backend_pid()")
+                self.pids.append(cur.fetchone()[0])
+                cur.execute("SELECT pg_advisory_lock(%s)", (self.KEY,))
+                cur.execute(
+                    sql.SQL(
+                        "CREATE OR REPLACE FUNCTION pgshift.test_gate() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                        "IF NEW.step = {} AND NEW.state = {} THEN PERFORM pg_advisory_xact_lock({}); END IF; "
+                        "RETURN NEW; END $$"
+                    ).format(sql.Literal(self.step), sql.Literal(self.state), sql.Literal(self.KEY))
+                )
+                cur.execute("DROP TRIGGER IF EXISTS test_gate ON pgshift.steps")
+                cur.execute(
+                    "CREATE TRIGGER test_gate BEFORE INSERT ON pgshift.steps FOR EACH ROW EXECUTE FUNCTION "
+                    "pgshift.test_gate()"
+                )
+            self.conn = conn
+            return False
+        with contextlib.closing(self.world.clusters["prod"].connect()) as conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE NOT l.granted "
+                "AND l.locktype = 'advisory' AND l.objid = %s AND a.datname = 'pgshift'",
+                (self.KEY,),
+            )
+            return cur.fetchone() is not None
+
+    def release(self) -> None:
+        if self.conn is not None:
+            # the run first (it waits for the lock), then the trigger (its removal waits for the run's entry)
+            with contextlib.suppress(Exception), self.conn.cursor() as cur:
+                cur.execute("SELECT pg_advisory_unlock(%s)", (self.KEY,))
+                cur.execute("DROP TRIGGER IF EXISTS test_gate ON pgshift.steps")
+                cur.execute("DROP FUNCTION IF EXISTS pgshift.test_gate()")
+        super().release()
+
+
 def gate_pids(gate: t.Any) -> t.List[int]:
     """Backends of the test's own gate (never counted as a fault injected into the run)."""
     return list(getattr(gate, "pids", []))
@@ -281,10 +342,12 @@ def backends_of_the_run(world: pgworld.World, exclude: t.Sequence[int]) -> t.Lis
 TRIGGERS: t.Dict[str, t.Callable[[pgworld.World], t.Callable[[], bool]]] = {
     "backup": new_backup,
     "maintenance on": flag_on,
-    "block access": lambda w: journal_step(w, "block_access", "started"),
+    # applications blocked, the step not recorded as done yet
+    "block access": lambda w: JournalGate(w, "block_access", "done"),
     "build": lambda w: journal_step(w, "build", "started"),
     "copy": CopyGate,
-    "before swap": lambda w: journal_step(w, "build", "done"),
+    # the new database built and proven, the swap not begun
+    "before swap": lambda w: JournalGate(w, "build", "done"),
     "after swap": lambda w: journal_step(w, "swap", "done"),
 }
 

@@ -23,6 +23,7 @@ from conftest import ROOT, VENV_BIN, ansible_env
 from fault_support import (
     FAST,
     CopyGate,
+    JournalGate,
     fault_log,
     fresh,
     journal_step,
@@ -140,14 +141,22 @@ def test_reconnecting_superuser_session_blocks_the_swap(fresh: pgworld.World, tm
                 cur.execute("SELECT pg_sleep(0.3)")
 
     proc = start(world, "playbooks/prod_restore.yml", {}, tmp_path)
-    reached = wait_for(journal_step(world, "build", "done"), proc)
+    # the run held right before the swap (the build proven, its journal entry waiting), the loop started, then let go:
+    # the swap, which follows in the same module call within milliseconds, meets the reconnecting session
+    gate = JournalGate(world, "build", "done")
     thread = threading.Thread(target=reconnect_loop, daemon=True)
-    thread.start()
+    try:
+        reached = wait_for(gate, proc)
+        if reached:
+            thread.start()  # it reconnects for as long as the swap waits for sessions to end (swap_timeout)
+    finally:
+        gate.release()
     try:
         rc = proc.wait(timeout=600)
     finally:
         stop.set()
-        thread.join(timeout=10)
+        if thread.is_alive():
+            thread.join(timeout=10)
     assert reached
     text = output(tmp_path, "prod_restore.yml")
     result = outcome(world, before)

@@ -16,6 +16,7 @@ from fault_support import (
     BackupGate,
     CopyGate,
     IntegrityGate,
+    JournalGate,
     backends_of_the_run,
     fault_log,
     fresh,
@@ -46,7 +47,7 @@ def test_sigkill_of_the_controller_then_rollback(fresh: pgworld.World, tmp_path:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     finally:
-        if isinstance(trigger, CopyGate):
+        if isinstance(trigger, (CopyGate, JournalGate)):
             trigger.release()
     # the controller's orphaned workers finish or die with it; give them time, as an operator would
     with contextlib.suppress(ProcessLookupError):
@@ -63,7 +64,22 @@ def test_sigkill_of_the_controller_then_rollback(fresh: pgworld.World, tmp_path:
     assert rollback.wait(timeout=300) == 0, output(tmp_path, "rollback.yml")[-3000:]
     result = outcome(world, before)
     assert result == "intact", "rollback.yml must put production back as it was"
+    if step != "after swap":
+        # the run stopped where its controller died: nothing of it went on to swap (the window's steps run in one
+        # module call, which must stop at its next step once the controller is gone)
+        swaps = [entry for entry in latest_steps(world) if entry[0] == "swap"]
+        assert swaps == [], "the run went on without its controller: %s" % swaps
     record("SIGKILL ansible-playbook + rollback.yml", step, result)
+
+
+def latest_steps(world: pgworld.World) -> t.List[t.Tuple[str, str]]:
+    """(step, state) of the latest run in the journal, in order."""
+    with contextlib.closing(world.clusters["prod"].connect("pgshift")) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT step, state FROM pgshift.steps WHERE run_id = (SELECT run_id FROM pgshift.runs "
+            "ORDER BY started_at DESC LIMIT 1) ORDER BY id"
+        )
+        return list(cur.fetchall())
 
 
 # Deterministic points in the middle of a step for the database faults: the step waits on a lock the test holds.

@@ -17,11 +17,18 @@ description:
     in the window (logical decoding does not carry them).
   - Never fails on what it finds; Preflight decides (C(pgshift_mode) C(online) refuses when RV(possible) is
     false, C(auto) goes offline and prints RV(reasons)). See docs/online.md.
-version_added: 0.2.0
+version_added: 0.1.0
 author:
   - pgshift contributors (!UNKNOWN)
 extends_documentation_fragment:
+  - pgshift.ops.attributes
   - pgshift.ops.connection.endpoints
+attributes:
+  check_mode:
+    support: full
+    details: It only reads production and the new database's schema source.
+  diff_mode:
+    support: none
 options:
   mapping_file:
     description:

@@ -31,11 +31,12 @@ description:
   - A failing step fails the call with a message that starts with the step's name, and RV(failed_step); nothing after
     it runs.
 extends_documentation_fragment:
+  - pgshift.ops.attributes
+  - pgshift.ops.attributes.action_group
   - pgshift.ops.connection
   - pgshift.ops.connection.schema_source
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details:
       - Nothing is written and the journal is not touched (it may not exist yet). Each step says what it would do -
@@ -43,7 +44,6 @@ attributes:
         statements (made against the dev database, whose schema the new one would get), the swap's names and the
         copies retention would remove; the integrity check is skipped (there is no new database to prove).
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in diff mode).
     support: full
     details: The diff shows production's connection limit and the databases of the cluster before and after.
 options:

@@ -21,14 +21,13 @@ description:
     it (the same name ending in C(.html)); both 0600, every value escaped in the HTML.
   - Fails, after writing the plan, when the data plan refuses the release, naming each refusal.
 extends_documentation_fragment:
+  - pgshift.ops.attributes
   - pgshift.ops.connection.endpoints
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: Only reads the databases; O(plan_file) is written in check mode too (it is the plan's output).
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: The plan, as text.
 options:

@@ -21,6 +21,7 @@ version_added: 0.2.0
 author:
   - pgshift contributors (!UNKNOWN)
 extends_documentation_fragment:
+  - pgshift.ops.attributes
   - pgshift.ops.connection.endpoints
 options:
   mapping_file:

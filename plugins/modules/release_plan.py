@@ -21,6 +21,7 @@ description:
     it (the same name ending in C(.html)); both 0600, every value escaped in the HTML.
   - Fails, after writing the plan, when the data plan refuses the release, naming each refusal.
 extends_documentation_fragment:
+  - pgshift.ops.attributes
   - pgshift.ops.connection.endpoints
 attributes:
   check_mode:

@@ -5,11 +5,11 @@
 # This module_utils is PRIVATE to the pgshift.ops collection. It may change without notice.
 """The variables a user may set for pgshift's playbooks, so that a mistyped one is refused instead of ignored.
 
-The release's variables are the options of its role's argument specs (roles/release/meta/argument_specs.yml:
-:func:`role_spec_variables` reads them); ``KNOWN_VARIABLES`` lists every other ``pgshift_*`` input of the playbooks (a
-group_vars file serves several playbooks, so one list serves them all). ``pgshift_<env>_connection`` dictionaries
-are recognised by their shape and their keys are checked against ``CONNECTION_KEYS``. tests/unit/test_variables.py
-keeps both in step with the playbooks and roles.
+The variables of the playbooks are the options of the collection's roles' argument specs (roles/*/meta/
+argument_specs.yml, every entry point: :func:`role_spec_variables` reads them; a group_vars file serves several
+playbooks, so their union serves them all); ``KNOWN_VARIABLES`` lists the few other ``pgshift_*`` names an inventory
+holds. ``pgshift_<env>_connection`` dictionaries are recognised by their shape and their keys are checked against
+``CONNECTION_KEYS``. tests/unit/test_variables.py keeps both in step with the playbooks and roles.
 """
 
 from __future__ import annotations
@@ -22,70 +22,10 @@ from ansible_collections.pgshift.ops.plugins.module_utils._connection import CON
 
 KNOWN_VARIABLES = frozenset(
     {
-        # the release's way back (rollback.yml, the recover role); the release's own are in its argument specs
-        "pgshift_report",  # not an input: the run figures prod_restore.yml publishes for the run report
+        # not inputs of a role: the run figures the release publishes for the run report, and the local world's
+        # application roles
+        "pgshift_report",
         "pgshift_app_roles",
-        "pgshift_swap_back_force",
-        "pgshift_run_id",
-        "pgshift_rollback_reason",
-        # backups (backup.yml, restore_backup.yml)
-        "pgshift_backup_env",
-        "pgshift_backup_format",
-        "pgshift_backup_compress",
-        "pgshift_backup_jobs",
-        "pgshift_backup_days",
-        "pgshift_backup_globals",
-        "pgshift_backup_label",
-        "pgshift_restore_env",
-        "pgshift_restore_manifest",
-        "pgshift_restore_target",
-        "pgshift_restore_replace",
-        "pgshift_restore_confirm",
-        "pgshift_restore_jobs",
-        # migrations (migrate.yml, validate_migrations.yml)
-        "pgshift_migrate_env",
-        "pgshift_migrate_engine",
-        "pgshift_migrate_target",
-        "pgshift_migrate_confirm",
-        "pgshift_migrate_lock_timeout",
-        "pgshift_migrate_accept_changed",
-        "pgshift_node_pg_migrate",
-        "pgshift_validate_engine",
-        "pgshift_validate_from_env",
-        "pgshift_validate_migrations_dir",
-        "pgshift_validate_report_file",
-        "pgshift_validate_schema_snapshot",
-        "pgshift_validate_compare_database",
-        "pgshift_validate_maintenance_database",
-        # drift and snapshots (drift_check.yml, snapshot.yml)
-        "pgshift_drift_dir",
-        "pgshift_drift_ignore",
-        "pgshift_drift_renames",
-        "pgshift_drift_common",
-        "pgshift_drift_compare_grants",
-        "pgshift_drift_compare_owners",
-        "pgshift_snapshot_env",
-        "pgshift_snapshot_path",
-        "pgshift_snapshot_with_grants",
-        "pgshift_snapshot_with_owners",
-        # performance (perf_check.yml)
-        "pgshift_perf_env",
-        "pgshift_perf_analyze",
-        "pgshift_perf_baseline",
-        "pgshift_perf_baseline_out",
-        # rehearsal (staging_rehearsal.yml, rehearsal_record.yml)
-        "pgshift_rehearsal_id",
-        "pgshift_rehearsal_release_rc",
-        "pgshift_rehearsal_app_tier_seconds",
-        "pgshift_rehearsal_backup_if_missing",
-        "pgshift_rehearsal_backups",
-        "pgshift_rehearsal_fresh_backup",
-        "pgshift_rehearsal_keep_owners",
-        "pgshift_rehearsal_probe_production",
-        "pgshift_rehearsal_production",
-        "pgshift_rehearsal_production_report",
-        "pgshift_rehearsal_queries",
-        "pgshift_rehearsal_report",
         # the local world's inventory (tools/pgworld.py writes them)
         "pgshift_local_world",
         "pgshift_local_root",
@@ -104,16 +44,11 @@ def role_spec_variables(specs: t.Iterable[t.Mapping[str, t.Any]]) -> t.FrozenSet
     return frozenset(names)
 
 
-# What the playbooks register or set themselves (a play that runs after another, as staging_rehearsal.yml runs the
-# release, sees them): never typos. tests/unit/test_variables.py keeps the list in step with the playbooks.
+# What the roles set with a pgshift_ name for another play (the rehearsal for the release, the release for the run
+# report): never typos; a role's other registered and set names carry the role's prefix. tests/unit/test_variables.py
+# keeps the list in step with the playbooks and roles.
 SET_BY_PLAYBOOKS = frozenset(
     {
-        "pgshift_final",
-        "pgshift_perf",
-        "pgshift_rehearsal",
-        "pgshift_rehearsal_backup",
-        "pgshift_rehearsal_fresh",
-        "pgshift_rehearsal_record",
         "pgshift_window_start",
         "pgshift_report",
     }

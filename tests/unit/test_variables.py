@@ -5,7 +5,6 @@ from __future__ import annotations
 import glob
 import os
 import re
-import typing as t
 
 import yaml
 
@@ -18,38 +17,59 @@ GROUPS = {"pgshift_db", "pgshift_app", "pgshift_web"}
 
 def _files() -> list:
     out = []
-    for pattern in ("playbooks/*.yml", "roles/*/tasks/*.yml", "roles/*/defaults/*.yml", "inventories/*/group_vars/*"):
+    for pattern in (
+        "playbooks/*.yml",
+        "roles/*/tasks/*.yml",
+        "roles/*/defaults/*.yml",
+        "roles/*/vars/*.yml",
+        "inventories/*/group_vars/*",
+    ):
         out += glob.glob(os.path.join(ROOT, pattern))
     return sorted(out)
 
 
-def _set_facts(node: t.Any) -> t.Set[str]:
-    """The names ansible.builtin.set_fact tasks set, anywhere in a playbook or task file (blocks included)."""
-    out: t.Set[str] = set()
-    if isinstance(node, list):
-        for item in node:
-            out |= _set_facts(item)
-    elif isinstance(node, dict):
-        for key, value in node.items():
-            if key in ("ansible.builtin.set_fact", "set_fact") and isinstance(value, dict):
-                out |= {name for name in value if name.startswith("pgshift_")}
-            elif isinstance(value, (list, dict)):
-                out |= _set_facts(value)
-    return out
-
-
-def test_every_variable_the_playbooks_read_is_known() -> None:
-    read, registered, facts = set(), set(), set()
-    for path in _files():
-        if path.endswith(".yml"):
-            with open(path, encoding="utf-8") as handle:
-                facts |= _set_facts(yaml.safe_load(handle))
+def _reads(paths: list) -> tuple:
+    """The pgshift_* names the YAML files read, and those they register or set with now()."""
+    read, registered = set(), set()
+    for path in paths:
         with open(path, encoding="utf-8") as handle:
             # comments name schemas and tables too (pgshift_capture): only what the YAML itself reads counts
             text = "\n".join(line for line in handle.read().splitlines() if not line.lstrip().startswith("#"))
         read |= set(re.findall(r"(?<![\w&*])pgshift_[a-z0-9_]+", text))
         registered |= set(re.findall(r"register: (pgshift_[a-z0-9_]+)", text))
         registered |= set(re.findall(r"^\s+(pgshift_[a-z0-9_]+): .*now\(", text, re.M))
+    return read, registered
+
+
+def _set_facts(paths: list) -> set:
+    """The names the tasks files set with set_fact (a role's outputs for a later play, not its inputs)."""
+    names: set = set()
+
+    def walk(node: object) -> None:
+        if isinstance(node, list):
+            for item in node:
+                walk(item)
+        elif isinstance(node, dict):
+            facts = node.get("ansible.builtin.set_fact")
+            if isinstance(facts, dict):
+                names.update(facts)
+            for key in ("block", "rescue", "always"):
+                walk(node.get(key))
+
+    for path in paths:
+        with open(path, encoding="utf-8") as handle:
+            walk(yaml.safe_load(handle))
+    return names
+
+
+def _spec(role: str) -> dict:
+    with open(os.path.join(ROOT, "roles", role, "meta", "argument_specs.yml"), encoding="utf-8") as handle:
+        return yaml.safe_load(handle)["argument_specs"]
+
+
+def test_every_variable_the_playbooks_read_is_known() -> None:
+    read, registered = _reads(_files())
+    facts = {n for n in _set_facts([p for p in _files() if p.endswith(".yml")]) if n.startswith("pgshift_")}
     known = v.KNOWN_VARIABLES | collection_role_variables()
     unknown = sorted(
         name
@@ -58,8 +78,8 @@ def test_every_variable_the_playbooks_read_is_known() -> None:
         if name not in known and not v.CONNECTION_VARIABLE.match(name) and not v.SECRET_VARIABLE.match(name)
     )
     assert not unknown, (
-        "declare these in the release role's argument specs (roles/release/meta/argument_specs.yml) or, for another "
-        "playbook, in plugins/module_utils/_variables.py KNOWN_VARIABLES: %s" % unknown
+        "declare these in the argument specs of the role that reads them (roles/<role>/meta/argument_specs.yml) or, "
+        "for a name no role reads, in plugins/module_utils/_variables.py KNOWN_VARIABLES: %s" % unknown
     )
     assert registered <= set(v.SET_BY_PLAYBOOKS), "SET_BY_PLAYBOOKS must list what the playbooks register or set"
     assert set(v.SET_BY_PLAYBOOKS) <= read, "SET_BY_PLAYBOOKS lists names no playbook sets any more"
@@ -109,11 +129,12 @@ def test_the_release_role_spec_is_the_one_list_of_its_variables() -> None:
     assert v.unknown_variables(["pgshift_backup_verify_levle"], sorted(spec)) == [
         "unknown variable pgshift_backup_verify_levle (did you mean pgshift_backup_verify_level?)"
     ]
-    with open(os.path.join(ROOT, "roles", "release", "meta", "argument_specs.yml"), encoding="utf-8") as handle:
-        entries = yaml.safe_load(handle)["argument_specs"]
+    entries = _spec("release")
     tasks = {os.path.basename(p)[:-4] for p in glob.glob(os.path.join(ROOT, "roles", "release", "tasks", "*.yml"))}
     assert set(entries) == tasks, "one entry point per phase (tasks file)"
-    assert all(set(e["options"]) == spec for e in entries.values())
+    release = set(entries["preflight"]["options"])
+    assert release <= spec
+    assert all(set(e["options"]) == release for e in entries.values())
 
 
 def test_community_postgresql_names_are_accepted_and_their_typos_get_a_suggestion() -> None:
@@ -167,3 +188,33 @@ def test_a_playbook_that_reads_pgshifts_names_refuses_the_aliases() -> None:
     assert v.connection_problems("pgshift_prod_connection", {"login_host": "h", "port": 1}, aliases=False) == [
         "pgshift_prod_connection: write host instead of login_host (this playbook reads pgshift's names)"
     ]
+
+
+# Read by a role only as another variable's fallback, so left out of its argument specs (every option is templated
+# when an entry point starts; a fallback must stay lazy): each is an option of the release role.
+FALLBACKS = {"pgshift_artifacts_dir", "pgshift_dev_connection"}
+
+
+def test_each_role_declares_the_variables_it_reads() -> None:
+    """A role's argument specs list the pgshift_* variables the role reads, and only those: each entry point (tasks
+    file) has its spec, the names the role reads are options of its specs (the recover role's main entry point reads
+    the release's, the variables of the run it undoes), and no option is a name nothing reads."""
+    release = set(_spec("release")["preflight"]["options"])
+    for path in sorted(glob.glob(os.path.join(ROOT, "roles", "*", "meta", "argument_specs.yml"))):
+        role = path.split(os.sep)[-3]
+        entries = _spec(role)
+        tasks = {os.path.basename(p)[:-4] for p in glob.glob(os.path.join(ROOT, "roles", role, "tasks", "*.yml"))}
+        assert set(entries) == tasks, "%s: one entry point per tasks file" % role
+        files = [f for d in ("tasks", "vars", "defaults") for f in glob.glob(os.path.join(ROOT, "roles", role, d, "*"))]
+        read, registered = _reads(files)
+        options = {n for e in entries.values() for n in (e.get("options") or {}) if n.startswith("pgshift_")}
+        facts = _set_facts(glob.glob(os.path.join(ROOT, "roles", role, "tasks", "*.yml")))
+        inputs = read - registered - facts - GROUPS - set(v.SET_BY_PLAYBOOKS) - set(v.KNOWN_VARIABLES)
+        allowed = options | FALLBACKS | (release if role == "recover" else set())
+        assert inputs <= allowed, "%s reads variables its argument specs do not declare: %s" % (
+            role,
+            sorted(inputs - allowed),
+        )
+        # rollback.yml hands two of the recover role's preflight options to its main entry point itself
+        read |= _reads(glob.glob(os.path.join(ROOT, "playbooks", "*.yml")))[0]
+        assert options <= read, "%s declares variables it never reads: %s" % (role, sorted(options - read))

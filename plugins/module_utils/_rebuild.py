@@ -222,14 +222,8 @@ def rebuild_and_swap(spec: RebuildSpec) -> t.Dict[str, t.Any]:
         entry("block_access started", "block_access", "started", {"previous": previous})
         access = steps.run(
             "block access",
-            lambda: release.block_access(
-                spec.cluster,
-                prod,
-                spec.check_mode,
-                spec.access_timeout,
-                run_id=spec.run_id,
-                journal_db=spec.journal_database,
-            ),
+            # the previous access (method, CONNECT grants) is in the journal entry just above
+            lambda: release.block_access(spec.cluster, prod, spec.check_mode, spec.access_timeout),
         )
         access["diff"] = release.block_access_diff(prod, access)
         result["access"] = access

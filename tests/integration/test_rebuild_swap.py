@@ -124,14 +124,14 @@ def test_the_whole_window_in_one_call_with_the_journal_of_the_separate_steps(
         ("window", "done"),
     ]
     assert done.result["copy"]["total_rows"] == 50 and done.result["integrity"]["ok"] is True
-    assert done.result["access"]["previous"] == {"connlimit": -1, "allowconn": True}
+    assert done.result["access"]["previous"] == {"method": "connlimit", "connlimit": -1, "allowconn": True}
     assert done.result["swap"]["swapped"] is True and done.result["swap"]["previous"].startswith(release_db["prod"])
     assert isinstance(done.result["window_seconds"], float)
     assert all(s["state"] == "done" for s in done.result["steps"])
     assert _connlimit(pg, release_db["prod"]) == -1
     with contextlib.closing(pg.connect(release_db["journal"])) as conn, conn.cursor() as cur:
         cur.execute("SELECT detail FROM pgshift.steps WHERE run_id = %s AND step = 'block_access'", (run_id,))
-        assert cur.fetchone()[0] == {"previous": {"connlimit": -1, "allowconn": True}}
+        assert cur.fetchone()[0] == {"previous": {"method": "connlimit", "connlimit": -1, "allowconn": True}}
         cur.execute("SELECT detail FROM pgshift.steps WHERE run_id = %s AND step = 'build' ORDER BY id", (run_id,))
         assert [r[0] for r in cur.fetchall()] == [
             {"database": release_db["prod"] + "__next"},

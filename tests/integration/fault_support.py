@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import time
 import typing as t
@@ -350,6 +351,34 @@ TRIGGERS: t.Dict[str, t.Callable[[pgworld.World], t.Callable[[], bool]]] = {
     "before swap": lambda w: JournalGate(w, "build", "done"),
     "after swap": lambda w: journal_step(w, "swap", "done"),
 }
+
+
+def kill_then_roll_back(world: pgworld.World, step: str, tmp_path: t.Any) -> None:
+    """Start the release, SIGKILL ansible-playbook once it reaches ``step`` (TRIGGERS), wait as an operator would for
+    its orphaned workers and for the lock holder to let go, then run rollback.yml, which must succeed."""
+    proc = start(world, "playbooks/prod_restore.yml", {}, tmp_path)
+    trigger = TRIGGERS[step](world)
+    try:
+        reached = wait_for(trigger, proc)
+        assert reached, "the run never reached %r:\n%s" % (step, output(tmp_path, "prod_restore.yml")[-3000:])
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if isinstance(trigger, _LockGate):
+            trigger.release()
+    # the controller's orphaned workers finish or die with it; give them time, as an operator would
+    with contextlib.suppress(ProcessLookupError):
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            os.killpg(proc.pid, 0)
+            time.sleep(0.2)
+    # the lock holder watches the controller and lets go within a second of its death (rollback.yml refuses while
+    # a holder lives): wait for that, as the refusal tells an operator to
+    deadline = time.monotonic() + 30
+    while lock_holders(world) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    rollback = start(world, "playbooks/rollback.yml", {}, tmp_path)
+    assert rollback.wait(timeout=300) == 0, output(tmp_path, "rollback.yml")[-3000:]
 
 
 def lock_holders(world: pgworld.World) -> int:

@@ -16,12 +16,11 @@ from fault_support import (
     BackupGate,
     CopyGate,
     IntegrityGate,
-    JournalGate,
     backends_of_the_run,
     fault_log,
     fresh,
     gate_pids,
-    lock_holders,
+    kill_then_roll_back,
     outcome,
     output,
     record,
@@ -39,29 +38,7 @@ __all__ = ["fault_log", "fresh"]
 def test_sigkill_of_the_controller_then_rollback(fresh: pgworld.World, tmp_path: t.Any, step: str) -> None:
     world = fresh
     before = checksums(world.clusters["prod"], "shop")
-    proc = start(world, "playbooks/prod_restore.yml", {}, tmp_path)
-    trigger = TRIGGERS[step](world)
-    try:
-        reached = wait_for(trigger, proc)
-        assert reached, "the run never reached %r:\n%s" % (step, output(tmp_path, "prod_restore.yml")[-3000:])
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    finally:
-        if isinstance(trigger, (CopyGate, JournalGate)):
-            trigger.release()
-    # the controller's orphaned workers finish or die with it; give them time, as an operator would
-    with contextlib.suppress(ProcessLookupError):
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            os.killpg(proc.pid, 0)
-            time.sleep(0.2)
-    # the lock holder watches the controller and lets go within a second of its death (rollback.yml refuses while
-    # a holder lives): wait for that, as the refusal tells an operator to
-    deadline = time.monotonic() + 30
-    while lock_holders(world) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    rollback = start(world, "playbooks/rollback.yml", {}, tmp_path)
-    assert rollback.wait(timeout=300) == 0, output(tmp_path, "rollback.yml")[-3000:]
+    kill_then_roll_back(world, step, tmp_path)
     result = outcome(world, before)
     assert result == "intact", "rollback.yml must put production back as it was"
     if step != "after swap":

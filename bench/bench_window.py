@@ -112,7 +112,7 @@ def one_run(world: pgworld.World, scale: float, app_tier: bool, tmp: str) -> t.D
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-app-tier", action="store_true")

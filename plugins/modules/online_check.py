@@ -23,12 +23,6 @@ author:
 extends_documentation_fragment:
   - pgshift.ops.attributes
   - pgshift.ops.connection.endpoints
-attributes:
-  check_mode:
-    support: full
-    details: It only reads production and the new database's schema source.
-  diff_mode:
-    support: none
 options:
   mapping_file:
     description:
@@ -43,10 +37,10 @@ options:
 attributes:
   check_mode:
     support: full
-    description: The module only reads; it runs the same way in check mode.
+    details: The module only reads; it runs the same way in check mode.
   diff_mode:
     support: none
-    description: Nothing is changed that a diff could show.
+    details: Nothing is changed that a diff could show.
 seealso:
   - module: pgshift.ops.data_plan
 """

@@ -117,7 +117,8 @@ def test_release_without_superuser_gives_applications_back_exactly_their_access(
     assert "profile managed" in said, "Preflight says which profile it runs with"
 
     # the release happened, data proven by the test's own checksums
-    assert "display_name" in columns(prod, "shop", "customers") == columns(dev, "shop", "customers")
+    assert columns(prod, "shop", "customers") == columns(dev, "shop", "customers")
+    assert "display_name" in columns(prod, "shop", "customers")
     assert checksums(prod, "shop", renames=RENAMED) == before
     assert journal_runs(prod)[-1][1] == "succeeded"
     # applications have exactly the database privileges and settings they had, and connect again

@@ -328,6 +328,9 @@ def report_breakdown(report: t.Mapping[str, t.Any], window_play: str = "rebuild"
             and any(w in str(s.get("name") or "").lower() for w in ("preflight |", "verified", "prove", "check"))
         }
     )
+    if integrity:
+        # the proof is an inner step of rebuild_swap, not a task of its own: named from its result
+        checks = sorted(set(checks) | {"prove the data identical (integrity check: counts, checksums, constraints)"})
     return {
         "status": report.get("status"),
         "tasks": tasks,

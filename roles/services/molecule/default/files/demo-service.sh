@@ -16,9 +16,14 @@ start() {
   nohup "$python" -m http.server "$port" --bind 127.0.0.1 --directory "$DEMO_SERVICE_DIR/docroot" \
     >>"$DEMO_SERVICE_DIR/access.log" 2>&1 </dev/null &
   echo $! >"$pidfile"
-  sleep 0.2
-  if ! running; then note "failed to start"; return 1; fi
-  note "started"
+  # started means listening: wait for the port (a loaded machine may take seconds), fail if the server died
+  for _ in $(seq 1 100); do
+    if ! running; then note "failed to start"; return 1; fi
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then note "started"; return 0; fi
+    sleep 0.1
+  done
+  note "failed to start: nothing listens on port $port after 10 s"
+  return 1
 }
 
 stop() {

@@ -211,6 +211,35 @@ def test_failed_api_check_swaps_back_without_superuser(
     assert journal_runs(prod)[-1][1] == "rolled_back"
 
 
+def test_a_refusal_of_the_data_plan_stops_before_the_backup_without_superuser(
+    fresh_managed: pgworld.World, run_playbook: t.Callable[..., t.Any]
+) -> None:
+    """The data plan runs as the managed admin too (reading production through pg_read_all_data): dev narrows a column
+    production's values do not fit, and the run stops in Preflight naming the column and the rows, before any backup,
+    with production's data and the applications' access as they were."""
+    world = fresh_managed
+    prod, dev = world.clusters["prod"], world.clusters["dev"]
+    prepare_production(world)
+    before = checksums(prod, "shop")
+    acl_before = effective_acl(prod, "shop")
+    with contextlib.closing(prod.connect("shop", user=ADMIN)) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM products WHERE length(sku) > 3")
+        too_long = cur.fetchone()[0]
+    assert too_long > 0
+    with contextlib.closing(dev.connect("shop", user=ADMIN)) as conn, conn.cursor() as cur:
+        cur.execute("ALTER TABLE products ALTER COLUMN sku TYPE varchar(3)")
+    run = run_playbook("playbooks/prod_restore.yml", env={"PGSHIFT_WORLD": world.state})
+    assert run.rc != 0
+    said = " ".join(run.output.split())
+    assert "products.sku" in said and str(too_long) in said, said[-3000:]
+    assert "PLAY [Backup]" not in run.output
+    assert not [n for n in os.listdir(os.path.join(world.state, "backups")) if n.startswith("shop-")]
+    assert checksums(prod, "shop") == before and effective_acl(prod, "shop") == acl_before
+    assert app_connects(world) is None
+    with contextlib.closing(dev.connect("shop", user=ADMIN)) as conn, conn.cursor() as cur:
+        cur.execute("ALTER TABLE products ALTER COLUMN sku TYPE text")
+
+
 @pytest.mark.parametrize("step", ["block access", "copy", "after swap"])
 def test_sigkill_then_rollback_without_superuser(fresh_managed: pgworld.World, tmp_path: t.Any, step: str) -> None:
     world = fresh_managed

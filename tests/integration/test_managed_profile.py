@@ -226,6 +226,8 @@ def test_a_refusal_of_the_data_plan_stops_before_the_backup_without_superuser(
         cur.execute("SELECT count(*) FROM products WHERE length(sku) > 3")
         too_long = cur.fetchone()[0]
     assert too_long > 0
+    backups = os.path.join(world.state, "backups")
+    kept = sorted(os.listdir(backups))  # earlier releases of this module's world
     with contextlib.closing(dev.connect("shop", user=ADMIN)) as conn, conn.cursor() as cur:
         cur.execute("ALTER TABLE products ALTER COLUMN sku TYPE varchar(3)")
     run = run_playbook("playbooks/prod_restore.yml", env={"PGSHIFT_WORLD": world.state})
@@ -233,7 +235,7 @@ def test_a_refusal_of_the_data_plan_stops_before_the_backup_without_superuser(
     said = " ".join(run.output.split())
     assert "products.sku" in said and str(too_long) in said, said[-3000:]
     assert "PLAY [Backup]" not in run.output
-    assert not [n for n in os.listdir(os.path.join(world.state, "backups")) if n.startswith("shop-")]
+    assert sorted(os.listdir(backups)) == kept, "no backup was taken"
     assert checksums(prod, "shop") == before and effective_acl(prod, "shop") == acl_before
     assert app_connects(world) is None
     with contextlib.closing(dev.connect("shop", user=ADMIN)) as conn, conn.cursor() as cur:

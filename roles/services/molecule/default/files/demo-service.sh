@@ -13,7 +13,8 @@ running() { [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
 
 start() {
   if running; then note "already running"; return 0; fi
-  nohup "$python" -m http.server "$port" --bind 127.0.0.1 --directory "$DEMO_SERVICE_DIR/docroot" \
+  # its own session: nothing that ends the starting task's process group (or session) ends the service
+  setsid nohup "$python" -m http.server "$port" --bind 127.0.0.1 --directory "$DEMO_SERVICE_DIR/docroot" \
     >>"$DEMO_SERVICE_DIR/access.log" 2>&1 </dev/null &
   echo $! >"$pidfile"
   # started means listening: wait for the port (a loaded machine may take seconds), fail if the server died

@@ -165,9 +165,14 @@ def server_readiness(src_conn: t.Any) -> t.Dict[str, t.Any]:
             "SELECT current_setting('wal_level'), current_setting('max_replication_slots')::int, "
             "(SELECT count(*) FROM pg_replication_slots)::int, current_setting('max_wal_senders')::int, "
             "(SELECT count(*) FROM pg_stat_replication)::int, "
-            "(SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user)"
+            "(SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user), "
+            "(SELECT rolsuper FROM pg_roles WHERE rolname = current_user), current_setting('server_version_num')::int"
         )
-        wal_level, max_slots, slots, max_senders, senders, replication = cur.fetchone()
+        wal_level, max_slots, slots, max_senders, senders, replication, superuser, version = cur.fetchone()
+        replica_role = bool(superuser)
+        if not replica_role and version >= 150000:
+            cur.execute("SELECT has_parameter_privilege(current_user, 'session_replication_role', 'SET')")
+            replica_role = bool(cur.fetchone()[0])
     src_conn.rollback()
     reasons = []
     if wal_level != "logical":
@@ -187,11 +192,18 @@ def server_readiness(src_conn: t.Any) -> t.Dict[str, t.Any]:
         )
     if not replication:
         reasons.append("the connecting role has neither REPLICATION nor SUPERUSER: ALTER ROLE ... REPLICATION")
+    if not replica_role:
+        reasons.append(
+            "the connecting role may not SET session_replication_role, which the apply needs (production's triggers "
+            "and foreign keys already ran; they must not run again in the new database): GRANT SET ON PARAMETER "
+            "session_replication_role TO <role> (PostgreSQL 15+; on managed services the admin role usually has it)"
+        )
     return {
         "wal_level": wal_level,
         "replication_slots": {"used": slots, "max": max_slots},
         "wal_senders": {"used": senders, "max": max_senders},
         "replication_role": bool(replication),
+        "session_replication_role": replica_role,
         "reasons": reasons,
     }
 
@@ -742,11 +754,17 @@ class Applier:
         ``stop()`` says so, or ``timeout`` seconds without reaching it (an error)."""
         self._start()
         deadline = None if timeout is None else time.monotonic() + timeout
+        checked = time.monotonic()
         while True:
             msg = self.cur.read_message()
             if msg is not None:
                 self.handle(msg.payload)
                 self._status()
+                # a busy stream is never idle: ask stop() between transactions, about once a second
+                if stop is not None and not self.in_txn and time.monotonic() - checked >= 1.0:
+                    checked = time.monotonic()
+                    if stop():
+                        return self.status()
                 continue
             if until_lsn is not None and not self.in_txn and self.cur.wal_end >= until_lsn:
                 # wal_end comes from the last message read (data or keepalive), in stream order: the server has
@@ -955,6 +973,8 @@ def drop_stream(
                     done.append("replication slot %s" % name)
                     break
                 except psycopg2.Error as exc:
+                    if exc.pgcode == "42704":  # undefined_object: dropped meanwhile (the holder and a rollback race)
+                        break
                     if exc.pgcode != "55006" or time.monotonic() > deadline:  # object_in_use
                         raise
                     time.sleep(0.1)  # the WAL sender is ending: wait for it (bounded by the deadline)
@@ -966,16 +986,19 @@ def drop_stream(
                     cur.execute("SELECT pg_replication_origin_drop(%s)", (name,))
                     done.append("replication origin %s" % name)
                 except psycopg2.Error as exc:
-                    if exc.pgcode != "55006" or target_database is None:
+                    if exc.pgcode == "42704":  # dropped meanwhile
+                        pass
+                    elif exc.pgcode != "55006" or target_database is None:
                         raise
-                    # still bound to an apply session of the new database: end those sessions, then drop it
-                    cur.execute(
-                        "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = %s "
-                        "AND application_name = 'pgshift online apply'",
-                        (target_database,),
-                    )
-                    cur.execute("SELECT pg_replication_origin_drop(%s)", (name,))
-                    done.append("replication origin %s" % name)
+                    else:
+                        # still bound to an apply session of the new database: end those sessions, then drop it
+                        cur.execute(
+                            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = %s "
+                            "AND application_name = 'pgshift online apply'",
+                            (target_database,),
+                        )
+                        cur.execute("SELECT pg_replication_origin_drop(%s)", (name,))
+                        done.append("replication origin %s" % name)
     except psycopg2.Error as exc:
         raise db_error(exc, "dropping the change stream %s" % name) from None
     finally:

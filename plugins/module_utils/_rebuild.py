@@ -34,12 +34,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import time
 import typing as t
 
 from ansible_collections.pgshift.ops.plugins.module_utils import _inputs as inputs
 from ansible_collections.pgshift.ops.plugins.module_utils import _journal as journal
+from ansible_collections.pgshift.ops.plugins.module_utils import _online_fill as online_fill
 from ansible_collections.pgshift.ops.plugins.module_utils import _release as release
 from ansible_collections.pgshift.ops.plugins.module_utils import _run_lock as run_lock
 from ansible_collections.pgshift.ops.plugins.module_utils._connection import ConnParams, connect
@@ -77,19 +77,14 @@ class RebuildSpec:
     require_lock: bool = True
     check_mode: bool = False
     log: t.Optional[t.Callable[[str], None]] = None
+    # the online release (docs/online.md): the fill ran before the window; the window cuts the stream over
+    online: bool = False
+    wal_limit_bytes: int = 4096 * 1024 * 1024
+    fill_timeout: float = 6 * 3600.0
+    cutover_timeout: float = 120.0
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-
-
-class _Journal:
+class Journal:
     """One connection to the journal for the whole call. Each entry is committed as it is recorded (a rollback, or a
     test, sees it at once); a lost connection is opened again, waiting for a restarting server as the journal's writes
     always do."""
@@ -99,7 +94,7 @@ class _Journal:
         self.params = journal.journal_params(spec.cluster, spec.journal_database)
         self.conn: t.Any = None
 
-    def _run(self, work: t.Callable[[t.Any], t.Any]) -> t.Any:
+    def run(self, work: t.Callable[[t.Any], t.Any]) -> t.Any:
         for attempt in (1, 2):
             if self.conn is None or self.conn.closed:
                 self.conn = connect(self.params, retry_seconds=journal.RETRY_SECONDS)
@@ -120,13 +115,13 @@ class _Journal:
 
     def record(self, step: str, state: str, detail: t.Dict[str, t.Any]) -> t.Optional[float]:
         run_id = self.spec.run_id
-        return t.cast(t.Optional[float], self._run(lambda cur: journal.step(cur, run_id, step, state, detail)))
+        return t.cast(t.Optional[float], self.run(lambda cur: journal.step(cur, run_id, step, state, detail)))
 
     def goes_on(self, doing: str, journal_checks: bool = True) -> None:
         """Refuse ``doing`` once the run should stop: its controller gone, its run lock let go, or the journal says it
         no longer runs."""
         spec = self.spec
-        if spec.watch_pid and not _alive(spec.watch_pid):
+        if spec.watch_pid and not run_lock.process_alive(spec.watch_pid):
             raise PgShiftError(
                 "the controller (process %d) is gone: %s refused; this run stops here, and `make rollback` "
                 "(playbooks/rollback.yml) puts production back from the journal" % (spec.watch_pid, doing),
@@ -145,7 +140,7 @@ class _Journal:
                 journal.assert_running(cur, spec.run_id, doing)
 
         if spec.require_lock or journal_checks:
-            self._run(check)
+            self.run(check)
 
     def close(self) -> None:
         if self.conn is not None:
@@ -154,11 +149,11 @@ class _Journal:
         self.conn = None
 
 
-class _Steps:
+class Steps:
     """Runs the inner steps in order, timing each; a failing step raises PgShiftError naming it, with the steps
     so far."""
 
-    def __init__(self, spec: RebuildSpec, book: t.Optional[_Journal]) -> None:
+    def __init__(self, spec: RebuildSpec, book: t.Optional[Journal]) -> None:
         self.spec = spec
         self.book = book
         self.done: t.List[t.Dict[str, t.Any]] = []
@@ -185,6 +180,9 @@ class _Steps:
         self._note(name, began, "planned" if self.spec.check_mode else "done")
         return out
 
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
     def skip(self, name: str, why: str) -> None:
         self.done.append({"name": name, "state": "skipped", "seconds": 0.0, "why": why})
 
@@ -202,11 +200,11 @@ def rebuild_and_swap(spec: RebuildSpec) -> t.Dict[str, t.Any]:
     prod = spec.production_database
     nxt = release.next_name(prod)
     source = spec.cluster.with_database(prod)
-    book: t.Optional[_Journal] = None
+    book: t.Optional[Journal] = None
     if not spec.check_mode:
         journal.ensure_journal(spec.cluster, spec.journal_database, retry_seconds=journal.RETRY_SECONDS)
-        book = _Journal(spec)
-    steps = _Steps(spec, book)
+        book = Journal(spec)
+    steps = Steps(spec, book)
     result: t.Dict[str, t.Any] = {"run_id": spec.run_id, "database": nxt}
     previous = spec.previous_access if spec.previous_access is not None else _current_access(spec.cluster, prod)
 
@@ -228,53 +226,11 @@ def rebuild_and_swap(spec: RebuildSpec) -> t.Dict[str, t.Any]:
         access["diff"] = release.block_access_diff(prod, access)
         result["access"] = access
         entry("block_access done", "block_access", "done", {})
-        entry("build started", "build", "started", {"database": nxt})
-        result["inputs"] = steps.run(
-            "inputs re-check",
-            lambda: inputs.verify(spec.schema_source, spec.migrations_dir, spec.mapping_file, spec.expect_inputs),
-        )
-        build = steps.run(
-            "create",
-            lambda: release.build_create(
-                spec.cluster, prod, spec.schema_source, spec.workdir, spec.tablespace, spec.run_id, spec.check_mode
-            ),
-        )
-        result["build"] = build
-        # check mode built nothing: the plan of the copy is made against the dev database, whose schema it would get
-        target = spec.schema_source if spec.check_mode else spec.cluster.with_database(nxt)
-        copied = steps.run(
-            "copy",
-            lambda: copy_data(
-                source,
-                target,
-                spec.mapping_file,
-                jobs=spec.jobs,
-                ledger_from=spec.schema_source,
-                check_mode=spec.check_mode,
-                log=spec.log,
-                # indexes and constraints built as each table is in (post-data then does only what is left)
-                archive=None if spec.check_mode else build.get("archive"),
-                min_client_major=int(build.get("client_major", 0)),
-                schema_source=spec.schema_source,
-            ),
-        )
-        result["copy"] = copied
-        result["post_data"] = steps.run(
-            "post-data",
-            lambda: release.build_post_data(
-                spec.cluster,
-                prod,
-                build.get("archive", "check-mode"),
-                int(build.get("client_major", 0)),
-                spec.check_mode,
-            ),
-        )
-        if spec.check_mode:
-            steps.skip("integrity check", "check mode: the new database is not built")
-            result["integrity"] = {"skipped": True, "msg": "check mode: the new database is not built"}
+        if spec.online:
+            _online_window(spec, steps, book, result)
         else:
-            result["integrity"] = steps.run("integrity check", lambda: _prove(spec, source, target))
-        entry("build done", "build", "done", {"database": nxt, "total_rows": copied.get("total_rows", 0)})
+            _offline_build(spec, steps, entry, result, source)
+        entry("build done", "build", "done", {"database": nxt, "total_rows": result["copy"].get("total_rows", 0)})
         connlimit = int(access["previous"].get("connlimit", -1))
         result["swap"] = steps.run(
             "swap",
@@ -328,3 +284,97 @@ def _prove(spec: RebuildSpec, source: ConnParams, target: ConnParams) -> t.Dict[
     proof = integrity_check(source, target, spec.mapping_file, jobs=spec.jobs, ledger_from=spec.schema_source)
     fail_if_not_ok(proof)
     return proof
+
+
+def _offline_build(
+    spec: RebuildSpec, steps: Steps, entry: t.Callable[..., t.Any], result: t.Dict[str, t.Any], source: ConnParams
+) -> None:
+    """The offline build, applications blocked: create, copy, post-data, proof."""
+    prod = spec.production_database
+    nxt = release.next_name(prod)
+    entry("build started", "build", "started", {"database": nxt})
+    result["inputs"] = steps.run(
+        "inputs re-check",
+        lambda: inputs.verify(spec.schema_source, spec.migrations_dir, spec.mapping_file, spec.expect_inputs),
+    )
+    build = steps.run(
+        "create",
+        lambda: release.build_create(
+            spec.cluster, prod, spec.schema_source, spec.workdir, spec.tablespace, spec.run_id, spec.check_mode
+        ),
+    )
+    result["build"] = build
+    # check mode built nothing: the plan of the copy is made against the dev database, whose schema it would get
+    target = spec.schema_source if spec.check_mode else spec.cluster.with_database(nxt)
+    copied = steps.run(
+        "copy",
+        lambda: copy_data(
+            source,
+            target,
+            spec.mapping_file,
+            jobs=spec.jobs,
+            ledger_from=spec.schema_source,
+            check_mode=spec.check_mode,
+            log=spec.log,
+            # indexes and constraints built as each table is in (post-data then does only what is left)
+            archive=None if spec.check_mode else build.get("archive"),
+            min_client_major=int(build.get("client_major", 0)),
+            schema_source=spec.schema_source,
+        ),
+    )
+    result["copy"] = copied
+    result["post_data"] = steps.run(
+        "post-data",
+        lambda: release.build_post_data(
+            spec.cluster,
+            prod,
+            build.get("archive", "check-mode"),
+            int(build.get("client_major", 0)),
+            spec.check_mode,
+        ),
+    )
+    if spec.check_mode:
+        steps.skip("integrity check", "check mode: the new database is not built")
+        result["integrity"] = {"skipped": True, "msg": "check mode: the new database is not built"}
+    else:
+        result["integrity"] = steps.run("integrity check", lambda: _prove(spec, source, target))
+
+
+def _online_window(spec: RebuildSpec, steps: Steps, book: t.Optional[Journal], result: t.Dict[str, t.Any]) -> None:
+    """The online window, applications blocked: the fill ran before it with production live (``_online_fill``);
+    here the stream is cut over (catch-up, sequences, delta proof), the tables it could not carry and the large
+    objects are copied again, and those are proven."""
+    result["inputs"] = steps.run(
+        "inputs re-check",
+        lambda: inputs.verify(spec.schema_source, spec.migrations_dir, spec.mapping_file, spec.expect_inputs),
+    )
+    empty_diff = {"before": "", "after": ""}
+    if spec.check_mode or book is None:
+        for name in ("online cut-over", "window tables", "integrity check"):
+            steps.skip(name, "check mode: the online fill did not run")
+        result["build"] = {"diff": empty_diff, "database": release.next_name(spec.production_database)}
+        result["copy"] = {"total_rows": 0}
+        result["post_data"] = {}
+        result["integrity"] = {"skipped": True, "msg": "check mode: the new database is not built"}
+        return
+    fill = steps.run("fill record", lambda: online_fill.fill_record(book, spec.run_id))
+    result["build"] = {
+        "diff": {
+            "before": "",
+            "after": "%s: built and filled online, production live\n" % release.next_name(spec.production_database),
+        },
+        "database": release.next_name(spec.production_database),
+        "online": True,
+    }
+    result["copy"] = fill.get("copy") or {"total_rows": 0}
+    result["post_data"] = fill.get("post_data") or {}
+    cut = steps.run("online cut-over", lambda: online_fill.window_cut_over(spec, book, fill))
+    plan, eligible = cut.pop("plan"), cut.pop("eligible")
+    result["online"] = {
+        "cut_over": {k: v for k, v in cut.items() if k != "delta_proof"},
+        "eligibility": eligible.describe(),
+    }
+    result["online"]["window_tables"] = steps.run(
+        "window tables", lambda: online_fill.copy_window_tables(spec, plan, eligible, spec.log)
+    )
+    result["integrity"] = steps.run("integrity check", lambda: online_fill.window_proof(spec, fill, cut, eligible))

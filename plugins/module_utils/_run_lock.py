@@ -295,7 +295,7 @@ def refuse_if_live(
     if not owners:
         return
     state = holder_state(journal, database)
-    if own_holder_pid and state.get("pid") == int(own_holder_pid) and _alive(int(own_holder_pid)):
+    if own_holder_pid and state.get("pid") == int(own_holder_pid) and process_alive(int(own_holder_pid)):
         return
     who = owners[0]
     raise PgShiftError(
@@ -318,7 +318,8 @@ def refuse_if_live(
     )
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host still runs (one of another user counts as running)."""
     try:
         os.kill(pid, 0)
         return True

@@ -114,6 +114,21 @@ options:
     description: Refuse each step once the run lock of O(production_database) is no longer held.
     type: bool
     default: true
+  online:
+    description:
+      - The online release (docs/online.md) - the new database was built and filled by M(pgshift.ops.online_fill)
+        while production served, and its change stream follows production. Instead of create, copy, post-data and
+        the whole proof, the window then stops the stream's holder, refuses if production's schema changed during
+        the fill, applies the rest of the stream (catch-up to production's final position), sets the sequences,
+        proves the delta (every key the stream touched, on both sides, and every streamed table's count), drops the
+        slot, publication and origin, copies again the tables the stream could not carry and the large objects, and
+        proves those with the large objects, constraints, sequences and database state; then the swap as usual.
+    type: bool
+    default: false
+  cutover_timeout:
+    description: Seconds the catch-up of the change stream may take, applications blocked (O(online)).
+    type: int
+    default: 120
 notes:
   - The connection options point at the production cluster, as a superuser (as for M(pgshift.ops.swap)); the journal
     database must exist (M(pgshift.ops.run_journal) C(action=start) creates it).
@@ -178,8 +193,16 @@ post_data:
   returned: always
   type: dict
 integrity:
-  description: What M(pgshift.ops.integrity_check) returns (C(ok), C(tables), ...); C(skipped) in check mode.
+  description:
+    - What M(pgshift.ops.integrity_check) returns (C(ok), C(tables), ...); C(skipped) in check mode.
+    - With O(online), also C(bulk) (the fill's proof against the stream's snapshot), C(delta) (the delta proof per
+      streamed table) and C(window_tables).
   returned: always
+  type: dict
+online:
+  description: With O(online) - C(cut_over) (final position, catch-up seconds, sequences, what was dropped),
+    C(eligibility) (streamed tables, tables carried in the window with the reason) and C(window_tables) (copied again).
+  returned: when online
   type: dict
 swap:
   description: What M(pgshift.ops.swap) returns (C(swapped), C(previous), C(removed), ...).
@@ -234,6 +257,8 @@ def main() -> None:
         swap_timeout=dict(type="int", default=30),
         watch_pid=dict(type="int"),
         require_lock=dict(type="bool", default=True),
+        online=dict(type="bool", default=False),
+        cutover_timeout=dict(type="int", default=120),
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     p = module.params
@@ -260,6 +285,8 @@ def main() -> None:
                 swap_timeout=float(p["swap_timeout"]),
                 watch_pid=p["watch_pid"],
                 require_lock=p["require_lock"],
+                online=p["online"],
+                cutover_timeout=float(p["cutover_timeout"]),
                 check_mode=module.check_mode,
                 log=module.log,
             )

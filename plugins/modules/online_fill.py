@@ -1,0 +1,220 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: pgshift contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: online_fill
+short_description: Build and fill the new production database while production serves, then follow its changes
+version_added: 0.1.0
+description:
+  - The online release's fill, before the maintenance window (docs/online.md). Records C(build) V(started) in the run
+    journal, checks the inputs again against O(expect_inputs), creates C(<production_database>__next) with the dev
+    schema's pre-data, then starts a detached stream holder process on this host.
+  - The holder opens a change stream on production (publication, then a logical replication slot whose exported
+    snapshot the copy reads; both recorded in the journal first), copies production's data in that snapshot through
+    the release's mapping, builds the indexes and constraints, proves the copy against the same snapshot, records
+    C(online_fill) V(done) and then applies production's changes continuously until the window's
+    M(pgshift.ops.rebuild_swap) O(online) asks for the cut-over.
+  - The module returns once the bulk part is done and proven, or fails with the holder's error.
+  - The holder stops by itself, dropping the slot, the publication and the replication origin, when the run is
+    rolled back, its run lock is let go (the controller died), the process O(watch_pid) ends, the slot disappears, or
+    the slot retains more than O(wal_limit_mb) of production's WAL. M(pgshift.ops.rollback) drops whatever the journal
+    recorded in any case.
+extends_documentation_fragment:
+  - pgshift.ops.attributes
+  - pgshift.ops.attributes.action_group
+  - pgshift.ops.connection
+  - pgshift.ops.connection.schema_source
+attributes:
+  check_mode:
+    support: full
+    details: Nothing is created, started or recorded; each step says what it would do.
+  diff_mode:
+    support: full
+    details: The diff shows the databases of the cluster before and after.
+options:
+  production_database:
+    description: Name of the production database (the new one is C(<production_database>__next)).
+    type: str
+    required: true
+  run_id:
+    description: The journal's run.
+    type: str
+    required: true
+  journal_database:
+    description: Database of the production cluster that holds the journal.
+    type: str
+    default: pgshift
+  expect_inputs:
+    description: The inputs the run was planned with (C(inputs) of M(pgshift.ops.release_inputs)).
+    type: dict
+    required: true
+  migrations_dir:
+    description: The migrations folder of the release.
+    type: path
+  mapping_file:
+    description: The release's mapping file.
+    type: path
+  workdir:
+    description: Folder (0700) for this build's private work folder (the dev schema's archive, the holder's log).
+    type: path
+  tablespace:
+    description: Tablespace of the new database.
+    type: str
+  jobs:
+    description: Parallel copy and check workers.
+    type: int
+    default: 2
+  watch_pid:
+    description: A process that must stay alive (the controller, when it runs on the database host).
+    type: int
+  require_lock:
+    description: Stop the stream once the run lock of O(production_database) is no longer held.
+    type: bool
+    default: true
+  wal_limit_mb:
+    description:
+      - Production WAL the slot may retain during the fill, in MB; past it the stream is dropped and the run fails
+        before production's disk is at risk. V(0) for no limit.
+    type: int
+    default: 4096
+  fill_timeout:
+    description: Seconds the bulk copy, post-data and proof may take.
+    type: int
+    default: 21600
+seealso:
+  - module: pgshift.ops.online_check
+  - module: pgshift.ops.rebuild_swap
+  - module: pgshift.ops.rollback
+author:
+  - pgshift contributors (!UNKNOWN)
+"""
+
+EXAMPLES = r"""
+- name: Fill the new database with production live
+  pgshift.ops.online_fill:
+    production_database: shop
+    run_id: "{{ run.run_id }}"
+    schema_source: "{{ pgshift_dev_connection }}"
+    expect_inputs: "{{ inputs.inputs }}"
+    mapping_file: /srv/shop/mapping.yml
+    workdir: /var/lib/pgshift/work
+  register: fill
+"""
+
+RETURN = r"""
+steps:
+  description: Each step in order with its C(name), C(state) and C(seconds).
+  returned: always
+  type: list
+  elements: dict
+holder:
+  description: The stream holder's C(pid), its private C(folder) and the C(status_file) its apply writes every second
+    (rows, rows per second, bytes behind, WAL retained).
+  returned: success, not in check mode
+  type: dict
+eligibility:
+  description: C(streamed) tables, C(in_window) (carried in the window, with the reason), C(large_objects_in_window).
+  returned: success, not in check mode
+  type: dict
+copy:
+  description: The bulk copy (C(total_rows), C(tables) with rows and seconds, C(seconds)).
+  returned: success, not in check mode
+  type: dict
+integrity:
+  description: The bulk part's proof against the stream's snapshot (as M(pgshift.ops.integrity_check) returns it).
+  returned: success, not in check mode
+  type: dict
+stream:
+  description: C(slot), C(publication), C(origin), C(consistent_point), C(snapshot).
+  returned: success, not in check mode
+  type: dict
+seconds:
+  description: Wall time of the call.
+  returned: always
+  type: float
+"""
+
+import typing as t
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.pgshift.ops.plugins.module_utils import _journal as journal
+from ansible_collections.pgshift.ops.plugins.module_utils import _online_fill as online_fill
+from ansible_collections.pgshift.ops.plugins.module_utils import _rebuild as rebuild
+from ansible_collections.pgshift.ops.plugins.module_utils._connection import (
+    ConnParams,
+    connection_argument_spec,
+    endpoint_argument_spec,
+)
+from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShiftError, fail_from
+
+
+def main() -> None:
+    spec = connection_argument_spec()
+    spec.update(
+        production_database=dict(type="str", required=True),
+        run_id=dict(type="str", required=True),
+        journal_database=dict(type="str", default=journal.DEFAULT_JOURNAL_DB),
+        schema_source=endpoint_argument_spec(required=False),
+        expect_inputs=dict(type="dict", required=True),
+        migrations_dir=dict(type="path"),
+        mapping_file=dict(type="path"),
+        workdir=dict(type="path"),
+        tablespace=dict(type="str"),
+        jobs=dict(type="int", default=2),
+        watch_pid=dict(type="int"),
+        require_lock=dict(type="bool", default=True),
+        wal_limit_mb=dict(type="int", default=4096),
+        fill_timeout=dict(type="int", default=21600),
+    )
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    p = module.params
+    if not p["schema_source"]:
+        module.fail_json(msg="schema_source is required: the dev database whose schema production gets")
+    if p["wal_limit_mb"] < 0:
+        module.fail_json(msg="wal_limit_mb must be 0 (no limit) or a positive number of MB")
+    rspec = rebuild.RebuildSpec(
+        cluster=ConnParams.from_params(p),
+        production_database=p["production_database"],
+        run_id=p["run_id"],
+        schema_source=ConnParams.from_params(p["schema_source"]),
+        expect_inputs=p["expect_inputs"],
+        journal_database=p["journal_database"],
+        migrations_dir=p["migrations_dir"],
+        mapping_file=p["mapping_file"],
+        workdir=p["workdir"],
+        tablespace=p["tablespace"],
+        jobs=p["jobs"],
+        watch_pid=p["watch_pid"],
+        require_lock=p["require_lock"],
+        check_mode=module.check_mode,
+        log=module.log,
+        online=True,
+        wal_limit_bytes=p["wal_limit_mb"] * 1024 * 1024,
+        fill_timeout=float(p["fill_timeout"]),
+    )
+    result: t.Dict[str, t.Any] = {}
+    book = None
+    try:
+        if not module.check_mode:
+            journal.ensure_journal(rspec.cluster, rspec.journal_database, retry_seconds=journal.RETRY_SECONDS)
+            book = rebuild.Journal(rspec)
+        steps = rebuild.Steps(rspec, book)
+        try:
+            result = online_fill.start_fill(rspec, book, steps)
+        finally:
+            if book is not None:
+                book.close()
+        result.update(steps=steps.done, seconds=round(steps.elapsed(), 3), changed=True)
+        result["diff"] = result.get("build", {}).get("diff", {})
+    except PgShiftError as exc:
+        fail_from(module, exc)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -214,7 +214,11 @@ def rebuild_and_swap(spec: RebuildSpec) -> t.Dict[str, t.Any]:
             return None
         return t.cast(t.Optional[float], steps.run(name, lambda: book.record(step, state, detail), journal_entry=True))
 
+    fill: t.Dict[str, t.Any] = {}
     try:
+        if spec.online and book is not None:
+            # before anything is blocked: the fill ran and its stream still follows production
+            fill = steps.run("fill record", lambda: online_fill.fill_record(book, spec.run_id))
         if spec.window:
             entry("window started", journal.WINDOW_STEP, "started", {"from": "block_access"})
         entry("block_access started", "block_access", "started", {"previous": previous})
@@ -227,7 +231,7 @@ def rebuild_and_swap(spec: RebuildSpec) -> t.Dict[str, t.Any]:
         result["access"] = access
         entry("block_access done", "block_access", "done", {})
         if spec.online:
-            _online_window(spec, steps, book, result)
+            _online_window(spec, steps, book, result, fill)
         else:
             _offline_build(spec, steps, entry, result, source)
         entry("build done", "build", "done", {"database": nxt, "total_rows": result["copy"].get("total_rows", 0)})
@@ -340,7 +344,9 @@ def _offline_build(
         result["integrity"] = steps.run("integrity check", lambda: _prove(spec, source, target))
 
 
-def _online_window(spec: RebuildSpec, steps: Steps, book: t.Optional[Journal], result: t.Dict[str, t.Any]) -> None:
+def _online_window(
+    spec: RebuildSpec, steps: Steps, book: t.Optional[Journal], result: t.Dict[str, t.Any], fill: t.Dict[str, t.Any]
+) -> None:
     """The online window, applications blocked: the fill ran before it with production live (``_online_fill``);
     here the stream is cut over (catch-up, sequences, delta proof), the tables it could not carry and the large
     objects are copied again, and those are proven."""
@@ -357,7 +363,6 @@ def _online_window(spec: RebuildSpec, steps: Steps, book: t.Optional[Journal], r
         result["post_data"] = {}
         result["integrity"] = {"skipped": True, "msg": "check mode: the new database is not built"}
         return
-    fill = steps.run("fill record", lambda: online_fill.fill_record(book, spec.run_id))
     result["build"] = {
         "diff": {
             "before": "",

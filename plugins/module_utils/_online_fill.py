@@ -16,7 +16,7 @@ against the same snapshot (``integrity_check(snapshot=...)``) and records ``onli
 stream continuously until the window asks for the cut-over, and records ``online_follow done``. The module returns
 once ``online_fill`` is done (or fails with the holder's error).
 
-A watchdog thread of the holder checks every second that the run goes on: the journal says it runs (not rolled
+A watchdog thread of the holder checks four times a second that the run goes on: the journal says it runs (not rolled
 back), the run lock is held (its holder lets go when the controller dies), the watched controller lives, the slot
 exists and retains less WAL than the limit. Otherwise it records why (``online_fill``/``online_follow`` failed),
 drops the slot, the publication and the origin, and ends the holder's process group: a stream never outlives its
@@ -135,7 +135,8 @@ class _Holder:
         self.unreachable_since: t.Optional[float] = None
 
     def log(self, msg: str) -> None:
-        print("%s %s" % (time.strftime("%H:%M:%S"), msg), flush=True)
+        sys.stdout.write("%s %s\n" % (time.strftime("%H:%M:%S"), msg))
+        sys.stdout.flush()
 
     def record(self, step: str, state: str, detail: t.Dict[str, t.Any], checked: bool = True) -> None:
         conn = connect(journal.journal_params(self.cluster, self.journal_db), retry_seconds=journal.RETRY_SECONDS)
@@ -192,7 +193,7 @@ class _Holder:
 
     def watchdog(self) -> None:
         while True:
-            time.sleep(1.0)
+            time.sleep(0.25)  # the window waits for the cut-over request to be seen: keep that short
             try:
                 reason = self._check()
                 self.unreachable_since = None
@@ -329,7 +330,7 @@ class _Holder:
 def holder_main() -> None:
     cfg = json.loads(sys.stdin.read())
     sys.stdin.close()
-    sys.exit(_Holder(cfg).run())
+    raise SystemExit(_Holder(cfg).run())
 
 
 def _trim_copy(copied: t.Dict[str, t.Any]) -> t.Dict[str, t.Any]:

@@ -17,7 +17,7 @@ description:
     snapshot the copy reads; both recorded in the journal first), copies production's data in that snapshot through
     the release's mapping, builds the indexes and constraints, proves the copy against the same snapshot, records
     C(online_fill) V(done) and then applies production's changes continuously until the window's
-    M(pgshift.ops.rebuild_swap) O(online) asks for the cut-over.
+    M(pgshift.ops.rebuild_swap) with O(pgshift.ops.rebuild_swap#module:online=true) asks for the cut-over.
   - The module returns once the bulk part is done and proven, or fails with the holder's error.
   - The holder stops by itself, dropping the slot, the publication and the replication origin, when the run is
     rolled back, its run lock is let go (the controller died), the process O(watch_pid) ends, the slot disappears, or

@@ -6,15 +6,15 @@
 """The online release around the change stream (``_online``): the fill while production serves, and the window's
 part of it.
 
-**Fill** (:func:`start_fill`, module ``online_fill``, before maintenance): ``build started`` in the journal, the
-inputs re-checked, ``<prod>__next`` created with the dev schema's pre-data, then a detached **stream holder** process
-on the database host (a module's process ends with its task; the stream must outlive it). The holder records
-``online_fill started`` (its pid), opens the stream (``_online.open_stream``: journal first, publication, slot with
-its exported snapshot), reads production's schema hash inside that snapshot, copies the data in it
-(``copy_data(snapshot=...)``, indexes built as tables load), restores the rest of post-data, proves the bulk part
-against the same snapshot (``integrity_check(snapshot=...)``) and records ``online_fill done``. Then it applies the
-stream continuously until the window asks for the cut-over, and records ``online_follow done``. The module returns
-once ``online_fill`` is done (or fails with the holder's error).
+**Fill** (``_rebuild.fill`` and :func:`hold`, module ``online_fill``, before maintenance): ``build started`` in the
+journal, the inputs re-checked, ``<prod>__next`` created with the dev schema's pre-data, then a detached **stream
+holder** process on the database host (a module's process ends with its task; the stream must outlive it). The
+holder records ``online_fill started`` (its pid), opens the stream (``_online.open_stream``: journal first,
+publication, slot with its exported snapshot), reads production's schema hash inside that snapshot, copies the data
+in it (``copy_data(snapshot=...)``, indexes built as tables load), restores the rest of post-data, proves the bulk
+part against the same snapshot (``integrity_check(snapshot=...)``) and records ``online_fill done``. Then it applies
+the stream continuously until the window asks for the cut-over, and records ``online_follow done``. The module
+returns once ``online_fill`` is done (or fails with the holder's error).
 
 A watchdog thread of the holder checks four times a second that the run goes on: the journal says it runs (not rolled
 back), the run lock is held (its holder lets go when the controller dies), the watched controller lives, the slot
@@ -39,7 +39,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -211,11 +210,16 @@ class _Holder:
             elif reason:
                 self.abort(reason)
 
-    def abort(self, reason: str) -> None:
+    def _finish(self) -> bool:
+        """The first of the main thread and the watchdog to end the holder says so; the other then leaves it be."""
         with self.lock:
-            if self.finished:
-                return
+            first = not self.finished
             self.finished = True
+        return first
+
+    def abort(self, reason: str) -> None:
+        if not self._finish():
+            return
         self.log("stopping: " + reason)
         with contextlib.suppress(Exception):
             self.record(self.phase, "failed", {"error": reason}, checked=False)
@@ -304,10 +308,8 @@ class _Holder:
                 status_file=self.cfg.get("status_file"),
             )
             status = applier.run(stop=self.cutover.is_set)
-            with self.lock:
-                if self.finished:
-                    return 1
-                self.finished = True
+            if not self._finish():
+                return 1
             applier.close()
             with contextlib.suppress(Exception):
                 stream.conn.close()
@@ -315,10 +317,8 @@ class _Holder:
             self.log("stopped for the cut-over: %s" % json.dumps(status))
             return 0
         except BaseException as exc:  # noqa: BLE001 - every failure is recorded and the stream dropped
-            with self.lock:
-                if self.finished:
-                    return 1
-                self.finished = True
+            if not self._finish():
+                return 1
             text = getattr(exc, "msg", None) or ("%s: %s" % (type(exc).__name__, str(exc).strip()))
             self.log("failed: %s" % text)
             with contextlib.suppress(Exception):
@@ -356,23 +356,9 @@ def spawn_holder(cfg: t.Dict[str, t.Any], folder: str) -> int:
         shutil.copyfile(root, copy)
         os.chmod(copy, 0o600)
         root = copy
-    log = open(os.path.join(folder, "holder.log"), "ab")  # noqa: SIM115 - handed to the detached child
-    try:
-        proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
-            [sys.executable, "-c", _BOOT, root],
-            stdin=subprocess.PIPE,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-            close_fds=True,
-            env={k: v for k, v in os.environ.items() if not k.startswith("PG")},
-        )
-        if proc.stdin is None:  # pragma: no cover - stdin=PIPE always gives one
-            raise PgShiftError("cannot start the change stream holder")
-        proc.stdin.write(json.dumps(cfg).encode())
-        proc.stdin.close()
-    finally:
-        log.close()
+    proc = run_lock.spawn_detached(
+        [sys.executable, "-c", _BOOT, root], cfg, os.path.join(folder, "holder.log"), "change stream holder"
+    )
     return proc.pid
 
 
@@ -418,41 +404,14 @@ def wait_fill(book: t.Any, run_id: str, pid: int, folder: str, timeout: float) -
         time.sleep(0.5)
 
 
-def start_fill(spec: t.Any, book: t.Any, steps: t.Any) -> t.Dict[str, t.Any]:
-    """The fill's steps (see the module's docstring), production live; ``spec`` is a ``_rebuild.RebuildSpec``."""
-    from ansible_collections.pgshift.ops.plugins.module_utils import _inputs as inputs
-
-    prod = spec.production_database
-    nxt = release.next_name(prod)
-    result: t.Dict[str, t.Any] = {"run_id": spec.run_id, "database": nxt}
-
-    def entry(name: str, step: str, state: str, detail: t.Dict[str, t.Any]) -> None:
-        if book is None:
-            steps.run(name, lambda: None, journal_entry=True)
-        else:
-            steps.run(name, lambda: book.record(step, state, detail), journal_entry=True)
-
-    entry("build started", "build", "started", {"database": nxt})
-    result["inputs"] = steps.run(
-        "inputs re-check",
-        lambda: inputs.verify(spec.schema_source, spec.migrations_dir, spec.mapping_file, spec.expect_inputs),
-    )
-    build = steps.run(
-        "create",
-        lambda: release.build_create(
-            spec.cluster, prod, spec.schema_source, spec.workdir, spec.tablespace, spec.run_id, spec.check_mode
-        ),
-    )
-    result["build"] = {k: v for k, v in build.items() if k not in ("archive",)}
-    if spec.check_mode:
-        for name in ("start the stream holder", "bulk copy, post-data and proof in the stream's snapshot"):
-            steps.skip(name, "check mode: nothing is started")
-        return result
+def hold(spec: t.Any, book: t.Any, steps: t.Any, build: t.Dict[str, t.Any]) -> t.Dict[str, t.Any]:
+    """The fill's second half, once ``<prod>__next`` has dev's pre-data (``_rebuild.fill``): the holder started, and
+    its ``online_fill`` record awaited. ``spec`` is a ``_rebuild.RebuildSpec``."""
     folder = os.path.join(os.path.dirname(build["archive"]), "online")
     os.makedirs(folder, mode=0o700, exist_ok=True)
     cfg = {
         "cluster": params_doc(spec.cluster),
-        "production_database": prod,
+        "production_database": spec.production_database,
         "schema_source": params_doc(spec.schema_source),
         "run_id": spec.run_id,
         "journal_database": spec.journal_database,
@@ -466,12 +425,13 @@ def start_fill(spec: t.Any, book: t.Any, steps: t.Any) -> t.Dict[str, t.Any]:
         "wal_limit_bytes": spec.wal_limit_bytes,
     }
     pid = steps.run("start the stream holder", lambda: spawn_holder(cfg, folder))
-    result["holder"] = {"pid": pid, "folder": folder, "status_file": cfg["status_file"]}
-    fill = steps.run(
-        "bulk copy, post-data and proof in the stream's snapshot",
-        lambda: wait_fill(book, spec.run_id, pid, folder, spec.fill_timeout),
+    result: t.Dict[str, t.Any] = {"holder": {"pid": pid, "folder": folder, "status_file": cfg["status_file"]}}
+    result.update(
+        steps.run(
+            "bulk copy, post-data and proof in the stream's snapshot",
+            lambda: wait_fill(book, spec.run_id, pid, folder, spec.fill_timeout),
+        )
     )
-    result.update(fill)
     return result
 
 

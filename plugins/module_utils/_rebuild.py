@@ -42,7 +42,12 @@ from ansible_collections.pgshift.ops.plugins.module_utils import _journal as jou
 from ansible_collections.pgshift.ops.plugins.module_utils import _online_fill as online_fill
 from ansible_collections.pgshift.ops.plugins.module_utils import _release as release
 from ansible_collections.pgshift.ops.plugins.module_utils import _run_lock as run_lock
-from ansible_collections.pgshift.ops.plugins.module_utils._connection import ConnParams, connect
+from ansible_collections.pgshift.ops.plugins.module_utils._connection import (
+    ConnParams,
+    connect,
+    connection_argument_spec,
+    endpoint_argument_spec,
+)
 from ansible_collections.pgshift.ops.plugins.module_utils._data_check import fail_if_not_ok, integrity_check
 from ansible_collections.pgshift.ops.plugins.module_utils._data_copy import copy_data
 from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShiftError
@@ -297,16 +302,7 @@ def _offline_build(
     prod = spec.production_database
     nxt = release.next_name(prod)
     entry("build started", "build", "started", {"database": nxt})
-    result["inputs"] = steps.run(
-        "inputs re-check",
-        lambda: inputs.verify(spec.schema_source, spec.migrations_dir, spec.mapping_file, spec.expect_inputs),
-    )
-    build = steps.run(
-        "create",
-        lambda: release.build_create(
-            spec.cluster, prod, spec.schema_source, spec.workdir, spec.tablespace, spec.run_id, spec.check_mode
-        ),
-    )
+    build = _inputs_and_create(spec, steps, result)
     result["build"] = build
     # check mode built nothing: the plan of the copy is made against the dev database, whose schema it would get
     target = spec.schema_source if spec.check_mode else spec.cluster.with_database(nxt)
@@ -383,3 +379,105 @@ def _online_window(
         "window tables", lambda: online_fill.copy_window_tables(spec, plan, eligible, spec.log)
     )
     result["integrity"] = steps.run("integrity check", lambda: online_fill.window_proof(spec, fill, cut, eligible))
+
+
+def _inputs_and_create(spec: RebuildSpec, steps: Steps, result: t.Dict[str, t.Any]) -> t.Dict[str, t.Any]:
+    """The inputs checked again, then ``<prod>__next`` created with dev's pre-data (tables bare)."""
+    result["inputs"] = steps.run(
+        "inputs re-check",
+        lambda: inputs.verify(spec.schema_source, spec.migrations_dir, spec.mapping_file, spec.expect_inputs),
+    )
+    return t.cast(
+        t.Dict[str, t.Any],
+        steps.run(
+            "create",
+            lambda: release.build_create(
+                spec.cluster,
+                spec.production_database,
+                spec.schema_source,
+                spec.workdir,
+                spec.tablespace,
+                spec.run_id,
+                spec.check_mode,
+            ),
+        ),
+    )
+
+
+def fill(spec: RebuildSpec) -> t.Dict[str, t.Any]:
+    """The online release's fill, production live (module ``online_fill``, see ``_online_fill``): ``build started``,
+    the inputs re-checked, ``<prod>__next`` created with dev's pre-data, then the stream holder started and its bulk
+    part awaited. Check mode creates, starts and records nothing."""
+    book: t.Optional[Journal] = None
+    if not spec.check_mode:
+        journal.ensure_journal(spec.cluster, spec.journal_database, retry_seconds=journal.RETRY_SECONDS)
+        book = Journal(spec)
+    steps = Steps(spec, book)
+    result: t.Dict[str, t.Any] = {"run_id": spec.run_id, "database": release.next_name(spec.production_database)}
+    try:
+        if book is None:
+            steps.run("build started", lambda: None, journal_entry=True)
+        else:
+            steps.run(
+                "build started",
+                lambda: book.record("build", "started", {"database": result["database"]}),
+                journal_entry=True,
+            )
+        build = _inputs_and_create(spec, steps, result)
+        result["build"] = {k: v for k, v in build.items() if k != "archive"}
+        if spec.check_mode or book is None:
+            for name in ("start the stream holder", "bulk copy, post-data and proof in the stream's snapshot"):
+                steps.skip(name, "check mode: nothing is started")
+        else:
+            result.update(online_fill.hold(spec, book, steps, build))
+    finally:
+        if book is not None:
+            book.close()
+    result.update(steps=steps.done, seconds=round(steps.elapsed(), 3), changed=True, diff=build["diff"])
+    return result
+
+
+def argument_spec() -> t.Dict[str, t.Any]:
+    """The options ``rebuild_swap`` and ``online_fill`` share (the production cluster's connection included)."""
+    spec = connection_argument_spec()
+    spec.update(
+        production_database=dict(type="str", required=True),
+        run_id=dict(type="str", required=True),
+        journal_database=dict(type="str", default=journal.DEFAULT_JOURNAL_DB),
+        schema_source=endpoint_argument_spec(required=False),
+        expect_inputs=dict(type="dict", required=True),
+        migrations_dir=dict(type="path"),
+        mapping_file=dict(type="path"),
+        workdir=dict(type="path"),
+        tablespace=dict(type="str"),
+        jobs=dict(type="int", default=2),
+        watch_pid=dict(type="int"),
+        require_lock=dict(type="bool", default=True),
+    )
+    return spec
+
+
+def spec_from(
+    params: t.Mapping[str, t.Any], check_mode: bool, log: t.Callable[[str], None], **extra: t.Any
+) -> RebuildSpec:
+    """A RebuildSpec from the shared options (:func:`argument_spec`) and the module's own (``extra``)."""
+    if not params["schema_source"]:
+        raise PgShiftError("schema_source is required: the dev database whose schema production gets")
+    return RebuildSpec(
+        cluster=ConnParams.from_params(params),
+        production_database=params["production_database"],
+        run_id=params["run_id"],
+        schema_source=ConnParams.from_params(params["schema_source"]),
+        expect_inputs=params["expect_inputs"],
+        journal_database=params["journal_database"],
+        migrations_dir=params["migrations_dir"],
+        mapping_file=params["mapping_file"],
+        workdir=params["workdir"],
+        tablespace=params["tablespace"],
+        jobs=params["jobs"],
+        watch_pid=params["watch_pid"],
+        require_lock=params["require_lock"],
+        check_mode=check_mode,
+        log=log,
+        **extra,
+    )

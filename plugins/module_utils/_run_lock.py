@@ -143,6 +143,29 @@ conn.close()
 """
 
 
+def spawn_detached(argv: t.List[str], cfg: t.Dict[str, t.Any], log_path: str, what: str) -> "subprocess.Popen[bytes]":
+    """Start ``argv`` in a session of its own (it outlives the module that starts it), its output appended to
+    ``log_path``, ``cfg`` as JSON on its standard input: passwords never in its argv or environment (no ``PG*``)."""
+    log = open(log_path, "ab")  # noqa: SIM115 - handed to the detached child
+    try:
+        proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            close_fds=True,
+            env={k: v for k, v in os.environ.items() if not k.startswith("PG")},
+        )
+        if proc.stdin is None:  # pragma: no cover - stdin=PIPE always gives one
+            raise PgShiftError("cannot start the %s" % what)
+        proc.stdin.write(json.dumps(cfg).encode())
+        proc.stdin.close()
+    finally:
+        log.close()
+    return proc
+
+
 def _state_dir(journal: ConnParams, database: str) -> str:
     """Private folder of the holder for one production database of one cluster."""
     base = os.path.join(tempfile.gettempdir(), "pgshift-locks")
@@ -197,23 +220,7 @@ def acquire(
         "grace_seconds": grace_seconds,
         "reconnect_seconds": RECONNECT_SECONDS,
     }
-    log = open(os.path.join(folder, "holder.log"), "ab")  # noqa: SIM115 - handed to the detached child
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", _HOLDER],
-            stdin=subprocess.PIPE,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-            close_fds=True,
-            env={k: v for k, v in os.environ.items() if not k.startswith("PG")},
-        )
-        if proc.stdin is None:
-            raise PgShiftError("cannot start the run lock holder")
-        proc.stdin.write(json.dumps(cfg).encode())
-        proc.stdin.close()
-    finally:
-        log.close()
+    proc = spawn_detached([sys.executable, "-c", _HOLDER], cfg, os.path.join(folder, "holder.log"), "run lock holder")
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         if os.path.exists(status_path):

@@ -28,6 +28,7 @@ extends_documentation_fragment:
   - pgshift.ops.attributes.action_group
   - pgshift.ops.connection
   - pgshift.ops.connection.schema_source
+  - pgshift.ops.rebuild
 attributes:
   check_mode:
     support: full
@@ -36,45 +37,6 @@ attributes:
     support: full
     details: The diff shows the databases of the cluster before and after.
 options:
-  production_database:
-    description: Name of the production database (the new one is C(<production_database>__next)).
-    type: str
-    required: true
-  run_id:
-    description: The journal's run.
-    type: str
-    required: true
-  journal_database:
-    description: Database of the production cluster that holds the journal.
-    type: str
-    default: pgshift
-  expect_inputs:
-    description: The inputs the run was planned with (C(inputs) of M(pgshift.ops.release_inputs)).
-    type: dict
-    required: true
-  migrations_dir:
-    description: The migrations folder of the release.
-    type: path
-  mapping_file:
-    description: The release's mapping file.
-    type: path
-  workdir:
-    description: Folder (0700) for this build's private work folder (the dev schema's archive, the holder's log).
-    type: path
-  tablespace:
-    description: Tablespace of the new database.
-    type: str
-  jobs:
-    description: Parallel copy and check workers.
-    type: int
-    default: 2
-  watch_pid:
-    description: A process that must stay alive (the controller, when it runs on the database host).
-    type: int
-  require_lock:
-    description: Stop the stream once the run lock of O(production_database) is no longer held.
-    type: bool
-    default: true
   wal_limit_mb:
     description:
       - Production WAL the slot may retain during the fill, in MB; past it the stream is dropped and the run fails
@@ -138,79 +100,33 @@ seconds:
   type: float
 """
 
-import typing as t
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgshift.ops.plugins.module_utils import _journal as journal
-from ansible_collections.pgshift.ops.plugins.module_utils import _online_fill as online_fill
 from ansible_collections.pgshift.ops.plugins.module_utils import _rebuild as rebuild
-from ansible_collections.pgshift.ops.plugins.module_utils._connection import (
-    ConnParams,
-    connection_argument_spec,
-    endpoint_argument_spec,
-)
 from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShiftError, fail_from
 
 
 def main() -> None:
-    spec = connection_argument_spec()
+    spec = rebuild.argument_spec()
     spec.update(
-        production_database=dict(type="str", required=True),
-        run_id=dict(type="str", required=True),
-        journal_database=dict(type="str", default=journal.DEFAULT_JOURNAL_DB),
-        schema_source=endpoint_argument_spec(required=False),
-        expect_inputs=dict(type="dict", required=True),
-        migrations_dir=dict(type="path"),
-        mapping_file=dict(type="path"),
-        workdir=dict(type="path"),
-        tablespace=dict(type="str"),
-        jobs=dict(type="int", default=2),
-        watch_pid=dict(type="int"),
-        require_lock=dict(type="bool", default=True),
         wal_limit_mb=dict(type="int", default=4096),
         fill_timeout=dict(type="int", default=21600),
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     p = module.params
-    if not p["schema_source"]:
-        module.fail_json(msg="schema_source is required: the dev database whose schema production gets")
     if p["wal_limit_mb"] < 0:
         module.fail_json(msg="wal_limit_mb must be 0 (no limit) or a positive number of MB")
-    rspec = rebuild.RebuildSpec(
-        cluster=ConnParams.from_params(p),
-        production_database=p["production_database"],
-        run_id=p["run_id"],
-        schema_source=ConnParams.from_params(p["schema_source"]),
-        expect_inputs=p["expect_inputs"],
-        journal_database=p["journal_database"],
-        migrations_dir=p["migrations_dir"],
-        mapping_file=p["mapping_file"],
-        workdir=p["workdir"],
-        tablespace=p["tablespace"],
-        jobs=p["jobs"],
-        watch_pid=p["watch_pid"],
-        require_lock=p["require_lock"],
-        check_mode=module.check_mode,
-        log=module.log,
-        online=True,
-        wal_limit_bytes=p["wal_limit_mb"] * 1024 * 1024,
-        fill_timeout=float(p["fill_timeout"]),
-    )
-    result: t.Dict[str, t.Any] = {}
-    book = None
     try:
-        if not module.check_mode:
-            journal.ensure_journal(rspec.cluster, rspec.journal_database, retry_seconds=journal.RETRY_SECONDS)
-            book = rebuild.Journal(rspec)
-        steps = rebuild.Steps(rspec, book)
-        try:
-            result = online_fill.start_fill(rspec, book, steps)
-        finally:
-            if book is not None:
-                book.close()
-        result.update(steps=steps.done, seconds=round(steps.elapsed(), 3), changed=True)
-        result["diff"] = result.get("build", {}).get("diff", {})
+        result = rebuild.fill(
+            rebuild.spec_from(
+                p,
+                module.check_mode,
+                module.log,
+                online=True,
+                wal_limit_bytes=p["wal_limit_mb"] * 1024 * 1024,
+                fill_timeout=float(p["fill_timeout"]),
+            )
+        )
     except PgShiftError as exc:
         fail_from(module, exc)
     module.exit_json(**result)

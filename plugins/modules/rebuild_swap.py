@@ -35,6 +35,7 @@ extends_documentation_fragment:
   - pgshift.ops.attributes.action_group
   - pgshift.ops.connection
   - pgshift.ops.connection.schema_source
+  - pgshift.ops.rebuild
 attributes:
   check_mode:
     support: full
@@ -47,49 +48,11 @@ attributes:
     support: full
     details: The diff shows production's connection limit and the databases of the cluster before and after.
 options:
-  production_database:
-    description:
-      - Name of the production database; the new one is named C(<production_database>__next) (shortened with a
-        stable hash when that would exceed 63 bytes).
-    type: str
-    required: true
-  run_id:
-    description: The journal's run (M(pgshift.ops.run_journal) C(action=start)).
-    type: str
-    required: true
-  journal_database:
-    description: Database of the production cluster that holds the journal.
-    type: str
-    default: pgshift
-  expect_inputs:
-    description:
-      - The inputs the run was planned with (C(inputs) of M(pgshift.ops.release_inputs)); the call fails at its
-        inputs step when the dev schema, a migration or the mapping changed since.
-    type: dict
-    required: true
   previous_access:
     description:
       - Production's C(connlimit) and C(allowconn) before the window, recorded with C(block_access) V(started) so that
         a rollback puts them back. Default - as production has them when the call starts.
     type: dict
-  migrations_dir:
-    description: The migrations folder of the release (hashed by the inputs step).
-    type: path
-  mapping_file:
-    description: The release's mapping file (renamed tables and columns, expressions, accepted losses).
-    type: path
-  workdir:
-    description:
-      - Folder (created 0700) for this build's private C(pgshift-build-<run id>-*) work folder (the dev schema's
-        archive).
-    type: path
-  tablespace:
-    description: Tablespace of the new database (default that of the cluster).
-    type: str
-  jobs:
-    description: Parallel copy and check workers.
-    type: int
-    default: 2
   window:
     description:
       - Record both ends of the maintenance window in the journal - V(started) before access is blocked, V(done) once
@@ -105,15 +68,6 @@ options:
     description: Seconds the swap waits for sessions on the two databases to end.
     type: int
     default: 30
-  watch_pid:
-    description:
-      - A process that must be alive at every step (the controller, when it runs on the database host - the playbook
-        passes the C(pgshift.ops.controller_pid) lookup), so that a killed controller's call stops at its next step.
-    type: int
-  require_lock:
-    description: Refuse each step once the run lock of O(production_database) is no longer held.
-    type: bool
-    default: true
   online:
     description:
       - The online release (docs/online.md) - the new database was built and filled by M(pgshift.ops.online_fill)
@@ -228,67 +182,35 @@ import typing as t
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgshift.ops.plugins.module_utils import _journal as journal
 from ansible_collections.pgshift.ops.plugins.module_utils import _rebuild as rebuild
-from ansible_collections.pgshift.ops.plugins.module_utils._connection import (
-    ConnParams,
-    connection_argument_spec,
-    endpoint_argument_spec,
-)
 from ansible_collections.pgshift.ops.plugins.module_utils._errors import PgShiftError, fail_from
 
 
 def main() -> None:
-    spec = connection_argument_spec()
+    spec = rebuild.argument_spec()
     spec.update(
-        production_database=dict(type="str", required=True),
-        run_id=dict(type="str", required=True),
-        journal_database=dict(type="str", default=journal.DEFAULT_JOURNAL_DB),
-        schema_source=endpoint_argument_spec(required=False),
-        expect_inputs=dict(type="dict", required=True),
         previous_access=dict(type="dict"),
-        migrations_dir=dict(type="path"),
-        mapping_file=dict(type="path"),
-        workdir=dict(type="path"),
-        tablespace=dict(type="str"),
-        jobs=dict(type="int", default=2),
         window=dict(type="bool", default=False),
         retention_keep=dict(type="int", default=2),
         swap_timeout=dict(type="int", default=30),
-        watch_pid=dict(type="int"),
-        require_lock=dict(type="bool", default=True),
         online=dict(type="bool", default=False),
         cutover_timeout=dict(type="int", default=120),
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     p = module.params
-    if not p["schema_source"]:
-        module.fail_json(msg="schema_source is required: the dev database whose schema production gets")
     result: t.Dict[str, t.Any] = {}
     try:
         result = rebuild.rebuild_and_swap(
-            rebuild.RebuildSpec(
-                cluster=ConnParams.from_params(p),
-                production_database=p["production_database"],
-                run_id=p["run_id"],
-                schema_source=ConnParams.from_params(p["schema_source"]),
-                expect_inputs=p["expect_inputs"],
+            rebuild.spec_from(
+                p,
+                module.check_mode,
+                module.log,
                 previous_access=p["previous_access"],
-                journal_database=p["journal_database"],
-                migrations_dir=p["migrations_dir"],
-                mapping_file=p["mapping_file"],
-                workdir=p["workdir"],
-                tablespace=p["tablespace"],
-                jobs=p["jobs"],
                 window=p["window"],
                 retention_keep=p["retention_keep"],
                 swap_timeout=float(p["swap_timeout"]),
-                watch_pid=p["watch_pid"],
-                require_lock=p["require_lock"],
                 online=p["online"],
                 cutover_timeout=float(p["cutover_timeout"]),
-                check_mode=module.check_mode,
-                log=module.log,
             )
         )
     except PgShiftError as exc:

@@ -432,7 +432,53 @@ def hold(spec: t.Any, book: t.Any, steps: t.Any, build: t.Dict[str, t.Any]) -> t
             lambda: wait_fill(book, spec.run_id, pid, folder, spec.fill_timeout),
         )
     )
+    result["caught_up"] = steps.run(
+        "stream caught up", lambda: wait_caught_up(spec, book, pid, folder, spec.max_lag_bytes, spec.catch_up_timeout)
+    )
     return result
+
+
+def wait_caught_up(
+    spec: t.Any, book: t.Any, pid: int, folder: str, max_lag: int, timeout: float, log: t.Optional[LogFn] = None
+) -> t.Dict[str, t.Any]:
+    """Until the stream is at most ``max_lag`` bytes behind production (the changes made during the copy applied),
+    so that the window's catch-up is short; or raise, before any window, when it does not get there in ``timeout``
+    seconds (the applications write faster than the stream applies) or the holder stopped."""
+    source = spec.cluster.with_database(spec.production_database)
+    name = _online.stream_name(spec.run_id)
+    began = time.monotonic()
+    first: t.Optional[int] = None
+    while True:
+        states = _states(book, spec.run_id)
+        for step in (FILL_STEP, FOLLOW_STEP):
+            if (states.get(step) or {}).get("state") == "failed":
+                raise PgShiftError("the change stream stopped: %s" % states[step]["detail"].get("error"))
+        if not run_lock.process_alive(pid):
+            raise PgShiftError(
+                "the change stream holder (process %d) ended: %s" % (pid, holder_log_tail(folder) or "no log")
+            )
+        lag = _online.lag(source, name)
+        behind = int(lag["bytes_behind"])
+        first = behind if first is None else first
+        applied = status(folder)
+        if behind <= max_lag:
+            return {
+                "bytes_behind": behind,
+                "bytes_behind_at_start": first,
+                "seconds": round(time.monotonic() - began, 3),
+                "applied": applied,
+                "wal_retained_bytes": lag["wal_retained_bytes"],
+            }
+        if time.monotonic() - began > timeout:
+            raise PgShiftError(
+                "the change stream did not catch up within %.0f s: %.1f MB behind production (%.1f MB at the start), "
+                "applying %s rows/s; the applications write faster than the stream applies. Release in a quieter "
+                "hour, raise pgshift_online_max_lag_mb, or release offline (pgshift_mode=offline)"
+                % (timeout, behind / 1048576.0, first / 1048576.0, applied.get("rows_per_second", "?"))
+            )
+        if log:
+            log("online: %.1f MB behind, %s rows/s" % (behind / 1048576.0, applied.get("rows_per_second", "?")))
+        time.sleep(0.5)
 
 
 def status(folder: str) -> t.Dict[str, t.Any]:

@@ -86,6 +86,8 @@ class RebuildSpec:
     online: bool = False
     wal_limit_bytes: int = 4096 * 1024 * 1024
     fill_timeout: float = 6 * 3600.0
+    max_lag_bytes: int = 16 * 1024 * 1024
+    catch_up_timeout: float = 1800.0
     cutover_timeout: float = 120.0
 
 
@@ -426,7 +428,11 @@ def fill(spec: RebuildSpec) -> t.Dict[str, t.Any]:
         build = _inputs_and_create(spec, steps, result)
         result["build"] = {k: v for k, v in build.items() if k != "archive"}
         if spec.check_mode or book is None:
-            for name in ("start the stream holder", "bulk copy, post-data and proof in the stream's snapshot"):
+            for name in (
+                "start the stream holder",
+                "bulk copy, post-data and proof in the stream's snapshot",
+                "stream caught up",
+            ):
                 steps.skip(name, "check mode: nothing is started")
         else:
             result.update(online_fill.hold(spec, book, steps, build))

@@ -18,7 +18,8 @@ description:
     the release's mapping, builds the indexes and constraints, proves the copy against the same snapshot, records
     C(online_fill) V(done) and then applies production's changes continuously until the window's
     M(pgshift.ops.rebuild_swap) with O(pgshift.ops.rebuild_swap#module:online=true) asks for the cut-over.
-  - The module returns once the bulk part is done and proven, or fails with the holder's error.
+  - The module returns once the bulk part is done and proven and the stream has caught up with production (within
+    O(max_lag_mb)), or fails with the holder's error.
   - The holder stops by itself, dropping the slot, the publication and the replication origin, when the run is
     rolled back, its run lock is let go (the controller died), the process O(watch_pid) ends, the slot disappears, or
     the slot retains more than O(wal_limit_mb) of production's WAL. M(pgshift.ops.rollback) drops whatever the journal
@@ -47,6 +48,18 @@ options:
     description: Seconds the bulk copy, post-data and proof may take.
     type: int
     default: 21600
+  max_lag_mb:
+    description:
+      - The module returns once the stream is at most this many MB of WAL behind production (the changes committed
+        during the copy applied), so that the window's catch-up is short.
+    type: int
+    default: 16
+  catch_up_timeout:
+    description:
+      - Seconds the stream may take to get within O(max_lag_mb); past them the module fails (before any window) - the
+        applications write faster than the stream applies.
+    type: int
+    default: 1800
 seealso:
   - module: pgshift.ops.online_check
   - module: pgshift.ops.rebuild_swap
@@ -94,6 +107,11 @@ stream:
   description: C(slot), C(publication), C(origin), C(consistent_point), C(snapshot).
   returned: success, not in check mode
   type: dict
+caught_up:
+  description: C(bytes_behind) when the module returned, C(bytes_behind_at_start), C(seconds) waited, C(applied) (the
+    holder's apply - rows, rows per second), C(wal_retained_bytes).
+  returned: success, not in check mode
+  type: dict
 seconds:
   description: Wall time of the call.
   returned: always
@@ -111,6 +129,8 @@ def main() -> None:
     spec.update(
         wal_limit_mb=dict(type="int", default=4096),
         fill_timeout=dict(type="int", default=21600),
+        max_lag_mb=dict(type="int", default=16),
+        catch_up_timeout=dict(type="int", default=1800),
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     p = module.params
@@ -125,6 +145,8 @@ def main() -> None:
                 online=True,
                 wal_limit_bytes=p["wal_limit_mb"] * 1024 * 1024,
                 fill_timeout=float(p["fill_timeout"]),
+                max_lag_bytes=max(p["max_lag_mb"], 0) * 1024 * 1024,
+                catch_up_timeout=float(p["catch_up_timeout"]),
             )
         )
     except PgShiftError as exc:

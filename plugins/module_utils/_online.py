@@ -56,6 +56,15 @@ except ImportError:  # pragma: no cover - reported by _connection.connect
     pass
 
 STEP = "online_stream"
+ORIGIN_FUNCTIONS = (
+    "pg_replication_origin_create(text)",
+    "pg_replication_origin_drop(text)",
+    "pg_replication_origin_oid(text)",
+    "pg_replication_origin_session_setup(text)",
+    "pg_replication_origin_session_reset()",
+    "pg_replication_origin_xact_setup(pg_lsn, timestamp with time zone)",
+    "pg_replication_origin_progress(text, boolean)",
+)
 SCHEMA = "pgshift_online"
 KEY_BATCH = 1000
 LogFn = t.Callable[[str], None]
@@ -159,20 +168,16 @@ def eligibility(src_conn: t.Any, plan: _data.Plan) -> Eligibility:
 
 def server_readiness(src_conn: t.Any) -> t.Dict[str, t.Any]:
     """What production's server offers a change stream: wal_level, free slots and WAL senders, the REPLICATION
-    attribute. ``reasons`` says, for each thing missing, what to change."""
+    attribute, a superuser to apply it. ``reasons`` says, for each thing missing, what to change."""
     with src_conn.cursor() as cur:
         cur.execute(
             "SELECT current_setting('wal_level'), current_setting('max_replication_slots')::int, "
             "(SELECT count(*) FROM pg_replication_slots)::int, current_setting('max_wal_senders')::int, "
             "(SELECT count(*) FROM pg_stat_replication)::int, "
             "(SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user), "
-            "(SELECT rolsuper FROM pg_roles WHERE rolname = current_user), current_setting('server_version_num')::int"
+            "(SELECT rolsuper FROM pg_roles WHERE rolname = current_user)"
         )
-        wal_level, max_slots, slots, max_senders, senders, replication, superuser, version = cur.fetchone()
-        replica_role = bool(superuser)
-        if not replica_role and version >= 150000:
-            cur.execute("SELECT has_parameter_privilege(current_user, 'session_replication_role', 'SET')")
-            replica_role = bool(cur.fetchone()[0])
+        wal_level, max_slots, slots, max_senders, senders, replication, superuser = cur.fetchone()
     src_conn.rollback()
     reasons = []
     if wal_level != "logical":
@@ -192,18 +197,19 @@ def server_readiness(src_conn: t.Any) -> t.Dict[str, t.Any]:
         )
     if not replication:
         reasons.append("the connecting role has neither REPLICATION nor SUPERUSER: ALTER ROLE ... REPLICATION")
-    if not replica_role:
+    if not superuser:
         reasons.append(
-            "the connecting role may not SET session_replication_role, which the apply needs (production's triggers "
-            "and foreign keys already ran; they must not run again in the new database): GRANT SET ON PARAMETER "
-            "session_replication_role TO <role> (PostgreSQL 15+; on managed services the admin role usually has it)"
+            "the connecting role is not a superuser: the apply sets session_replication_role (production's triggers "
+            "and foreign keys already ran) and records its position with the replication origin functions in the new "
+            "database, which PostgreSQL keeps to superusers unless granted in that very database; connect as a "
+            "superuser (on a managed service, its admin role where it may do both) or release offline"
         )
     return {
         "wal_level": wal_level,
         "replication_slots": {"used": slots, "max": max_slots},
         "wal_senders": {"used": senders, "max": max_senders},
         "replication_role": bool(replication),
-        "session_replication_role": replica_role,
+        "superuser": bool(superuser),
         "reasons": reasons,
     }
 

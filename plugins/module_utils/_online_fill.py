@@ -287,6 +287,52 @@ class _Holder:
         }
         return eligible, detail
 
+    def follow(self, stream: _online.Stream, eligible: _online.Eligibility) -> t.Dict[str, t.Any]:
+        """Apply the stream until the cut-over is requested. A lost connection (production's WAL sender or the apply
+        session ended, a restarting server) is opened again and the stream resumed from the slot: the replication
+        origin's position makes the resumed apply skip what was already committed. A failure that persists ends it."""
+        total: t.Dict[str, t.Any] = {"rows": {}, "transactions": 0, "skipped_transactions": 0, "reconnects": 0}
+        conn = stream.conn
+        failures: t.List[str] = []
+        while True:
+            applier = None
+            try:
+                if conn is None:
+                    conn = _online.replication_connect(self.source)
+                applier = _online.Applier(
+                    conn,
+                    stream.slot,
+                    stream.publication,
+                    stream.origin,
+                    self.source,
+                    self.target,
+                    eligible,
+                    log=self.log,
+                    status_file=self.cfg.get("status_file"),
+                )
+                part = applier.run(stop=self.cutover.is_set)
+                _add(total, part)
+                total["applied_lsn"] = part.get("applied_lsn") or total.get("applied_lsn")
+                return total
+            except (psycopg2.Error, PgShiftError) as exc:
+                text = str(getattr(exc, "msg", None) or exc).strip().splitlines()
+                failures.append(text[0] if text else type(exc).__name__)
+                if applier is not None:
+                    _add(total, applier.status())
+                if self.cutover.is_set() or len(failures) > RECONNECTS:
+                    raise PgShiftError(
+                        "the change stream failed %d times: %s" % (len(failures), "; ".join(failures[-3:]))
+                    ) from None
+                total["reconnects"] += 1
+                self.log("the stream was interrupted (%s): resuming from the slot" % failures[-1])
+                time.sleep(1.0)
+            finally:
+                if applier is not None:
+                    applier.close()
+                with contextlib.suppress(Exception):
+                    conn.close()
+                conn = None
+
     def run(self) -> int:
         threading.Thread(target=self.watchdog, name="watchdog", daemon=True).start()
         try:
@@ -296,23 +342,9 @@ class _Holder:
             self.record(FILL_STEP, "done", detail)
             self.log("bulk part done and proven in %.1f s; following the stream" % detail["seconds"])
             self.phase = FOLLOW_STEP
-            applier = _online.Applier(
-                stream.conn,
-                stream.slot,
-                stream.publication,
-                stream.origin,
-                self.source,
-                self.target,
-                eligible,
-                log=self.log,
-                status_file=self.cfg.get("status_file"),
-            )
-            status = applier.run(stop=self.cutover.is_set)
+            status = self.follow(stream, eligible)
             if not self._finish():
                 return 1
-            applier.close()
-            with contextlib.suppress(Exception):
-                stream.conn.close()
             self.record(FOLLOW_STEP, "done", {"applied": status}, checked=False)
             self.log("stopped for the cut-over: %s" % json.dumps(status))
             return 0
@@ -325,6 +357,16 @@ class _Holder:
                 self.record(self.phase, "failed", {"error": text}, checked=False)
             self.cleanup()
             return 1
+
+
+RECONNECTS = 5
+
+
+def _add(total: t.Dict[str, t.Any], part: t.Mapping[str, t.Any]) -> None:
+    for kind, count in (part.get("rows") or {}).items():
+        total["rows"][kind] = total["rows"].get(kind, 0) + int(count)
+    total["transactions"] += int(part.get("transactions") or 0)
+    total["skipped_transactions"] += int(part.get("skipped_transactions") or 0)
 
 
 def holder_main() -> None:

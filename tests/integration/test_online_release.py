@@ -183,3 +183,46 @@ def test_online_refused_in_preflight_names_what_to_change(shop: pgworld.World, r
     finally:
         for name in names:
             execute(prod, "postgres", "SELECT pg_drop_replication_slot(%s)", (name,))
+
+
+def slot_pid(world: pgworld.World) -> t.Optional[int]:
+    rows = execute(
+        world.clusters["prod"],
+        "postgres",
+        "SELECT active_pid FROM pg_replication_slots WHERE slot_name LIKE 'pgshift_%%'",
+    )
+    return rows[0][0] if rows else None
+
+
+def test_the_stream_resumes_after_its_wal_sender_is_ended(shop: pgworld.World, tmp_path: t.Any) -> None:
+    """Production's backend of the stream (its WAL sender) ended mid-stream: the holder connects again and resumes
+    from the slot, exactly once; the release succeeds with every write."""
+    world = shop
+    writer = Writer(world)
+    writer.start()
+    # held as the window asks for the cut-over: the holder is still following, the window waits
+    gate = JournalGate(world, "online_cutover", "started")
+    proc = start(world, "playbooks/prod_restore.yml", ONLINE, tmp_path)
+    try:
+        assert writer.wait_commits(20), "the writer did not start"
+        assert wait_for(gate, proc), (
+            "the run never reached the cut-over: " + output(tmp_path, "prod_restore.yml")[-3000:]
+        )
+        first = slot_pid(world)
+        assert first, "no WAL sender streams the slot while the holder follows"
+        execute(world.clusters["prod"], "postgres", "SELECT pg_terminate_backend(%s, 5000)", (first,))
+        assert wait_for(lambda: slot_pid(world) not in (None, first), proc, timeout=60), "the holder did not resume"
+        gate.release()
+        rc = proc.wait(timeout=600)
+        notes = writer.finish()
+    finally:
+        gate.release()
+        writer.stop.set()
+        if proc.poll() is None:
+            proc.kill()
+    log = output(tmp_path, "prod_restore.yml")
+    assert rc == 0, log[-4000:]
+    follow = journal_detail(world, "online_follow", "done").get("applied", {})
+    assert follow.get("reconnects", 0) >= 1, follow
+    assert_every_write_is_in_production(world, notes)
+    assert leftovers(world) == {"slots": [], "origins": [], "publications": []}

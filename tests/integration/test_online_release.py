@@ -157,6 +157,14 @@ def test_online_refused_in_preflight_names_what_to_change(shop: pgworld.World, r
         assert any("is not a superuser" in r and "session_replication_role" in r for r in found["reasons"]), found
     finally:
         execute(prod, "postgres", "DROP ROLE pgshift_nosu")
+    # no room for the WAL the slot may retain: refused too, naming the variable
+    run = run_playbook(
+        "playbooks/prod_restore.yml",
+        extra_vars=dict(ONLINE, pgshift_online_wal_limit_mb=10**9),
+        env={"PGSHIFT_WORLD": world.state},
+    )
+    assert run.rc != 0 and "not enough space for the new database and the WAL" in run.output, run.output[-3000:]
+    assert "pgshift_online_wal_limit_mb" in run.output and "PLAY [Backup]" not in run.output
     # and in the playbook: pgshift_mode=online without a free replication slot is refused in Preflight (physical
     # slots, not pinned to production's database, take every free one)
     (free,) = execute(

@@ -44,7 +44,7 @@ import threading
 import time
 import typing as t
 
-from ansible_collections.pgshift.ops.plugins.module_utils import _data, _online
+from ansible_collections.pgshift.ops.plugins.module_utils import _data, _ext_config, _online
 from ansible_collections.pgshift.ops.plugins.module_utils import _journal as journal
 from ansible_collections.pgshift.ops.plugins.module_utils import _release as release
 from ansible_collections.pgshift.ops.plugins.module_utils import _run_lock as run_lock
@@ -652,12 +652,14 @@ def window_cut_over(spec: t.Any, book: t.Any, fill: t.Dict[str, t.Any]) -> t.Dic
 
 
 def copy_window_tables(
-    spec: t.Any, plan: _data.Plan, eligible: _online.Eligibility, log: t.Optional[LogFn] = None
+    source: ConnParams,
+    target: ConnParams,
+    plan: _data.Plan,
+    eligible: _online.Eligibility,
+    log: t.Optional[LogFn] = None,
 ) -> t.Dict[str, t.Any]:
-    """Production closed: the tables the stream did not carry, emptied and copied again, and the large objects."""
-    prod = spec.production_database
-    source = spec.cluster.with_database(prod)
-    target = spec.cluster.with_database(release.next_name(prod))
+    """Production closed: the tables the stream did not carry, emptied and copied again, the large objects and the
+    rows of extension configuration tables."""
     out: t.Dict[str, t.Any] = {"tables": {}, "large_objects": None}
     wanted = [tp for tp in plan.tables if tp.key in eligible.in_window]
     stop = threading.Event()
@@ -694,6 +696,11 @@ def copy_window_tables(
         tgt.rollback()
         if eligible.large_objects or target_objects:
             out["large_objects"] = run_large_objects(source, target, snapshot, stop, log)
+        # the rows users keep in extension configuration tables are not streamed either: replaced again, production
+        # closed (src is still in its snapshot)
+        ext_config = _ext_config.plan(src, tgt)
+        tgt.rollback()
+        out["extension_config_tables"] = _ext_config.copy(src, tgt, ext_config)
         with contextlib.suppress(psycopg2.Error):
             src.rollback()
     return out

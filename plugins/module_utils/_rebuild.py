@@ -378,7 +378,14 @@ def _online_window(
         "eligibility": eligible.describe(),
     }
     result["online"]["window_tables"] = steps.run(
-        "window tables", lambda: online_fill.copy_window_tables(spec, plan, eligible, spec.log)
+        "window tables",
+        lambda: online_fill.copy_window_tables(
+            spec.cluster.with_database(spec.production_database),
+            spec.cluster.with_database(release.next_name(spec.production_database)),
+            plan,
+            eligible,
+            spec.log,
+        ),
     )
     result["integrity"] = steps.run("integrity check", lambda: online_fill.window_proof(spec, fill, cut, eligible))
 

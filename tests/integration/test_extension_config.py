@@ -158,3 +158,48 @@ def test_swap_back_refuses_configuration_rows_written_after_the_swap(pg: t.Any, 
         finally:
             for database in (old, new):
                 ds.drop_db(pg, database)
+
+
+def test_the_online_window_copies_configuration_rows_keyless_tables_and_large_objects_again(world: World) -> None:
+    """What the change stream does not carry (rows of extension configuration tables, a table without a key, large
+    objects) is copied again in the online window, production closed: changes made after the bulk copy arrive."""
+    import contextlib
+
+    from ansible_collections.pgshift.ops.plugins.module_utils import _data, _online, _online_fill
+    from ansible_collections.pgshift.ops.plugins.module_utils._connection import ConnParams
+
+    carry = world.carry
+    pg = carry.cluster
+    for database in (carry.source, carry.target):
+        ds.execute(pg, database, "CREATE TABLE IF NOT EXISTS notes (body text)")
+    ds.execute(pg, carry.target, "INSERT INTO notes VALUES ('a stale row of the bulk copy')")
+    ds.execute(pg, carry.source, "INSERT INTO notes SELECT 'note ' || g FROM generate_series(1, 3) g")
+    ds.execute(pg, carry.source, "INSERT INTO cfg_entries (id, name) VALUES (13, 'added during the fill')")
+    (lo,) = ds.execute(pg, carry.source, "SELECT lo_from_bytea(0, 'during the fill'::bytea)")[0]
+    source = ConnParams.from_params(carry.conn("source"))
+    target = ConnParams.from_params(carry.conn("target"))
+    try:
+        with (
+            contextlib.closing(pg.connect(carry.source, autocommit=False)) as src,
+            contextlib.closing(pg.connect(carry.target, autocommit=False)) as tgt,
+        ):
+            plan = _data.prepare_plan(src, tgt, None, _data.DEFAULT_LEDGER_TABLES, None)
+            eligible = _online.eligibility(src, plan)
+        assert "notes" in eligible.in_window and eligible.large_objects == 1
+        out = _online_fill.copy_window_tables(source, target, plan, eligible)
+        assert out["tables"]["notes"]["rows"] == 3
+        assert out["extension_config_tables"]["cfg_entries"]["copied"] == 4
+        assert sorted(r[0] for r in ds.execute(pg, carry.target, "SELECT body FROM notes")) == [
+            "note 1",
+            "note 2",
+            "note 3",
+        ]
+        user = [r for r in _rows(carry, carry.target) if not r[2]]
+        assert [r[0] for r in user] == [10, 11, 12, 13], "production's rows, the new one included"
+        assert ds.execute(pg, carry.target, "SELECT lo_get(%s)", (lo,))[0][0].tobytes() == b"during the fill"
+    finally:
+        ds.execute(pg, carry.source, "DELETE FROM cfg_entries WHERE id = 13")
+        ds.execute(pg, carry.source, "SELECT lo_unlink(%s)", (lo,))
+        for database in (carry.source, carry.target):
+            ds.execute(pg, database, "DROP TABLE IF EXISTS notes")
+            ds.execute(pg, database, "SELECT lo_unlink(oid) FROM pg_largeobject_metadata")

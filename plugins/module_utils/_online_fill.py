@@ -73,6 +73,9 @@ FILL_STEP = "online_fill"
 FOLLOW_STEP = "online_follow"
 CUTOVER_STEP = "online_cutover"
 DEFAULT_WAL_LIMIT_BYTES = 4096 * 1024 * 1024
+# how long the main thread waits for the watchdog's drop of the stream (drop_stream waits 30 s for a WAL sender, the
+# journal's connections wait for a restarting server)
+ABORT_WAIT_SECONDS = 300.0
 LogFn = t.Callable[[str], None]
 
 _BOOT = (
@@ -130,6 +133,10 @@ class _Holder:
         self.cutover = threading.Event()
         self.lock = threading.Lock()
         self.finished = False
+        # set once the watchdog's abort has dropped the stream (it then ends the process group): the main thread,
+        # whose apply fails as soon as that drop ends its WAL sender, must not exit the process before (the
+        # interpreter would kill the watchdog, a daemon thread, in the middle of the drop)
+        self.aborted = threading.Event()
         self.jconn: t.Any = None
         self.last_lag = 0.0
         self.unreachable_since: t.Optional[float] = None
@@ -218,9 +225,17 @@ class _Holder:
         self.log("stopping: " + reason)
         with contextlib.suppress(Exception):
             self.record(self.phase, "failed", {"error": reason}, checked=False)
-        self.cleanup()
+        try:
+            self.cleanup()
+        finally:
+            self.aborted.set()
         # the copy's psql processes and worker threads end with the process group (the holder leads its session)
         os.killpg(os.getpgid(0), signal.SIGKILL)
+
+    def wait_abort(self) -> int:
+        """The watchdog stops the holder: let its drop of the stream finish (its abort then ends the process)."""
+        self.aborted.wait(ABORT_WAIT_SECONDS)
+        return 1
 
     def cleanup(self) -> None:
         try:
@@ -305,7 +320,7 @@ class _Holder:
             status = applier.run(stop=self.cutover.is_set)
             with self.lock:
                 if self.finished:
-                    return 1
+                    return self.wait_abort()
                 self.finished = True
             applier.close()
             with contextlib.suppress(Exception):
@@ -316,7 +331,7 @@ class _Holder:
         except BaseException as exc:  # noqa: BLE001 - every failure is recorded and the stream dropped
             with self.lock:
                 if self.finished:
-                    return 1
+                    return self.wait_abort()
                 self.finished = True
             text = getattr(exc, "msg", None) or ("%s: %s" % (type(exc).__name__, str(exc).strip()))
             self.log("failed: %s" % text)

@@ -232,6 +232,15 @@ class _Holder:
         # the copy's psql processes and worker threads end with the process group (the holder leads its session)
         os.killpg(os.getpgid(0), signal.SIGKILL)
 
+    def slot_gone(self) -> bool:
+        """The stream's slot is known not to exist (False when that cannot be read)."""
+        with contextlib.suppress(Exception):
+            with contextlib.closing(connect(self.source, application_name="pgshift online")) as conn:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (self.name,))
+                    return cur.fetchone() is None
+        return False
+
     def wait_abort(self) -> int:
         """The watchdog stops the holder: let its drop of the stream finish (its abort then ends the process)."""
         self.aborted.wait(ABORT_WAIT_SECONDS)
@@ -305,18 +314,24 @@ class _Holder:
             stream = t.cast(_online.Stream, self.stream)
             self.record(FILL_STEP, "done", detail)
             self.log("bulk part done and proven in %.1f s; following the stream" % detail["seconds"])
-            self.phase = FOLLOW_STEP
-            applier = _online.Applier(
-                stream.conn,
-                stream.slot,
-                stream.publication,
-                stream.origin,
-                self.source,
-                self.target,
-                eligible,
-                log=self.log,
-                status_file=self.cfg.get("status_file"),
-            )
+            with self.lock:
+                # the watchdog may have stopped the run while the entry above was written: then nothing more is
+                # made (the journal's failure stands, _states); otherwise its abort waits for the apply's replication
+                # origin to exist, and drops it with the rest
+                if self.finished:
+                    return self.wait_abort()
+                self.phase = FOLLOW_STEP
+                applier = _online.Applier(
+                    stream.conn,
+                    stream.slot,
+                    stream.publication,
+                    stream.origin,
+                    self.source,
+                    self.target,
+                    eligible,
+                    log=self.log,
+                    status_file=self.cfg.get("status_file"),
+                )
             status = applier.run(stop=self.cutover.is_set)
             with self.lock:
                 if self.finished:
@@ -334,6 +349,9 @@ class _Holder:
                     return self.wait_abort()
                 self.finished = True
             text = getattr(exc, "msg", None) or ("%s: %s" % (type(exc).__name__, str(exc).strip()))
+            if self.stream is not None and self.slot_gone():
+                # dropping a slot in use ends its WAL sender first: the apply only sees its connection end
+                text = "replication slot %s no longer exists (dropped by someone else?); %s" % (self.name, text)
             self.log("failed: %s" % text)
             with contextlib.suppress(Exception):
                 self.record(self.phase, "failed", {"error": text}, checked=False)
@@ -402,7 +420,10 @@ def _states(book: t.Any, run_id: str) -> t.Dict[str, t.Dict[str, t.Any]]:
         run = journal.get_run(cur, run_id) or {}
         out: t.Dict[str, t.Dict[str, t.Any]] = {}
         for entry in run.get("steps", []):
-            out[entry["step"]] = {"state": entry["state"], "detail": entry["detail"] or {}}
+            # the latest entry of each step, but a failure stands: the holder never goes on after one (an entry its
+            # main thread was writing when the watchdog stopped the run may come after it)
+            if (out.get(entry["step"]) or {}).get("state") != "failed":
+                out[entry["step"]] = {"state": entry["state"], "detail": entry["detail"] or {}}
         return out
 
     return t.cast(t.Dict[str, t.Dict[str, t.Any]], book.run(read))

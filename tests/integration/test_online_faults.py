@@ -50,7 +50,9 @@ pytestmark = pytest.mark.slow
 __all__ = ["fault_log", "fresh"]
 
 PLAYBOOK = "playbooks/prod_restore.yml"
-ONLINE: t.Dict[str, t.Any] = {"pgshift_mode": "online"}
+# the online mode; no query performance baseline (before the window) nor query check (after the swap): neither is
+# what these faults are about, and each costs seconds a run
+ONLINE: t.Dict[str, t.Any] = {"pgshift_mode": "online", "pgshift_perf_queries_file": ""}
 # the WAL limit of the WAL case, in MB: above what the fill itself writes into the new database (same cluster) while
 # the slot retains it, below what the test writes
 WAL_LIMIT_MB = 4
@@ -352,7 +354,7 @@ def test_wal_limit_drops_the_stream_and_fails_the_fill(fresh: pgworld.World, tmp
     limit_mb = WAL_LIMIT_MB
     gate = JournalGate(world, "online_fill", "done")
     proc = start(world, PLAYBOOK, dict(ONLINE, pgshift_online_wal_limit_mb=limit_mb), tmp_path)
-    retained = at_gate = 0
+    written = at_gate = 0
     try:
         reached = wait_for(gate, proc)
         assert reached, "the run never reached the fill's end:\n%s" % output(tmp_path, PLAYBOOK)[-3000:]
@@ -360,25 +362,21 @@ def test_wal_limit_drops_the_stream_and_fails_the_fill(fresh: pgworld.World, tmp
         name = t.cast(t.Tuple[str, t.Optional[int]], slot(world))[0]
         with contextlib.closing(prod.connect()) as conn, conn.cursor() as cur:
             cur.execute(
-                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn) FROM pg_replication_slots "
-                "WHERE slot_name = %s",
+                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint, pg_current_wal_lsn()::text "
+                "FROM pg_replication_slots WHERE slot_name = %s",
                 (name,),
             )
-            at_gate = int(cur.fetchone()[0])
+            at_gate, lsn = cur.fetchone()
             assert at_gate < limit_mb * 1048576, "the fill alone retained %d bytes: WAL_LIMIT_MB is too low" % at_gate
             # WAL that no table keeps: non-transactional logical messages (1 MB each), in another database
             for _i in range(limit_mb * 2 + 1):
                 cur.execute("SELECT pg_logical_emit_message(false, 'pgshift-test', repeat('x', 1048576))")
-            cur.execute(
-                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn) FROM pg_replication_slots "
-                "WHERE slot_name = %s",
-                (name,),
-            )
-            row = cur.fetchone()
-            retained = int(row[0]) if row else 0
-        assert retained > limit_mb * 1048576, retained
-        # the watchdog checks the slot every two seconds while the entry is held
-        assert until(lambda: entry(world, "online_fill", "failed") is not None), latest_run(world)
+            cur.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn)::bigint", (lsn,))
+            written = int(cur.fetchone()[0])
+        assert at_gate + written > limit_mb * 1048576, (at_gate, written)
+        # the watchdog reads the slot every two seconds; the holder is held at its entry meanwhile
+        reason = holder_stopped_by_itself(world, pid)
+        assert "pgshift_online_wal_limit_mb" in reason["error"], reason
     finally:
         gate.release()
     rc = proc.wait(timeout=600)
@@ -391,6 +389,6 @@ def test_wal_limit_drops_the_stream_and_fails_the_fill(fresh: pgworld.World, tmp
         "WAL retained over pgshift_online_wal_limit_mb",
         "online fill (online_fill done)",
         "intact",
-        "%.1f MB retained at the gate, %.1f MB written, limit %d MB"
-        % (at_gate / 1048576.0, retained / 1048576.0, limit_mb),
+        "%.1f MB retained at the gate, %.1f MB written, limit %d MB: the holder dropped the stream"
+        % (at_gate / 1048576.0, written / 1048576.0, limit_mb),
     )

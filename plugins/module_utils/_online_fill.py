@@ -72,6 +72,9 @@ FILL_STEP = "online_fill"
 FOLLOW_STEP = "online_follow"
 CUTOVER_STEP = "online_cutover"
 DEFAULT_WAL_LIMIT_BYTES = 4096 * 1024 * 1024
+# how long the main thread waits for the watchdog's drop of the stream (drop_stream waits 30 s for a WAL sender, the
+# journal's connections wait for a restarting server)
+ABORT_WAIT_SECONDS = 300.0
 LogFn = t.Callable[[str], None]
 
 _BOOT = (
@@ -129,6 +132,10 @@ class _Holder:
         self.cutover = threading.Event()
         self.lock = threading.Lock()
         self.finished = False
+        # set once the watchdog's abort has dropped the stream (it then ends the process group): the main thread,
+        # whose apply fails as soon as that drop ends its WAL sender, must not exit the process before (the
+        # interpreter would kill the watchdog, a daemon thread, in the middle of the drop)
+        self.aborted = threading.Event()
         self.jconn: t.Any = None
         self.last_lag = 0.0
         self.unreachable_since: t.Optional[float] = None
@@ -223,9 +230,26 @@ class _Holder:
         self.log("stopping: " + reason)
         with contextlib.suppress(Exception):
             self.record(self.phase, "failed", {"error": reason}, checked=False)
-        self.cleanup()
+        try:
+            self.cleanup()
+        finally:
+            self.aborted.set()
         # the copy's psql processes and worker threads end with the process group (the holder leads its session)
         os.killpg(os.getpgid(0), signal.SIGKILL)
+
+    def slot_gone(self) -> bool:
+        """The stream's slot is known not to exist (False when that cannot be read)."""
+        with contextlib.suppress(Exception):
+            with contextlib.closing(connect(self.source, application_name="pgshift online")) as conn:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (self.name,))
+                    return cur.fetchone() is None
+        return False
+
+    def wait_abort(self) -> int:
+        """The watchdog stops the holder: let its drop of the stream finish (its abort then ends the process)."""
+        self.aborted.wait(ABORT_WAIT_SECONDS)
+        return 1
 
     def cleanup(self) -> None:
         try:
@@ -299,17 +323,23 @@ class _Holder:
             try:
                 if conn is None:
                     conn = _online.replication_connect(self.source)
-                applier = _online.Applier(
-                    conn,
-                    stream.slot,
-                    stream.publication,
-                    stream.origin,
-                    self.source,
-                    self.target,
-                    eligible,
-                    log=self.log,
-                    status_file=self.cfg.get("status_file"),
-                )
+                with self.lock:
+                    # the watchdog may have stopped the run meanwhile: then nothing more is made (the journal's
+                    # failure stands, _states); otherwise its abort waits for the apply's replication origin to
+                    # exist, and drops it with the rest
+                    if self.finished:
+                        raise _Stopped()
+                    applier = _online.Applier(
+                        conn,
+                        stream.slot,
+                        stream.publication,
+                        stream.origin,
+                        self.source,
+                        self.target,
+                        eligible,
+                        log=self.log,
+                        status_file=self.cfg.get("status_file"),
+                    )
                 part = applier.run(stop=self.cutover.is_set)
                 _add(total, part)
                 total["applied_lsn"] = part.get("applied_lsn") or total.get("applied_lsn")
@@ -319,6 +349,8 @@ class _Holder:
                 failures.append(text[0] if text else type(exc).__name__)
                 if applier is not None:
                     _add(total, applier.status())
+                if self.finished:
+                    raise _Stopped() from None  # the watchdog's abort (it dropped the slot, ending this stream)
                 if self.cutover.is_set() or len(failures) > RECONNECTS:
                     raise PgShiftError(
                         "the change stream failed %d times: %s" % (len(failures), "; ".join(failures[-3:]))
@@ -344,14 +376,17 @@ class _Holder:
             self.phase = FOLLOW_STEP
             status = self.follow(stream, eligible)
             if not self._finish():
-                return 1
+                return self.wait_abort()
             self.record(FOLLOW_STEP, "done", {"applied": status}, checked=False)
             self.log("stopped for the cut-over: %s" % json.dumps(status))
             return 0
         except BaseException as exc:  # noqa: BLE001 - every failure is recorded and the stream dropped
             if not self._finish():
-                return 1
+                return self.wait_abort()
             text = getattr(exc, "msg", None) or ("%s: %s" % (type(exc).__name__, str(exc).strip()))
+            if self.stream is not None and self.slot_gone():
+                # dropping a slot in use ends its WAL sender first: the apply only sees its connection end
+                text = "replication slot %s no longer exists (dropped by someone else?); %s" % (self.name, text)
             self.log("failed: %s" % text)
             with contextlib.suppress(Exception):
                 self.record(self.phase, "failed", {"error": text}, checked=False)
@@ -360,6 +395,10 @@ class _Holder:
 
 
 RECONNECTS = 5
+
+
+class _Stopped(Exception):
+    """The watchdog is stopping the holder: the main thread makes nothing more and waits for its clean-up."""
 
 
 def _add(total: t.Dict[str, t.Any], part: t.Mapping[str, t.Any]) -> None:
@@ -416,7 +455,10 @@ def _states(book: t.Any, run_id: str) -> t.Dict[str, t.Dict[str, t.Any]]:
         run = journal.get_run(cur, run_id) or {}
         out: t.Dict[str, t.Dict[str, t.Any]] = {}
         for entry in run.get("steps", []):
-            out[entry["step"]] = {"state": entry["state"], "detail": entry["detail"] or {}}
+            # the latest entry of each step, but a failure stands: the holder never goes on after one (an entry its
+            # main thread was writing when the watchdog stopped the run may come after it)
+            if (out.get(entry["step"]) or {}).get("state") != "failed":
+                out[entry["step"]] = {"state": entry["state"], "detail": entry["detail"] or {}}
         return out
 
     return t.cast(t.Dict[str, t.Dict[str, t.Any]], book.run(read))

@@ -417,7 +417,10 @@ def holder_main() -> None:
 def _trim_copy(copied: t.Dict[str, t.Any]) -> t.Dict[str, t.Any]:
     keep = ("jobs", "total_rows", "total_bytes", "seconds", "not_copied", "large_objects", "sequences", "notes")
     out = {k: copied.get(k) for k in keep if k in copied}
-    out["tables"] = {k: {"rows": v.get("rows"), "seconds": v.get("seconds")} for k, v in copied["tables"].items()}
+    out["tables"] = {
+        k: {"rows": v.get("rows"), "bytes": v.get("bytes"), "seconds": v.get("seconds"), "format": v.get("format")}
+        for k, v in copied["tables"].items()
+    }
     return out
 
 

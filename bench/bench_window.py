@@ -106,6 +106,7 @@ def writer_main(config_path: str) -> None:
         "attempts": 0,
         "longest_gap": {"seconds": 0.0, "from": None, "to": None},
         "gaps_over_1s": [],
+        "stalls": [],  # every success that came more than 0.1 s after its first attempt: [from, to]
     }
     conn: t.Any = None
     prev: t.Optional[int] = None  # the order of the previous committed transaction
@@ -183,6 +184,8 @@ def writer_main(config_path: str) -> None:
                 out["longest_gap"] = {"seconds": gap, "from": since, "to": done}
             if gap > 1.0:
                 out["gaps_over_1s"].append([since, done])
+            if gap > 0.1 and len(out["stalls"]) < 10000:
+                out["stalls"].append([since, done])
             since = None
             if done - last_status > 0.25:
                 _private_json(cfg["status_file"], {"commits": out["commits"], "last_success": done})
@@ -553,6 +556,9 @@ def one_run(
     world: pgworld.World, scale: float, mode: str, app_tier: bool, tmp: str, pause: float, lead: float
 ) -> t.Dict[str, t.Any]:
     world.reset(scale=scale)
+    with contextlib.closing(world.clusters["prod"].connect(pgworld.DB_NAME)) as conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_database_size(current_database())")
+        size_mb = cur.fetchone()[0] / 1048576.0
     writer = Writer(world, tmp, pause)
     try:
         if not writer.wait_commits(0.0, 1, 30):
@@ -566,7 +572,12 @@ def one_run(
         recovered = writer.wait_commits(ended, 20, 30)
     finally:
         record = writer.stop()
+    result["production_mb"] = size_mb
     result["writes"] = verify_writes(world, record)
+    b0, b1 = result["blocked_epoch"]
+    # production serving while the release runs: the writer's longest stall that is not the blocked window
+    outside = [b - a for a, b in record.get("stalls", []) if b < b0 or a > b1]
+    result["writes"]["longest_stall_outside"] = max(outside, default=0.0)
     result["writes"]["recovered_after_run"] = recovered
     return result
 
@@ -577,9 +588,16 @@ def median(values: t.Sequence[t.Optional[float]]) -> t.Optional[float]:
 
 
 ROWS: t.Tuple[t.Tuple[str, str, t.Callable[[t.Dict[str, t.Any]], t.Optional[float]], str], ...] = (
+    ("production database before the run", "", lambda r: r.get("production_mb"), "%.1f MB"),
     ("window (journal; naive: dump to reopen)", "s", lambda r: r["window_seconds"], "%.2f"),
     ("access blocked to swap (journal)", "s", lambda r: r["blocked_to_swap"], "%.2f"),
     ("writer: longest refused/blocked", "s", lambda r: r["writes"]["longest_refused"]["seconds"], "%.2f"),
+    (
+        "writer: longest stall outside access blocked..swap",
+        "s",
+        lambda r: r["writes"].get("longest_stall_outside"),
+        "%.2f",
+    ),
     ("writer: commits", "", lambda r: r["writes"]["commits"], "%d"),
     ("writer: committed writes lost", "", lambda r: r["writes"]["lost"], "%d"),
     ("writer: commits of unknown outcome", "", lambda r: r["writes"]["uncertain"], "%d"),
@@ -643,8 +661,8 @@ def main() -> None:
                     w = r["writes"]
                     print(
                         "scale %s %s run %d: window %.2f s, blocked to swap %.2f s, run %.1f s, peak %.0f MB%s; "
-                        "writer: %d commits, longest refused %.2f s, lost %d (inserts %d, updates %d, lines %d, "
-                        "deletes undone %d), unknown outcome %d (%d landed), wrote again after: %s"
+                        "writer: %d commits, longest refused %.2f s (elsewhere %.2f s), lost %d (inserts %d, "
+                        "updates %d, lines %d, deletes undone %d), unknown outcome %d (%d landed), wrote again after: %s"
                         % (
                             scale,
                             mode,
@@ -656,6 +674,7 @@ def main() -> None:
                             ", holder %.0f MB" % r["holder_mb"] if r["holder_mb"] else "",
                             w["commits"],
                             w["longest_refused"]["seconds"],
+                            w["longest_stall_outside"],
                             w["lost"],
                             w["lost_inserts"],
                             w["lost_updates"],

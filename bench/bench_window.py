@@ -662,7 +662,7 @@ def main() -> None:
                     print(
                         "scale %s %s run %d: window %.2f s, blocked to swap %.2f s, run %.1f s, peak %.0f MB%s; "
                         "writer: %d commits, longest refused %.2f s (elsewhere %.2f s), lost %d (inserts %d, "
-                        "updates %d, lines %d, deletes undone %d), unknown outcome %d (%d landed), wrote again after: %s"
+                        "updates %d, lines %d, deletes undone %d), unknown outcome %d (%d landed), writes after: %s"
                         % (
                             scale,
                             mode,

@@ -256,8 +256,17 @@ class Writer:
             return t.cast(t.Dict[str, t.Any], json.load(handle))
 
 
-def verify_writes(world: pgworld.World, record: t.Dict[str, t.Any]) -> t.Dict[str, t.Any]:
-    """The writer's record against production after the release: what it saw committed and production lacks."""
+def verify_writes(
+    world: pgworld.World, record: t.Dict[str, t.Any], previous: t.Optional[str] = None
+) -> t.Dict[str, t.Any]:
+    """The writer's record against production after the release: what it saw committed and production lacks. The
+    commits of unknown outcome are also looked for in the previous production database (kept by the swap): one
+    there and not in production would be a write lost that the writer could not know of."""
+    in_previous = 0
+    if previous and record["uncertain"]:
+        with contextlib.closing(world.clusters["prod"].connect(previous)) as conn, conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM orders WHERE note = ANY(%s)", (record["uncertain"],))
+            in_previous = int(cur.fetchone()[0])
     with contextlib.closing(world.clusters["prod"].connect(pgworld.DB_NAME)) as conn, conn.cursor() as cur:
         cur.execute("SELECT note, id, status::text FROM orders WHERE note LIKE %s", (NOTE_PREFIX + "%",))
         orders = {row[0]: (int(row[1]), row[2]) for row in cur.fetchall()}
@@ -281,6 +290,7 @@ def verify_writes(world: pgworld.World, record: t.Dict[str, t.Any]) -> t.Dict[st
         "deletes_undone": len(undeleted),
         "uncertain": len(record["uncertain"]),
         "uncertain_landed": uncertain_landed,
+        "uncertain_in_previous": in_previous,
         "examples": lost_inserts[:3],
         "longest_refused": record["longest_gap"],
         "gaps_over_1s": record["gaps_over_1s"],
@@ -382,7 +392,13 @@ def run_release(world: pgworld.World, mode: str, app_tier: bool, tmp: str) -> t.
         key=os.path.getmtime,
     )
     with open(latest) as handle:
-        results = json.load(handle).get("results", [])
+        report = json.load(handle)
+    results = report.get("results", [])
+    plays = {p["name"]: p.get("duration_s") for p in report.get("plays", [])}
+    window_plays = ("Maintenance on", "Rebuild and swap", "Restart", "API checks", "Maintenance off")
+    tasks = [
+        (s["play"], s["name"], s.get("duration_s")) for s in report.get("steps", []) if s.get("play") in window_plays
+    ]
     inner = [r["data"]["steps"] for r in results if r["action"].endswith("rebuild_swap") and "steps" in r["data"]]
     return {
         "where": ", ".join("%s %.3f" % (s["name"], s["seconds"]) for s in inner[0]) if inner else None,
@@ -393,6 +409,9 @@ def run_release(world: pgworld.World, mode: str, app_tier: bool, tmp: str) -> t.
         "run_seconds": wall,
         "controller_mb": usage.ru_maxrss / 1024.0,
         "holder_mb": holder.peak_kb / 1024.0 if holder.peak_kb else None,
+        "previous_database": summary.get("previous_database") or None,
+        "plays": plays,  # seconds per play, from the run report
+        "window_tasks": tasks,  # (play, task, seconds) of the plays in the window
     }
 
 
@@ -573,7 +592,7 @@ def one_run(
     finally:
         record = writer.stop()
     result["production_mb"] = size_mb
-    result["writes"] = verify_writes(world, record)
+    result["writes"] = verify_writes(world, record, result.get("previous_database"))
     b0, b1 = result["blocked_epoch"]
     # production serving while the release runs: the writer's longest stall that is not the blocked window
     outside = [b - a for a, b in record.get("stalls", []) if b < b0 or a > b1]
@@ -662,7 +681,8 @@ def main() -> None:
                     print(
                         "scale %s %s run %d: window %.2f s, blocked to swap %.2f s, run %.1f s, peak %.0f MB%s; "
                         "writer: %d commits, longest refused %.2f s (elsewhere %.2f s), lost %d (inserts %d, "
-                        "updates %d, lines %d, deletes undone %d), unknown outcome %d (%d landed), writes after: %s"
+                        "updates %d, lines %d, deletes undone %d), unknown outcome %d (%d landed, %d in the "
+                        "previous database), writes after: %s"
                         % (
                             scale,
                             mode,
@@ -682,6 +702,7 @@ def main() -> None:
                             w["deletes_undone"],
                             w["uncertain"],
                             w["uncertain_landed"],
+                            w["uncertain_in_previous"],
                             w["recovered_after_run"],
                         ),
                         flush=True,
@@ -700,6 +721,8 @@ def main() -> None:
                             print("    %-58s %7.3f s" % (label, seconds))
                         if r["where"]:
                             print("    steps: " + r["where"])
+                        if r.get("plays"):
+                            print("    plays: " + ", ".join("%s %s" % kv for kv in r["plays"].items()))
             every["%s" % scale] = results
             tables.append(table(scale, app_tier, results))
             print("\n" + tables[-1] + "\n", flush=True)

@@ -789,7 +789,7 @@ class Applier:
                 # (the slot releases that WAL and the lag shows 0); and ask for a keepalive carrying its position
                 self.cur.send_feedback(flush_lsn=self.cur.wal_end, reply=True)
             with contextlib.suppress(InterruptedError):
-                select.select([self.cur], [], [], 0.5)
+                select.select([self.cur], [], [], 0.1)
             self._status()
 
     def status(self) -> t.Dict[str, t.Any]:

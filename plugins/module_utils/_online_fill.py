@@ -487,7 +487,7 @@ def wait_fill(book: t.Any, run_id: str, pid: int, folder: str, timeout: float) -
                 % (pid, holder_log_tail(folder) or "no log")
             )
         if time.monotonic() > deadline:
-            raise PgShiftError("the fill did not finish within %.0f s (pgshift_online_fill_timeout)" % timeout)
+            raise PgShiftError("the fill did not finish within %.0f s (online_fill's fill_timeout)" % timeout)
         time.sleep(0.5)
 
 

@@ -10,7 +10,8 @@ module: online_check
 short_description: Tell whether production's data can be carried online, table by table
 description:
   - Reads, without writing anything, what an online release needs from the O(source) server (production)
-    (C(wal_level = logical), a free replication slot and WAL sender, the REPLICATION attribute) and sorts the
+    (C(wal_level = logical), a free replication slot and WAL sender, the REPLICATION attribute, a superuser - the
+    apply sets C(session_replication_role) and uses the replication origin functions) and sorts the
     tables of the carry-over plan (O(source) into O(target), the dev schema's pre-data section) into those the
     change stream carries and those carried in the window, with the reason (no primary key or replica identity
     index, a key column the mapping does not carry, a mapping C(expression)); large objects are always carried
@@ -67,11 +68,12 @@ reasons:
   elements: str
   sample: ["wal_level is replica: set wal_level = logical in postgresql.conf ... and restart the server"]
 server:
-  description: C(wal_level), C(replication_slots) and C(wal_senders) (C(used), C(max)), C(replication_role).
+  description: C(wal_level), C(replication_slots) and C(wal_senders) (C(used), C(max)), C(replication_role),
+    C(superuser).
   returned: always
   type: dict
   sample: {wal_level: logical, replication_slots: {used: 0, max: 10}, wal_senders: {used: 0, max: 10},
-           replication_role: true}
+           replication_role: true, superuser: true}
 streamed:
   description: Target tables the change stream carries.
   returned: always

@@ -43,7 +43,17 @@ SCALE = 0.3
 SCRIPT = os.path.join(ROOT, "sample_app", "shop-api.sh")
 PYTHON = os.path.join(VENV_BIN, "python")
 APPS = ("app1", "app2")
-PHASES = ["Preflight", "Backup", "Maintenance on", "Rebuild and swap", "Restart", "API checks", "Maintenance off"]
+# the Fill play runs in every release (its tasks are skipped unless Preflight chose the online mode)
+PHASES = [
+    "Preflight",
+    "Backup",
+    "Fill",
+    "Maintenance on",
+    "Rebuild and swap",
+    "Restart",
+    "API checks",
+    "Maintenance off",
+]
 TABLES = ["customers", "products", "orders", "order_lines", "order_events"]
 POLL_SECONDS = 0.25
 FLAG_ON_DB_HOST = False  # see Stack.write_inventory
